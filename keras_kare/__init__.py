@@ -1,0 +1,22 @@
+"""keras_kare: train a network's empirical NTK to minimise KARE, predict with KRR.
+
+Schwab, Kelly, Malamud, Xu, "Training NTK to Generalize with KARE" (2025).
+
+Public API:
+    kare(kernel, targets, ridge=0.1, relative_ridge=False)
+    ntk(model, x1, x2=None, kernel="trace", implementation="auto", batch_size=None)
+    layers.KARE(ridge=0.1, relative_ridge=False)
+    KAREModel(base_model, ridge=0.1, relative_ridge=False, kernel="trace", implementation="auto")
+    KernelPredictor(model, ridge=1e-3, relative_ridge=True, kernel="trace", batch_size=512)
+"""
+
+from keras_kare import layers
+from keras_kare.model import KAREModel
+from keras_kare.ntk import ntk
+from keras_kare.predictor import KernelPredictor, NotFittedError
+from keras_kare.ridge import RidgePath
+from keras_kare.risk import kare
+
+__version__ = "0.1.0"
+
+__all__ = ["KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "kare", "layers", "ntk", "__version__"]

@@ -1,0 +1,73 @@
+"""Choice between NTK implementations; the cost model is documented here.
+
+``"jacobian"``: per-example Jacobians of all weights, ``O(n C P)`` memory. Exact
+for every model, slow for wide layers (P large).
+
+``"structured"``: per-layer Gram contributions from layer inputs A and output
+cotangents Δ (``K_layer = (A Aᵀ + 1) ⊙ (Δ Δᵀ)`` for Dense), no n×P tensor;
+``O(n² + n · Σ widths)`` memory. Needs a Sequential or Functional model.
+
+``"auto"`` picks ``"structured"`` whenever it is available for the model and
+falls back to ``"jacobian"`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from keras_kare.backend.tensorflow.jacobian import jacobian_gram
+
+logger = logging.getLogger("keras_kare")
+
+IMPLEMENTATIONS = ("auto", "jacobian", "structured")
+
+
+def _structured_module():
+    try:
+        from keras_kare.backend.tensorflow import structured
+    except ImportError:  # not built yet
+        return None
+    return structured
+
+
+def resolve_implementation(model, implementation: str) -> str:
+    """Map ``"auto"`` to a concrete implementation for ``model``."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {IMPLEMENTATIONS}, "
+            f"received {implementation!r}."
+        )
+    structured = _structured_module()
+    if implementation == "structured":
+        if structured is None:
+            raise NotImplementedError(
+                "implementation='structured' is not available in this build; "
+                "use 'jacobian' or 'auto'."
+            )
+        structured.check_supported(model)
+        return "structured"
+    if implementation == "auto":
+        if structured is not None and structured.is_supported(model):
+            return "structured"
+        return "jacobian"
+    return implementation
+
+
+def gram(model, x1, x2=None, kernel: str = "trace", implementation: str = "jacobian"):
+    """Empirical NTK Gram of ``model`` (already validated inputs).
+
+    Args:
+        model: a built Keras model.
+        x1, x2: input batches; ``x2=None`` means ``x2 = x1``.
+        kernel: ``"trace"``, ``"summed_output"`` or ``"full"``.
+        implementation: a concrete implementation (see module docstring);
+            ``"auto"`` is resolved here.
+
+    Returns:
+        A tensor of shape (n1, n2), or (n1, n2, C, C) for ``kernel="full"``,
+        differentiable with respect to ``model.trainable_variables``.
+    """
+    implementation = resolve_implementation(model, implementation)
+    if implementation == "structured":
+        return _structured_module().structured_gram(model, x1, x2, kernel=kernel)
+    return jacobian_gram(model, x1, x2, kernel=kernel)

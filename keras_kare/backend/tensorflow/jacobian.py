@@ -1,0 +1,64 @@
+"""Empirical NTK Gram from explicit per-example Jacobians (TensorFlow).
+
+This is the slow, obviously-right implementation: it materialises, for every
+trainable variable, the per-example Jacobian of the network outputs with
+``tf.GradientTape.jacobian`` (vectorised with ``pfor``) and contracts the two
+Jacobians over the parameter axis.
+
+Cost model (n examples, C outputs, P parameters): time ``O(n C P)`` for the
+Jacobians plus ``O(n1 n2 C P)`` for the contraction (``C**2`` times that for
+``kernel="full"``); memory ``O(n C P)``. It is exact for any Keras model and is
+the oracle the structured implementation is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from keras_kare.backend.tensorflow.outputs import flat_outputs
+
+
+def _per_example_jacobians(
+    model, x, variables: Sequence[tf.Variable], summed: bool
+) -> list[tf.Tensor]:
+    """Per-variable Jacobians, each of shape (n, C, p) (C = 1 when summed)."""
+    with tf.GradientTape(persistent=False) as tape:
+        out = flat_outputs(model, x)  # (n, C)
+        if summed:
+            out = tf.reduce_sum(out, axis=1, keepdims=True)
+    jacs = tape.jacobian(
+        out,
+        list(variables),
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        experimental_use_pfor=True,
+    )
+    n = tf.shape(out)[0]
+    c = out.shape[1]
+    return [tf.reshape(j, [n, c, -1]) for j in jacs]
+
+
+def jacobian_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
+    """NTK Gram of ``model`` between ``x1`` and ``x2`` via per-example Jacobians.
+
+    Args:
+        model: a built Keras model; its outputs are flattened to (n, C).
+        x1: a batch of inputs (tensor or nested structure of tensors).
+        x2: a second batch, or ``None`` for ``x2 = x1`` (the Jacobian of
+            ``x1`` is then computed once and reused).
+        kernel: ``"trace"``, ``"summed_output"`` or ``"full"``.
+
+    Returns:
+        ``(n1, n2)`` for ``"trace"``/``"summed_output"``; ``(n1, n2, C, C)``
+        for ``"full"``.
+    """
+    variables = model.trainable_variables
+    summed = kernel == "summed_output"
+    j1 = _per_example_jacobians(model, x1, variables, summed)
+    j2 = j1 if x2 is None else _per_example_jacobians(model, x2, variables, summed)
+    if kernel == "full":
+        terms = [tf.einsum("icp,jdp->ijcd", a, b) for a, b in zip(j1, j2)]
+    else:
+        terms = [tf.einsum("icp,jcp->ij", a, b) for a, b in zip(j1, j2)]
+    return tf.add_n(terms)

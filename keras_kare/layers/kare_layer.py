@@ -1,0 +1,53 @@
+"""Keras layer wrapping the KARE value of a (kernel, targets) pair."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_kare.risk import check_ridge, check_solve_dtype, kare_terms
+
+
+@keras.saving.register_keras_serializable(package="keras_kare")
+class KARE(keras.layers.Layer):
+    """Kernel Alignment Risk Estimator as a layer: ``(kernel, targets) -> KARE``.
+
+    The layer has no weights; it is the loss head of :class:`keras_kare.KAREModel`
+    and is serialisable through ``get_config``. Shapes: kernel (n, n), targets
+    (n,) or (n, C). Returns a scalar. See :func:`keras_kare.kare` for the
+    formula and conventions (Schwab et al. 2025, paper default ridge 0.1).
+
+    Args:
+        ridge: z > 0.
+        relative_ridge: use ``ridge * trace(K) / n**2`` as the ridge.
+        solve_dtype: precision of the Cholesky solve (``"float64"`` default).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = KARE(ridge=0.1)
+        >>> float(layer((np.eye(4, dtype="float32"), np.ones(4, "float32"))))  # doctest: +ELLIPSIS
+        1.0...
+    """
+
+    def __init__(self, ridge: float = 0.1, relative_ridge: bool = False, solve_dtype: str = "float64", **kwargs):
+        super().__init__(**kwargs)
+        self.ridge = check_ridge(ridge)
+        if not isinstance(relative_ridge, bool):
+            raise TypeError(f"relative_ridge must be a bool, received {relative_ridge!r}.")
+        self.relative_ridge = relative_ridge
+        self.solve_dtype = check_solve_dtype(solve_dtype)
+
+    def terms(self, kernel, targets):
+        """All of KARE's parts (value, numerator, denominator, effective ridge)."""
+        return kare_terms(kernel, targets, self.ridge, self.relative_ridge, self.solve_dtype)
+
+    def call(self, inputs):
+        kernel, targets = inputs
+        return self.terms(kernel, targets).value
+
+    def compute_output_shape(self, input_shape):
+        return ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ridge=self.ridge, relative_ridge=self.relative_ridge, solve_dtype=self.solve_dtype)
+        return config

@@ -1,0 +1,182 @@
+"""KAREModel: train a network's empirical NTK to minimise KARE with ``fit()``."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_kare import _validation as v
+from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation
+from keras_kare.layers.kare_layer import KARE
+
+_METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
+
+
+@keras.saving.register_keras_serializable(package="keras_kare")
+class KAREModel(keras.Model):
+    """A Keras model whose ``train_step`` minimises KARE of its batch NTK.
+
+    For every batch (x, y) the model builds the empirical NTK Gram K of
+    ``base_model`` on x (inference mode: dropout off, batch-norm on moving
+    statistics), evaluates ``KARE(K, y, ridge)`` with the :class:`~keras_kare.layers.KARE`
+    layer and differentiates it with respect to the base model's trainable
+    weights *through* the Gram (nested ``GradientTape``), then applies the
+    compiled optimizer (Schwab, Kelly, Malamud, Xu 2025). Calling the model
+    returns the base network's outputs; predict with kernel ridge regression
+    through :class:`keras_kare.KernelPredictor`.
+
+    Logs (progress bar, History, callbacks): ``kare`` (also reported as
+    ``loss`` so that ``TerminateOnNaN``/``ReduceLROnPlateau`` defaults work),
+    ``kare_numerator``, ``kare_denominator`` and ``effective_ridge``; during
+    validation the same with a ``val_`` prefix.
+
+    Args:
+        base_model: the network whose NTK is trained (any Keras model).
+        ridge: KARE's ridge z > 0 (paper default 0.1, absolute).
+        relative_ridge: use ``ridge * trace(K) / n**2`` instead.
+        kernel: ``"trace"``, ``"summed_output"`` (the paper's convention for
+            multi-output nets) or ``"full"`` (KARE of the (nC)×(nC) block
+            kernel against the flattened targets).
+        implementation: NTK implementation, see :func:`keras_kare.ntk`.
+        solve_dtype: precision of KARE's Cholesky solve (default float64).
+
+    Batches must hold at least 2 examples (KARE of one example is constant);
+    use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
+    ``sample_weight`` is not supported and raises.
+
+    Example:
+        >>> net = keras.Sequential([keras.Input((10,)), keras.layers.Dense(64, "gelu"), keras.layers.Dense(1)])
+        >>> model = KAREModel(net, ridge=0.1)
+        >>> model.compile(optimizer=keras.optimizers.SGD(100.0))
+        >>> history = model.fit(x, y, batch_size=len(x), epochs=100)  # doctest: +SKIP
+    """
+
+    _is_kare_model = True
+
+    def __init__(
+        self,
+        base_model,
+        ridge: float = 0.1,
+        relative_ridge: bool = False,
+        kernel: str = "trace",
+        implementation: str = "auto",
+        solve_dtype: str = "float64",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        v.check_model(base_model, "base_model")
+        v.check_kernel_mode(kernel)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, received {implementation!r}.")
+        self.base_model = base_model
+        self.kare_layer = KARE(ridge=ridge, relative_ridge=relative_ridge, solve_dtype=solve_dtype, name="kare")
+        self.kernel = kernel
+        self.implementation = implementation
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in _METRIC_NAMES}
+        if base_model.built and not base_model.trainable_variables:
+            raise ValueError("base_model has no trainable weights: there is no NTK to train.")
+
+    # ------------------------------------------------------------------ Keras API
+    def call(self, inputs, training=None):
+        return self.base_model(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self.base_model.built:
+            self.base_model.build(input_shape)
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def compile(self, optimizer="sgd", loss=None, **kwargs):
+        """Like ``keras.Model.compile``; KARE is the objective, so ``loss`` must be None."""
+        if loss is not None:
+            raise ValueError(
+                f"KAREModel minimises KARE and takes no loss; received loss={loss!r}. "
+                "Call compile(optimizer=...) without a loss."
+            )
+        if kwargs.get("metrics"):
+            raise ValueError("KAREModel reports KARE metrics itself; compile(metrics=...) is not supported.")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    # ------------------------------------------------------------- KARE steps
+    def _resolved_implementation(self) -> str:
+        return resolve_implementation(self.base_model, self.implementation)
+
+    def _kare_terms(self, x, y):
+        if y is None:
+            raise ValueError("KAREModel needs targets: call fit(x, y) or give a dataset of (x, y) pairs.")
+        n_static = tf.nest.flatten(x)[0].shape[0]
+        if n_static is not None and n_static < 2:
+            raise ValueError(
+                f"KAREModel needs at least 2 examples per batch, received a batch of {n_static} "
+                "(often the last partial batch: use drop_remainder=True, or a batch size that "
+                "does not leave a remainder of 1)."
+            )
+        n = tf.shape(tf.nest.flatten(x)[0])[0]
+        tf.debugging.assert_greater_equal(
+            n, 2, message="KAREModel needs at least 2 examples per batch (last partial batch of 1? use drop_remainder=True)."
+        )
+        k = gram(self.base_model, x, None, kernel=self.kernel, implementation=self._resolved_implementation())
+        y = tf.convert_to_tensor(y)
+        dtype = k.dtype
+        y = tf.cast(y, dtype)
+        if y.shape.rank == 1:
+            y = y[:, None]
+        if self.kernel == "full":
+            c = tf.shape(k)[2]
+            k = tf.reshape(tf.transpose(k, [0, 2, 1, 3]), [n * c, n * c])
+            y = tf.reshape(y, [-1, 1])
+        return self.kare_layer.terms(k, y)
+
+    def _update_trackers(self, terms):
+        values = {
+            "loss": terms.value,
+            "kare": terms.value,
+            "kare_numerator": terms.numerator,
+            "kare_denominator": terms.denominator,
+            "effective_ridge": terms.ridge,
+        }
+        for name, tracker in self._trackers.items():
+            tracker.update_state(values[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("KAREModel does not support sample_weight: KARE has no per-example weighting.")
+        variables = self.base_model.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self._kare_terms(x, y)
+        grads = tape.gradient(terms.value, variables)
+        # Structurally-zero gradients (e.g. the output bias, whose NTK contribution is a
+        # constant) come back as None; the optimizer gets explicit zeros instead of a warning.
+        grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
+        self.optimizer.apply(grads, variables)
+        return self._update_trackers(terms)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("KAREModel does not support sample_weight: KARE has no per-example weighting.")
+        return self._update_trackers(self._kare_terms(x, y))
+
+    # --------------------------------------------------------------- saving
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            base_model=keras.saving.serialize_keras_object(self.base_model),
+            ridge=self.kare_layer.ridge,
+            relative_ridge=self.kare_layer.relative_ridge,
+            kernel=self.kernel,
+            implementation=self.implementation,
+            solve_dtype=self.kare_layer.solve_dtype,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["base_model"] = keras.saving.deserialize_keras_object(config["base_model"], custom_objects=custom_objects)
+        return cls(**config)

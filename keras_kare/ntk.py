@@ -1,0 +1,132 @@
+"""Public empirical NTK: validation, blocking and kernel modes.
+
+The autodiff itself lives in :mod:`keras_kare.backend`; this module only checks
+inputs, splits the work into blocks and assembles the Gram.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from keras_kare import _validation as v
+from keras_kare.backend import gram, resolve_implementation
+
+
+def _slice(x, start: int, stop: int):
+    return tf.nest.map_structure(lambda t: t[start:stop], x)
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Optional[int]):
+    """Gram assembled from (batch_size × batch_size) blocks; inputs already validated.
+
+    With ``x2=None`` only the upper-triangular blocks are computed and the rest
+    are mirrored, and the result is exactly symmetric.
+    """
+    n1 = v.num_rows(x1, "x1")
+    n2 = n1 if x2 is None else v.num_rows(x2, "x2")
+    if batch_size is None or (batch_size >= n1 and batch_size >= n2):
+        k = gram(model, x1, x2, kernel=kernel, implementation=implementation)
+        if x2 is None:
+            k = 0.5 * (k + _swap(k, kernel))
+        return k
+    b1 = _blocks(n1, batch_size)
+    b2 = b1 if x2 is None else _blocks(n2, batch_size)
+    blocks: dict[tuple[int, int], tf.Tensor] = {}
+    for i, (s1, e1) in enumerate(b1):
+        xi = _slice(x1, s1, e1)
+        for j, (s2, e2) in enumerate(b2):
+            if x2 is None and j < i:
+                blocks[i, j] = _swap(blocks[j, i], kernel)
+                continue
+            if x2 is None and i == j:
+                kij = gram(model, xi, None, kernel=kernel, implementation=implementation)
+                kij = 0.5 * (kij + _swap(kij, kernel))
+            else:
+                xj = _slice(x1 if x2 is None else x2, s2, e2)
+                kij = gram(model, xi, xj, kernel=kernel, implementation=implementation)
+            blocks[i, j] = kij
+    rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]
+    return tf.concat(rows, axis=0)
+
+
+def _swap(k: tf.Tensor, kernel: str) -> tf.Tensor:
+    """K(x2, x1) from K(x1, x2): transpose the example axes (and output axes for 'full')."""
+    if kernel == "full":
+        return tf.transpose(k, [1, 0, 3, 2])
+    return tf.transpose(k)
+
+
+def ntk(
+    model,
+    x1,
+    x2=None,
+    kernel: str = "trace",
+    implementation: str = "auto",
+    batch_size: Optional[int] = None,
+) -> tf.Tensor:
+    """Empirical neural tangent kernel Gram of a Keras model.
+
+    ``K(x, x') = Σ_θ ∂f(x)/∂θ · ∂f(x')/∂θ`` over all trainable weights (biases
+    included), computed in inference mode (dropout off, batch-norm on moving
+    statistics) so examples do not interact.
+
+    Args:
+        model: any Keras model (Sequential, Functional or subclassed); built on
+            the first example of ``x1`` if it is not built yet. A ``KAREModel``
+            is unwrapped to its base network.
+        x1: (n1, ...) inputs (array, tensor, or the nested structure the
+            model takes).
+        x2: (n2, ...) inputs, or ``None`` for ``x2 = x1`` (symmetry is
+            exploited and the result is exactly symmetric).
+        kernel: for C outputs, ``"trace"`` = Σ_c ∇f_c·∇f_c (no division by C,
+            unlike neural-tangents), ``"summed_output"`` = NTK of Σ_c f_c (the
+            paper's convention, includes cross-output terms) or ``"full"``, the
+            (n1, n2, C, C) block kernel. All three agree for scalar outputs.
+        implementation: ``"auto"`` (structured when the model supports it),
+            ``"jacobian"`` (per-example Jacobians; exact for any model) or
+            ``"structured"``. See :mod:`keras_kare.backend.tensorflow.dispatch`
+            for the cost model.
+        batch_size: compute the Gram in blocks of this many examples so that
+            the per-example work never exceeds one block pair. ``None`` means
+            one block.
+
+    Returns:
+        A float tensor of shape (n1, n2), or (n1, n2, C, C) for ``"full"``;
+        differentiable w.r.t. ``model.trainable_variables``.
+
+    Example:
+        >>> import keras, numpy as np, keras_kare
+        >>> net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, "gelu"), keras.layers.Dense(1)])
+        >>> keras_kare.ntk(net, np.ones((5, 3), "float32")).shape
+        TensorShape([5, 5])
+    """
+    model = _unwrap(v.check_model(model))
+    v.check_kernel_mode(kernel)
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, received {batch_size!r}.")
+    dtype = _model_dtype(model)
+    x1 = v.as_input(x1, "x1", dtype)
+    v.num_rows(x1, "x1")
+    if x2 is not None:
+        x2 = v.as_input(x2, "x2", dtype)
+        v.num_rows(x2, "x2")
+    v.ensure_built(model, x1)
+    implementation = resolve_implementation(model, implementation)
+    return blocked_gram(model, x1, x2, kernel, implementation, batch_size)
+
+
+def _unwrap(model):
+    base = getattr(model, "base_model", None)
+    return base if base is not None and getattr(model, "_is_kare_model", False) else model
+
+
+def _model_dtype(model):
+    dtype = getattr(model, "compute_dtype", None) or "float32"
+    return tf.as_dtype(dtype) if tf.as_dtype(dtype).is_floating else tf.float32
