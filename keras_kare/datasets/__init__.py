@@ -1,0 +1,38 @@
+"""Numpy loaders for the paper's data sets (Schwab, Kelly, Malamud, Xu 2025).
+
+- :func:`make_single_index`: Figure 1's synthetic regression.
+- :func:`load_mnist_7v9`: Figure 2's MNIST 7-vs-9 task (TFDS or IDX files).
+- :func:`load_uci`, :func:`uci_split`: the 121 UCI data sets of Fernández-Delgado et al.
+- :func:`read_idx`: the IDX format.
+
+All loaders return numpy arrays and raise :class:`DatasetError` (a ``ValueError``)
+with a one-line message naming the file when data are missing or malformed.
+"""
+
+from keras_kare.datasets.errors import DatasetError
+from keras_kare.datasets.idx import read_idx
+from keras_kare.datasets.mnist import load_mnist_7v9
+from keras_kare.datasets.synthetic import make_single_index
+from keras_kare.datasets.uci import (
+    UCIDataset,
+    decode_predictions,
+    encode_targets,
+    list_uci_datasets,
+    load_uci,
+    preprocess_features,
+    uci_split,
+)
+
+__all__ = [
+    "DatasetError",
+    "UCIDataset",
+    "decode_predictions",
+    "encode_targets",
+    "list_uci_datasets",
+    "load_mnist_7v9",
+    "load_uci",
+    "make_single_index",
+    "preprocess_features",
+    "read_idx",
+    "uci_split",
+]

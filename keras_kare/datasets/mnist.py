@@ -1,0 +1,181 @@
+"""Figure 2's MNIST 7-vs-9 task (Schwab, Kelly, Malamud, Xu 2025).
+
+Preprocessing (authors' code): pixels scaled to [0, 1], a 2-pixel border cropped
+(28×28 → 24×24 = 576 features), flattened, each image centred on its own mean;
+label +1 for a 7 and −1 for a 9. ``n_train`` training and ``n_test`` test
+examples are drawn at random (without replacement) per seed.
+
+Sources, in order: an IDX folder given as ``data_dir``; else MNIST through
+tensorflow-datasets if it is already prepared locally (never downloaded); else
+the first folder of :func:`default_idx_dirs` that holds IDX files. When an IDX
+folder only has the *test* set (``t10k-*``, e.g. the offline copy), train and
+test are both drawn from it, disjointly, and ``info["note"]`` says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from keras_kare.datasets.errors import DatasetError
+from keras_kare.datasets.idx import find_idx, idx_exists, read_idx
+
+POSITIVE, NEGATIVE = 7, 9
+ENV_VAR = "KERAS_KARE_MNIST_DIR"
+
+
+def default_idx_dirs() -> list[Path]:
+    """Where IDX files are looked for when no ``data_dir`` is given.
+
+    ``$KERAS_KARE_MNIST_DIR``, ``~/.keras/datasets/mnist``, and the project's
+    offline copy ``../shared/data/mnist`` next to the repository.
+    """
+    dirs = []
+    if os.environ.get(ENV_VAR):
+        dirs.append(Path(os.environ[ENV_VAR]))
+    dirs.append(Path.home() / ".keras" / "datasets" / "mnist")
+    repo = Path(__file__).resolve().parents[2]
+    dirs.append(repo.parent / "shared" / "data" / "mnist")
+    return dirs
+
+
+def preprocess(images: np.ndarray, crop: int = 2) -> np.ndarray:
+    """uint8 (n, 28, 28) images → float32 (n, (28-2·crop)²), in [0, 1], per-image centred."""
+    x = np.asarray(images, dtype=np.float32) / 255.0
+    if crop:
+        x = x[:, crop:-crop, crop:-crop]
+    x = x.reshape(len(x), -1)
+    return x - x.mean(axis=1, keepdims=True)
+
+
+def _select_7_9(images: np.ndarray, labels: np.ndarray):
+    keep = (labels == POSITIVE) | (labels == NEGATIVE)
+    return images[keep], np.where(labels[keep] == POSITIVE, 1.0, -1.0).astype(np.float32)
+
+
+def _load_idx_split(directory: Path, split: str):
+    images = read_idx(find_idx(directory, f"{split}-images-idx3-ubyte"))
+    labels = read_idx(find_idx(directory, f"{split}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(
+            f"{directory}: {split} images have shape {images.shape} and labels {labels.shape} "
+            "(expected (n, 28, 28) images and (n,) labels)."
+        )
+    return images, labels
+
+
+def _load_tfds(data_dir: Optional[str] = None):
+    """Both MNIST splits from an already-prepared TFDS copy, or None (never downloads)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return None
+    try:
+        import absl.logging
+
+        level = absl.logging.get_verbosity()
+        absl.logging.set_verbosity(absl.logging.ERROR)  # an empty TFDS cache is the normal offline case
+        try:
+            builder = tfds.builder("mnist", data_dir=data_dir)
+            prepared = builder.is_prepared()
+        finally:
+            absl.logging.set_verbosity(level)
+        if not prepared:
+            return None
+        out = {}
+        for split in ("train", "test"):
+            arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+            out[split] = (arrays["image"][..., 0], arrays["label"])
+        return out
+    except Exception:  # a broken TFDS install or cache is a reason to fall back, not to fail
+        return None
+
+
+def load_mnist_7v9(
+    n_train: int = 1000,
+    n_test: int = 1000,
+    seed: int = 0,
+    data_dir=None,
+    crop: int = 2,
+    use_tfds: bool = True,
+):
+    """The 7-vs-9 task as numpy arrays.
+
+    Args:
+        n_train, n_test: sizes of the random draws (paper 1000 / 1000).
+        seed: seed of the draw.
+        data_dir: a folder with MNIST IDX files (``train-*`` and/or ``t10k-*``,
+            optionally ``.gz``). ``None``: TFDS if prepared, else
+            :func:`default_idx_dirs`.
+        crop: border pixels removed on each side (paper 2).
+        use_tfds: try tensorflow-datasets when ``data_dir`` is None.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test, info)``: float32 x of shape
+        (n, 576), y in {+1, −1}, and ``info`` with ``source`` (where the images
+        came from) and ``note`` (how train and test were drawn).
+
+    Raises:
+        DatasetError: no usable source, corrupt IDX file, or not enough 7s and 9s.
+    """
+    rng = np.random.RandomState(seed)
+    splits = None
+    source = None
+    if data_dir is not None:
+        directory = Path(data_dir)
+        if not directory.is_dir():
+            raise DatasetError(f"{directory}: MNIST data folder does not exist.")
+        candidates = [directory]
+    else:
+        if use_tfds:
+            splits = _load_tfds()
+            source = "tensorflow-datasets mnist"
+        candidates = [] if splits is not None else [d for d in default_idx_dirs() if d.is_dir()]
+    if splits is None:
+        for directory in candidates:
+            has_test = idx_exists(directory, "t10k-images-idx3-ubyte") and idx_exists(directory, "t10k-labels-idx1-ubyte")
+            has_train = idx_exists(directory, "train-images-idx3-ubyte") and idx_exists(directory, "train-labels-idx1-ubyte")
+            if has_train or has_test:
+                splits = {}
+                if has_train:
+                    splits["train"] = _load_idx_split(directory, "train")
+                if has_test:
+                    splits["test"] = _load_idx_split(directory, "t10k")
+                source = f"IDX files in {directory}"
+                break
+        else:
+            where = candidates[0] if data_dir is not None else ", ".join(str(d) for d in default_idx_dirs())
+            raise DatasetError(
+                f"{where}: no MNIST found (expected t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], "
+                f"and/or the train-* pair; or a prepared tensorflow-datasets 'mnist'; or set ${ENV_VAR})."
+            )
+
+    if "train" in splits and "test" in splits:
+        x_tr, y_tr = _select_7_9(*splits["train"])
+        x_te, y_te = _select_7_9(*splits["test"])
+        for name, x, k in (("train", x_tr, n_train), ("test", x_te, n_test)):
+            if len(x) < k:
+                raise DatasetError(f"{source}: the {name} split has {len(x)} 7s and 9s, fewer than the {k} requested.")
+        i_tr = rng.choice(len(x_tr), n_train, replace=False)
+        i_te = rng.choice(len(x_te), n_test, replace=False)
+        note = "train drawn from MNIST's training set, test from MNIST's test set"
+    else:
+        split = "train" if "train" in splits else "test"
+        x_tr, y_tr = _select_7_9(*splits[split])
+        x_te, y_te = x_tr, y_tr
+        if len(x_tr) < n_train + n_test:
+            raise DatasetError(
+                f"{source}: only the {split} split is available and it has {len(x_tr)} 7s and 9s, fewer than "
+                f"n_train + n_test = {n_train + n_test} needed for disjoint draws."
+            )
+        perm = rng.permutation(len(x_tr))
+        i_tr, i_te = perm[:n_train], perm[n_train : n_train + n_test]
+        note = (
+            f"only MNIST's {split} set is available: train and test are disjoint random draws "
+            f"from its {len(x_tr)} 7s and 9s"
+        )
+    info = {"source": source, "note": note}
+    return preprocess(x_tr[i_tr], crop), y_tr[i_tr], preprocess(x_te[i_te], crop), y_te[i_te], info
