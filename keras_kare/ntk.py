@@ -8,10 +8,41 @@ from __future__ import annotations
 
 from typing import Optional
 
+import weakref
+
 import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare.backend import gram, resolve_implementation
+
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled_gram(model, kernel: str, implementation: str):
+    """A ``tf.function`` of the Gram for ``model``, cached per model.
+
+    Eager calls of the autodiff (``tape.jacobian`` with ``pfor`` in
+    particular) rebuild their graph on every call; compiling once per model,
+    kernel mode and implementation makes blocked computation cost one trace
+    per distinct block shape instead of one per block.
+    """
+    per_model = _COMPILED.setdefault(model, {})
+    # freezing/unfreezing layers changes which variables count: part of the key
+    key = (kernel, implementation, tuple(id(v) for v in model.trainable_variables))
+    if key not in per_model:
+
+        def fn(x1, x2=None):
+            return gram(model, x1, x2, kernel=kernel, implementation=implementation)
+
+        per_model[key] = tf.function(fn, reduce_retracing=True)
+    return per_model[key]
+
+
+def _gram(model, x1, x2, kernel: str, implementation: str):
+    if tf.executing_eagerly():
+        return _compiled_gram(model, kernel, implementation)(x1, x2)
+    return gram(model, x1, x2, kernel=kernel, implementation=implementation)
 
 
 def _slice(x, start: int, stop: int):
@@ -31,7 +62,7 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     n1 = v.num_rows(x1, "x1")
     n2 = n1 if x2 is None else v.num_rows(x2, "x2")
     if batch_size is None or (batch_size >= n1 and batch_size >= n2):
-        k = gram(model, x1, x2, kernel=kernel, implementation=implementation)
+        k = _gram(model, x1, x2, kernel, implementation)
         if x2 is None:
             k = 0.5 * (k + _swap(k, kernel))
         return k
@@ -45,11 +76,11 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
                 blocks[i, j] = _swap(blocks[j, i], kernel)
                 continue
             if x2 is None and i == j:
-                kij = gram(model, xi, None, kernel=kernel, implementation=implementation)
+                kij = _gram(model, xi, None, kernel, implementation)
                 kij = 0.5 * (kij + _swap(kij, kernel))
             else:
                 xj = _slice(x1 if x2 is None else x2, s2, e2)
-                kij = gram(model, xi, xj, kernel=kernel, implementation=implementation)
+                kij = _gram(model, xi, xj, kernel, implementation)
             blocks[i, j] = kij
     rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]
     return tf.concat(rows, axis=0)
