@@ -82,7 +82,28 @@ class KAREModel(keras.Model):
 
     def build(self, input_shape):
         if not self.base_model.built:
-            self.base_model.build(input_shape)
+            # keras.Model.build cannot build a subclassed network; a symbolic call can.
+            symbolic = keras.tree.map_shape_structure(lambda s: keras.KerasTensor((None,) + tuple(s)[1:]), input_shape)
+            self.base_model(symbolic, training=False)
+        self._note_input_shape(input_shape)
+
+    def _ensure_built(self, x):
+        """Build the base network on ``x`` (a subclassed one has no weights yet) and note the shape."""
+        if not self.base_model.built:
+            self.base_model(x, training=False)
+        if not self.built or getattr(self, "_build_shapes_dict", None) is None:
+            self._note_input_shape(tf.nest.map_structure(lambda t: tuple(t.shape), x))
+
+    def _note_input_shape(self, input_shape):
+        """Record the input shape for ``get_build_config`` (saving) and mark the model built.
+
+        ``train_step`` never calls the model itself, so Keras would otherwise
+        save a KAREModel as "unbuilt"; the shape (batch axis dropped) lets
+        ``load_model`` rebuild a subclassed base network before loading weights.
+        """
+        if getattr(self, "_build_shapes_dict", None) is None and input_shape is not None:
+            shape = keras.tree.map_shape_structure(lambda s: (None,) + tuple(s)[1:], input_shape)
+            self._build_shapes_dict = {"input_shape": shape}
         self.built = True
 
     @property
@@ -146,6 +167,7 @@ class KAREModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ValueError("KAREModel does not support sample_weight: KARE has no per-example weighting.")
+        self._ensure_built(x)
         variables = self.base_model.trainable_variables
         with tf.GradientTape() as tape:
             terms = self._kare_terms(x, y)
@@ -160,6 +182,7 @@ class KAREModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ValueError("KAREModel does not support sample_weight: KARE has no per-example weighting.")
+        self._ensure_built(x)
         return self._update_trackers(self._kare_terms(x, y))
 
     # --------------------------------------------------------------- saving
@@ -174,6 +197,24 @@ class KAREModel(keras.Model):
             solve_dtype=self.kare_layer.solve_dtype,
         )
         return config
+
+    def get_compile_config(self):
+        """The compile arguments (optimizer etc.); ``loss``/``metrics`` are always None here."""
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        """Re-compile on ``load_model`` (``compile`` is overridden, so Keras would skip it).
+
+        The optimizer is built on the base network's trainable variables (the
+        list ``train_step`` applies gradients to) so that its saved state
+        (iterations, slots) loads into matching variables.
+        """
+        config = dict(keras.saving.deserialize_keras_object(config))
+        for key in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+            config.pop(key, None)
+        self.compile(**config)
+        if self.built or self.base_model.built:
+            self.optimizer.build(self.base_model.trainable_variables)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

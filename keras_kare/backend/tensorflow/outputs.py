@@ -18,4 +18,9 @@ def flat_outputs(model, x) -> tf.Tensor:
     parts = tf.nest.flatten(out)
     n = tf.shape(parts[0])[0]
     flat = [tf.reshape(p, [n, -1]) for p in parts]
+    # With an unknown batch size (a retraced tf.function) reshape to [n, -1]
+    # loses the static output width; restore it so C stays a Python int.
+    for p, f in zip(parts, flat):
+        if p.shape.rank is not None and p.shape[1:].is_fully_defined():
+            f.set_shape([p.shape[0], p.shape[1:].num_elements()])
     return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
