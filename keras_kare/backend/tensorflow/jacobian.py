@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from keras_kare.backend.tensorflow.outputs import flat_outputs
@@ -28,15 +29,15 @@ def _per_example_jacobians(
         out = flat_outputs(model, x)  # (n, C)
         if summed:
             out = tf.reduce_sum(out, axis=1, keepdims=True)
-    jacs = tape.jacobian(
-        out,
-        list(variables),
-        unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        experimental_use_pfor=True,
-    )
+    # UnconnectedGradients.ZERO fails inside pfor for Keras variables (their
+    # dtype is a string); weights the forward pass never reads get zeros here.
+    jacs = tape.jacobian(out, list(variables), experimental_use_pfor=True)
     n = tf.shape(out)[0]
     c = out.shape[1]
-    return [tf.reshape(j, [n, c, -1]) for j in jacs]
+    return [
+        tf.zeros([n, c, int(np.prod(v.shape))], out.dtype) if j is None else tf.reshape(j, [n, c, -1])
+        for j, v in zip(jacs, variables)
+    ]
 
 
 def jacobian_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:

@@ -1,0 +1,113 @@
+"""Structured empirical NTK: per-layer Gram contributions, no n×P Jacobian.
+
+Entry points used by ``dispatch``: :func:`is_supported`, :func:`check_supported`
+and :func:`structured_gram` (same signature as ``jacobian.jacobian_gram``).
+
+How it works (``shared/notes/method.md``, Novak et al. 2022 "structured
+derivatives"): one forward pass records, for every layer with trainable
+weights, its input A and its pre-activation output z (``structured_capture``,
+``structured_rules``); one backward pass per output cotangent gives Δ = ∂f/∂z;
+each variable's Gram contribution is then computed from (A, Δ) alone — for a
+Dense layer ``(A Aᵀ + 1) ⊙ (Δ Δᵀ)`` — choosing per layer between the "ghost"
+form and materialised per-example gradients of that layer by a cost model
+(``structured_factors``). Layers without a rule use per-example Jacobians of
+their own weights only.
+
+Cost (n examples, C cotangent passes, Dense widths d_l): time
+``O(C · forward/backward + Σ_l n² (d_{l-1} + C d_l))``, memory
+``O(n² + n C Σ_l d_l)``; weight-sharing layers add the terms documented in
+``structured_factors``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+from keras_kare.backend.tensorflow.structured_capture import capture, graph_kind
+from keras_kare.backend.tensorflow.structured_factors import FULL, factor_gram
+
+logger = logging.getLogger("keras_kare")
+_LOGGED: set = set()
+
+
+def _why_unsupported(model) -> str:
+    return (
+        f"model {getattr(model, 'name', '?')!r} of class {type(model).__name__} is a subclassed "
+        "Keras model (its call() is arbitrary Python); the structured NTK needs the layer graph "
+        "of a keras.Sequential or Functional model (a subclass that does not override call() is fine)"
+    )
+
+
+def is_supported(model) -> bool:
+    """Whether :func:`structured_gram` applies to ``model`` (Sequential / Functional graph).
+
+    Any layer inside the graph is supported: layers without a structured rule
+    fall back to per-example Jacobians of their own weights. For a subclassed
+    model this logs one informative line (once per model class) and returns False.
+    """
+    if graph_kind(model) is not None:
+        return True
+    cls = type(model).__qualname__
+    if cls not in _LOGGED:
+        _LOGGED.add(cls)
+        logger.info(
+            "keras_kare: %s; implementation='auto' uses the per-example Jacobian implementation "
+            "(exact, O(n·C·P) memory). Build the network as a Sequential or Functional model to "
+            "get the structured one.",
+            _why_unsupported(model),
+        )
+    return False
+
+
+def check_supported(model) -> None:
+    """Raise ``NotImplementedError`` naming why ``model`` has no structured NTK."""
+    if graph_kind(model) is None:
+        raise NotImplementedError(
+            f"implementation='structured' is not available: {_why_unsupported(model)}. "
+            "Use implementation='jacobian' (or 'auto', which picks it for such models)."
+        )
+
+
+def _swap(k: tf.Tensor, kernel: str) -> tf.Tensor:
+    return tf.transpose(k, [1, 0, 3, 2]) if kernel == FULL else tf.transpose(k)
+
+
+def structured_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
+    """NTK Gram of ``model`` between ``x1`` and ``x2`` from per-layer structure.
+
+    Args:
+        model: a built Sequential or Functional Keras model; outputs are
+            flattened to (n, C) like ``outputs.flat_outputs``.
+        x1: a batch of inputs (tensor or the nested structure the model takes).
+        x2: a second batch, or ``None`` for ``x2 = x1`` (captured once; the
+            result is exactly symmetric).
+        kernel: ``"trace"``, ``"summed_output"`` or ``"full"``.
+
+    Returns:
+        ``(n1, n2)`` for ``"trace"``/``"summed_output"``; ``(n1, n2, C, C)``
+        for ``"full"``. Differentiable with respect to the model's trainable
+        variables; no tensor of size n × P is formed.
+    """
+    check_supported(model)
+    f1 = capture(model, x1, kernel)
+    f2 = f1 if x2 is None else capture(model, x2, kernel)
+    terms = [factor_gram(f1[key], f2[key], kernel) for key in f1]
+    if not terms:  # every trainable variable is unused by the forward pass
+        return _zeros(model, x1, x2, kernel)
+    k = tf.add_n(terms)
+    if x2 is None:
+        k = 0.5 * (k + _swap(k, kernel))
+    return k
+
+
+def _zeros(model, x1, x2, kernel):
+    from keras_kare.backend.tensorflow.outputs import flat_outputs
+
+    o1 = flat_outputs(model, x1)
+    n1 = tf.shape(o1)[0]
+    n2 = n1 if x2 is None else tf.shape(tf.nest.flatten(x2)[0])[0]
+    c = o1.shape[1] if kernel != "summed_output" else 1
+    shape = [n1, n2, c, c] if kernel == FULL else [n1, n2]
+    return tf.zeros(shape, o1.dtype)

@@ -1,0 +1,257 @@
+"""Per-variable Gram contributions from captured layer quantities (structured NTK).
+
+A layer rule (``structured_rules``) turns one call of a layer into *factors*,
+one per trainable variable, from which that variable's contribution to the
+Gram ``K[i, j] = <∂f(x_i)/∂w, ∂f(x'_j)/∂w>`` follows without ever forming the
+(n × P) Jacobian:
+
+``LinearFactor``
+    The variable is the kernel of a linear map applied at ``T`` positions and in
+    ``H`` independent blocks: per example, ``∂f/∂W[h] = Σ_t A[t, h]ᵀ Δ[t, h]``
+    with ``A`` of shape (n, T, H, d_in) (layer inputs / conv patches, with a
+    trailing column of ones when the bias is folded in as the weight of a
+    constant input) and ``Δ`` of shape (C, n, T, H, d_out) (cotangents of the
+    pre-activation output, one slice per output cotangent pass). Dense on 2-D
+    input is ``T = H = 1``; Dense/EinsumDense on sequences and convolutions are
+    weight sharing over ``T`` positions; grouped convolutions have ``H`` groups.
+``EmbeddingFactor``
+    The variable is an embedding table: ``∂f/∂E[v] = Σ_t [id_t = v] Δ[t]``.
+``GradFactor``
+    Explicit per-example gradients (C, n, p) of a small variable (biases of
+    EinsumDense, LayerNorm / BatchNorm scale and offset) or of a layer with no
+    rule (per-example Jacobian of *that layer's own* weights only).
+
+Output-mode conventions: ``C`` is the number of cotangent passes (1 for
+``kernel="summed_output"``). ``"trace"`` sums the per-pass Grams;
+``"full"`` keeps the (C, C) output block, giving (n1, n2, C, C).
+
+Cost model (the ghost-vs-materialise choice is made in :func:`linear_gram`
+and :func:`embedding_gram`, counted in multiply-adds, ``Cg = C`` for
+``"trace"``/``"summed_output"`` and ``C²`` for ``"full"``):
+
+* ghost (never forms per-example gradients):
+  ``n1 n2 T1 T2 H (d_in + Cg·d_out + Cg)``, memory ``n1 n2 T1 T2 H Cg``;
+* materialise (per-example gradients, then their inner products):
+  ``(n1 T1 + n2 T2) C H d_in d_out + n1 n2 Cg H d_in d_out``,
+  memory ``(n1 + n2) C H d_in d_out`` (one layer's parameters per example,
+  never the whole network's).
+
+Ghost is chosen when it needs no more multiply-adds; for ``T = 1`` (Dense on
+2-D input) that is always the case, for convolutions over hundreds of positions
+materialising almost always wins (``T² ≫ d_in d_out / (d_in + d_out)``). If the
+chosen form would need more than :data:`MEMORY_LIMIT_ELEMENTS` elements and the
+other would not, the other is used. When the batch size is unknown at trace
+time (``None`` in a ``tf.function``), :data:`ASSUMED_BATCH` is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+TRACE, SUMMED, FULL = "trace", "summed_output", "full"
+
+#: Batch size assumed by the cost model when it is unknown while tracing.
+ASSUMED_BATCH = 256
+#: A form needing more elements than this is avoided if the other one fits (~1 GiB f32).
+MEMORY_LIMIT_ELEMENTS = 2**28
+
+
+@dataclass
+class LinearFactor:
+    """Kernel of a (possibly weight-shared, possibly grouped) linear map.
+
+    Attributes:
+        a: (n, T, H, d_in) layer inputs (patches), bias column included if folded.
+        delta: (C, n, T, H, d_out) cotangents of the pre-activation output.
+    """
+
+    a: tf.Tensor
+    delta: tf.Tensor
+
+
+@dataclass
+class EmbeddingFactor:
+    """Embedding table of ``vocab`` rows; ids (n, T) int, delta (C, n, T, dim)."""
+
+    ids: tf.Tensor
+    delta: tf.Tensor
+    vocab: int
+
+
+@dataclass
+class GradFactor:
+    """Explicit per-example gradients (C, n, p) of one variable."""
+
+    grad: tf.Tensor
+
+
+Factor = Union[LinearFactor, EmbeddingFactor, GradFactor]
+
+
+# ---------------------------------------------------------------- helpers
+def _static(dim: Optional[int]) -> int:
+    return ASSUMED_BATCH if dim is None else int(dim)
+
+
+def _output_multiplicity(c: int, kernel: str) -> int:
+    return c * c if kernel == FULL else c
+
+
+def _prefer(ghost_flops: float, mat_flops: float, ghost_mem: float, mat_mem: float) -> bool:
+    """True for the ghost form (see the module docstring for the rule)."""
+    ghost = ghost_flops <= mat_flops
+    if ghost and ghost_mem > MEMORY_LIMIT_ELEMENTS and mat_mem <= MEMORY_LIMIT_ELEMENTS:
+        return False
+    if not ghost and mat_mem > MEMORY_LIMIT_ELEMENTS and ghost_mem <= MEMORY_LIMIT_ELEMENTS:
+        return True
+    return ghost
+
+
+def per_example_gram(g1: tf.Tensor, g2: tf.Tensor, kernel: str) -> tf.Tensor:
+    """Gram of explicit per-example gradients g1 (C, n1, p), g2 (C, n2, p)."""
+    if kernel == FULL:
+        return tf.einsum("cip,ejp->ijce", g1, g2)
+    if g1.shape[0] == 1:
+        return tf.matmul(g1[0], g2[0], transpose_b=True)
+    return tf.einsum("cip,cjp->ij", g1, g2)
+
+
+# ---------------------------------------------------------------- linear
+def linear_cost(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tuple[bool, dict]:
+    """Decide ghost vs materialise for one kernel variable; returns (ghost?, costs)."""
+    n1, t1, h, d_in = f1.a.shape
+    c, n2, t2, _, d_out = f2.delta.shape
+    n1, n2 = _static(n1), _static(n2)
+    cg = _output_multiplicity(int(c), kernel)
+    positions = n1 * n2 * t1 * t2 * h
+    ghost_flops = positions * (d_in + cg * d_out + cg)
+    mat_flops = (n1 * t1 + n2 * t2) * c * h * d_in * d_out + n1 * n2 * cg * h * d_in * d_out
+    ghost_mem = positions * cg
+    mat_mem = (n1 + n2) * c * h * d_in * d_out
+    ghost = _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem)
+    return ghost, dict(ghost_flops=ghost_flops, mat_flops=mat_flops, ghost_mem=ghost_mem, mat_mem=mat_mem)
+
+
+def materialise_linear(f: LinearFactor) -> tf.Tensor:
+    """Per-example kernel gradients (C, n, H·d_in·d_out) of a linear factor."""
+    g = tf.einsum("nthk,cntho->cnhko", f.a, f.delta)
+    shape = tf.shape(g)
+    return tf.reshape(g, [shape[0], shape[1], -1])
+
+
+def _ghost_linear(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tf.Tensor:
+    a1, a2, d1, d2 = f1.a, f2.a, f1.delta, f2.delta
+    t1, h, t2 = a1.shape[1], a1.shape[2], a2.shape[1]
+    if t1 == 1 and t2 == 1 and h == 1:
+        ga = tf.matmul(a1[:, 0, 0, :], a2[:, 0, 0, :], transpose_b=True)  # (n1, n2)
+        e1, e2 = d1[:, :, 0, 0, :], d2[:, :, 0, 0, :]  # (C, n, d_out)
+        if kernel == FULL:
+            return ga[:, :, None, None] * tf.einsum("cio,ejo->ijce", e1, e2)
+        if e1.shape[0] == 1:
+            return ga * tf.matmul(e1[0], e2[0], transpose_b=True)
+        # Σ_c Δ_c Δ_cᵀ as one matmul over the (C·d_out) axis.
+        f1_ = tf.reshape(tf.transpose(e1, [1, 0, 2]), [tf.shape(e1)[1], -1])
+        f2_ = tf.reshape(tf.transpose(e2, [1, 0, 2]), [tf.shape(e2)[1], -1])
+        return ga * tf.matmul(f1_, f2_, transpose_b=True)
+    ga = tf.einsum("ithk,jshk->ijtsh", a1, a2)
+    if kernel == FULL:
+        gd = tf.einsum("citho,ejsho->ijcetsh", d1, d2)
+        return tf.einsum("ijtsh,ijcetsh->ijce", ga, gd)
+    gd = tf.einsum("citho,cjsho->ijtsh", d1, d2)
+    return tf.reduce_sum(ga * gd, axis=[2, 3, 4])
+
+
+def linear_gram(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tf.Tensor:
+    """Gram contribution of a linear kernel; ghost or materialised per the cost model."""
+    ghost, _ = linear_cost(f1, f2, kernel)
+    if ghost:
+        return _ghost_linear(f1, f2, kernel)
+    g1 = materialise_linear(f1)
+    g2 = g1 if f2 is f1 else materialise_linear(f2)
+    return per_example_gram(g1, g2, kernel)
+
+
+# ---------------------------------------------------------------- embedding
+def materialise_embedding(f: EmbeddingFactor) -> tf.Tensor:
+    """Per-example table gradients (C, n, vocab·dim) by a segment sum (no one-hot)."""
+    c, n, t, dim = tf.unstack(tf.shape(f.delta))
+    ids = tf.cast(f.ids, tf.int32)
+    rows = tf.range(n, dtype=tf.int32)[:, None] * f.vocab + ids  # (n, T)
+    data = tf.reshape(tf.transpose(f.delta, [1, 2, 0, 3]), [n * t, c * dim])
+    summed = tf.math.unsorted_segment_sum(data, tf.reshape(rows, [-1]), n * f.vocab)
+    g = tf.reshape(summed, [n, f.vocab, c, dim])
+    return tf.reshape(tf.transpose(g, [2, 0, 1, 3]), [c, n, -1])
+
+
+def embedding_gram(f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str) -> tf.Tensor:
+    """Gram contribution of an embedding table.
+
+    Ghost: ``K[i, j] = Σ_{t, s} [id_it = id_js] <Δ_it, Δ_js>`` (index comparison,
+    cost ``n1 n2 T1 T2 (Cg·dim + 1)``); materialise: per-example gradients by a
+    segment sum (cost ``n1 n2 Cg·vocab·dim``). The cheaper one is used.
+    """
+    c, n1, t1, dim = f1.delta.shape
+    n2, t2 = f2.delta.shape[1], f2.delta.shape[2]
+    n1s, n2s = _static(n1), _static(n2)
+    cg = _output_multiplicity(int(c), kernel)
+    ghost_flops = n1s * n2s * t1 * t2 * (cg * dim + 1)
+    mat_flops = (n1s * t1 + n2s * t2) * c * dim + n1s * n2s * cg * f1.vocab * dim
+    ghost_mem = n1s * n2s * t1 * t2 * cg
+    mat_mem = (n1s + n2s) * c * f1.vocab * dim
+    if not _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem):
+        g1 = materialise_embedding(f1)
+        g2 = g1 if f2 is f1 else materialise_embedding(f2)
+        return per_example_gram(g1, g2, kernel)
+    same = tf.cast(tf.equal(f1.ids[:, None, :, None], f2.ids[None, :, None, :]), f1.delta.dtype)
+    if kernel == FULL:
+        gd = tf.einsum("citk,ejsk->ijcets", f1.delta, f2.delta)
+        return tf.einsum("ijts,ijcets->ijce", same, gd)
+    gd = tf.einsum("citk,cjsk->ijts", f1.delta, f2.delta)
+    return tf.reduce_sum(same * gd, axis=[2, 3])
+
+
+# ---------------------------------------------------------------- grouping
+def merge(factors: Sequence[Factor]) -> Factor:
+    """One factor for a variable used at several call sites (weight sharing).
+
+    Linear and embedding factors of the same variable are concatenated along
+    the position axis T (the per-example gradient is a sum over all positions
+    of all uses); anything mixed is materialised and summed.
+    """
+    if len(factors) == 1:
+        return factors[0]
+    kinds = {type(f) for f in factors}
+    if kinds == {LinearFactor}:
+        return LinearFactor(
+            tf.concat([f.a for f in factors], axis=1), tf.concat([f.delta for f in factors], axis=2)
+        )
+    if kinds == {EmbeddingFactor}:
+        return EmbeddingFactor(
+            tf.concat([tf.cast(f.ids, tf.int32) for f in factors], axis=1),
+            tf.concat([f.delta for f in factors], axis=2),
+            factors[0].vocab,
+        )
+    return GradFactor(tf.add_n([to_grad(f) for f in factors]))
+
+
+def to_grad(f: Factor) -> tf.Tensor:
+    """Explicit per-example gradients (C, n, p) of any factor."""
+    if isinstance(f, LinearFactor):
+        return materialise_linear(f)
+    if isinstance(f, EmbeddingFactor):
+        return materialise_embedding(f)
+    return f.grad
+
+
+def factor_gram(f1: Factor, f2: Factor, kernel: str) -> tf.Tensor:
+    """Gram contribution of one variable between two batches."""
+    if type(f1) is not type(f2):  # cannot happen for one model, kept for safety
+        return per_example_gram(to_grad(f1), to_grad(f2), kernel)
+    if isinstance(f1, LinearFactor):
+        return linear_gram(f1, f2, kernel)
+    if isinstance(f1, EmbeddingFactor):
+        return embedding_gram(f1, f2, kernel)
+    return per_example_gram(f1.grad, f2.grad, kernel)
