@@ -198,25 +198,48 @@ class KernelPredictor:
         kare_vals, loo, train = spectral_path(*self._eig, self.y_fit_, lambdas)
         return RidgePath(ridges, lambdas, kare_vals, loo, train)
 
-    # ---------------------------------------------------------------- persistence
-    def save(self, path, include_train_kernel: bool = True, overwrite: bool = True) -> None:
-        """Save to one file: model (``.keras``), training inputs, α, ridge (see :mod:`keras_kare.predictor_io`).
+    def predict_path(self, x, ridges=None) -> np.ndarray:
+        """Predictions on ``x`` for every ridge of a grid, from one eigendecomposition.
 
-        ``include_train_kernel=False`` omits the n×n training Gram (it is then
-        recomputed by ``load``). Raises if the model's weights changed since ``fit``.
+        Equivalent to ``fit`` + ``predict`` once per ridge (same units as the
+        predictor: relative if ``relative_ridge``), but the training Gram is
+        decomposed once (cached, shared with :meth:`ridge_path`) and the
+        cross-Gram ``K(x, X)`` is computed once.
+
+        Args:
+            x: (m, ...) inputs.
+            ridges: 1-D grid; default as in :meth:`ridge_path`.
+
+        Returns:
+            (R, m) for 1-D training targets, else (R, m, C).
         """
-        from keras_kare.predictor_io import save_predictor
-
-        save_predictor(self, path, include_train_kernel=include_train_kernel, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path, custom_objects=None, compile: bool = True) -> "KernelPredictor":
-        """Load a predictor written by :meth:`save`; it predicts identically.
-
-        Raises:
-            keras_kare.predictor_io.IncompatibleFormatError: the file is not a
-                KernelPredictor archive or was written in another format version.
-        """
-        from keras_kare.predictor_io import load_predictor
-
-        return load_predictor(cls, path, custom_objects=custom_objects, compile=compile)
+        self._check_fitted()
+        x_t = v.as_input(x, "x")
+        m = v.num_rows(x_t, "x")
+        now = self._weights_snapshot()
+        if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, self._fit_weights)):
+            raise ValueError(
+                "the model's weights changed since fit(); the training Gram belongs to the old NTK. Call fit again."
+            )
+        k = self.train_kernel_
+        n = k.shape[0]
+        trace = float(np.trace(k))
+        if ridges is None:
+            ridges = DEFAULT_RIDGE_GRID * (1.0 if self.relative_ridge else trace / n**2)
+        ridges = np.asarray(ridges, dtype=np.float64).reshape(-1)
+        if ridges.size == 0 or not np.all(np.isfinite(ridges)) or np.any(ridges <= 0):
+            raise ValueError(f"ridges must be a non-empty 1-D grid of finite values > 0, received {ridges!r}.")
+        if self._eig is None:
+            self._eig = np.linalg.eigh(k)
+        s, vecs = self._eig
+        lambdas = absolute_ridge(ridges, trace, n, self.relative_ridge)
+        if np.any(s.min() / n + lambdas <= 0):
+            raise np.linalg.LinAlgError(
+                f"K/n + λI is not positive definite for some ridge of the grid (smallest eigenvalue of K/n "
+                f"{s.min() / n:.3e}); use larger ridges."
+            )
+        kv = self._gram(x_t, self.X_fit_) @ vecs  # (m·C or m, n)
+        proj = vecs.T @ self.y_fit_  # (n, C')
+        preds = np.stack([kv @ (proj / (s[:, None] / n + lam)) / n for lam in lambdas])
+        preds = preds.reshape(len(lambdas), m, self.n_outputs_)
+        return preds[..., 0] if self._y_ndim == 1 else preds

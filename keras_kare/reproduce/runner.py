@@ -1,0 +1,210 @@
+"""One seed of the paper's comparison: NTK-KARE, DNN (MSE) and after-kernel.
+
+For identical data and initial weights:
+
+1. NTK-KARE: :class:`keras_kare.KAREModel` trained with plain SGD on KARE
+   (ridge z), then kernel ridge regression with the learned NTK over a relative
+   ridge grid.
+2. DNN: the same network trained on the mean squared error with plain SGD;
+   its test error.
+3. After-kernel: kernel ridge regression with the NTK of the trained DNN over
+   the same grid.
+
+For every grid ridge the test error, KARE (= GCV) and the exact leave-one-out
+error on the training data are recorded, so the ridge can be picked on the
+test set (as the paper does) or from training data alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_kare.model import KAREModel
+from keras_kare.predictor import KernelPredictor
+from keras_kare.reproduce.initializers import build_mlp
+
+logger = logging.getLogger("keras_kare.reproduce")
+
+METHODS = ("kare", "after_kernel", "dnn")
+
+
+class _Progress(keras.callbacks.Callback):
+    """Logs every ``every`` epochs; keeps the last finite weights and stops on NaN/inf.
+
+    The paper stops KARE training on a failed factorisation / NaN; here the
+    network is also rolled back to its last finite state so that the kernel
+    evaluated afterwards is a real one.
+    """
+
+    def __init__(self, label: str, total: int, every: int, key: str, log: Callable[[str], None], steps_per_epoch: int = 1):
+        super().__init__()
+        self.label, self.total, self.every, self.key, self.log = label, total, max(1, every), key, log
+        self.spe = steps_per_epoch
+        self.stopped_at: Optional[int] = None
+        self.last: Optional[float] = None
+        self._good = None
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.time()
+        self._good = [np.array(w) for w in self._net().get_weights()]
+
+    def _net(self):
+        return getattr(self.model, "base_model", self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.key, np.nan))
+        if not math.isfinite(value) or not all(np.all(np.isfinite(w)) for w in self._net().get_weights()):
+            self._net().set_weights(self._good)
+            self.stopped_at = (epoch + 1) * self.spe
+            self.model.stop_training = True
+            self.log(
+                f"{self.label}: {self.key} not finite by step {self.stopped_at}; stopped and restored the "
+                f"weights of step {epoch * self.spe}"
+            )
+            return
+        self._good = [np.array(w) for w in self._net().get_weights()]
+        self.last = value
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.total:
+            step, total = (epoch + 1) * self.spe, self.total * self.spe
+            self.log(f"{self.label}: step {step}/{total} {self.key}={value:.5g} ({time.time() - self.t0:.1f}s)")
+
+
+def _batch(n: int, batch_size: Optional[int]) -> int:
+    """Full batch up to 5000 examples, else 32 (paper), unless given."""
+    if batch_size is not None:
+        return min(int(batch_size), n)
+    return n if n <= 5000 else 32
+
+
+def train_kare(net, x, y, ridge: float, lr: float, steps: int, batch_size=None, log=logger.info, label="kare"):
+    """Train ``net``'s NTK on KARE with SGD; returns (KAREModel, info dict).
+
+    ``steps`` counts passes over the data (= SGD steps for full batch).
+    """
+    n = len(x)
+    bs = _batch(n, batch_size)
+    if n % bs == 1:  # a last batch of one example has constant KARE
+        bs += 1
+    model = KAREModel(net, ridge=ridge)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr))
+    cb = _Progress(label, steps, max(1, steps // 5), "kare", log)
+    t0 = time.time()
+    model.fit(x, y, batch_size=bs, epochs=steps, shuffle=bs < n, verbose=0, callbacks=[cb])
+    return model, {"train_seconds": time.time() - t0, "final_kare": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
+
+
+def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info, label="dnn"):
+    """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info)."""
+    n = len(x)
+    bs = _batch(n, batch_size)
+    net.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+    cb = _Progress(label, steps, max(1, steps // 5), "loss", log)
+    t0 = time.time()
+    if bs >= n:  # full batch: one cached batch, `chunk` SGD steps per Keras epoch (fast on CPU)
+        chunk = max(1, min(100, steps))
+        net.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse", steps_per_execution=chunk)
+        data = tf.data.Dataset.from_tensors((x, y)).repeat()
+        epochs, rest = divmod(steps, chunk)
+        cb.total, cb.every, cb.spe = epochs, max(1, epochs // 5), chunk
+        net.fit(data, steps_per_epoch=chunk, epochs=epochs, shuffle=False, verbose=0, callbacks=[cb])
+        if rest and cb.stopped_at is None:
+            net.fit(data, steps_per_epoch=rest, epochs=1, shuffle=False, verbose=0)
+    else:
+        net.fit(x, y, batch_size=bs, epochs=steps, shuffle=True, verbose=0, callbacks=[cb])
+    return net, {"train_seconds": time.time() - t0, "final_loss": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
+
+
+def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(MSE, accuracy) of predictions against ±1 / ±1-one-hot targets (accuracy by sign / argmax)."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(y.shape)
+    mse = float(np.mean((pred - y) ** 2))
+    if y.ndim == 1 or y.shape[1] == 1:
+        acc = float(np.mean(np.sign(pred.reshape(-1)) == np.sign(y.reshape(-1))))
+    else:
+        acc = float(np.mean(np.argmax(pred, 1) == np.argmax(y, 1)))
+    return mse, acc
+
+
+def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output") -> dict:
+    """KRR with ``model``'s NTK for every relative ridge: test MSE/accuracy, KARE, LOO, train MSE."""
+    t0 = time.time()
+    kp = KernelPredictor(model, ridge=1.0, relative_ridge=True, kernel=kernel, batch_size=1000).fit(x_tr, y_tr)
+    path = kp.ridge_path(ridges)
+    preds = kp.predict_path(x_te, ridges)
+    mse, acc = zip(*(score(p, y_te) for p in preds))
+    return {
+        "ridge": np.asarray(ridges, dtype=np.float64),
+        "effective_ridge": path.effective_ridges,
+        "test_mse": np.array(mse),
+        "test_accuracy": np.array(acc),
+        "kare": path.kare,
+        "loo_mse": path.loo_mse,
+        "train_mse": path.train_mse,
+        "kernel_seconds": time.time() - t0,
+    }
+
+
+def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, classification: bool = False) -> list[dict]:
+    """All three methods on one data draw; returns result rows (one per method × ridge; one for the DNN).
+
+    ``cfg`` keys: depth, width, kare_ridge, kare_lr, kare_steps, dnn_lr,
+    dnn_steps, ridges, batch_size (None: paper rule), kernel.
+    """
+    outputs = 1 if y_tr.ndim == 1 else y_tr.shape[1]
+    y_fit = y_tr if y_tr.ndim > 1 else y_tr.reshape(-1, 1)
+    keras.utils.set_random_seed(seed)
+
+    def net():
+        return build_mlp(x_tr.shape[1], cfg["depth"], cfg["width"], outputs, seed=seed)
+
+    rows = []
+    tag = f"seed {seed}"
+    kare_model, info = train_kare(
+        net(), x_tr, y_fit, cfg["kare_ridge"], cfg["kare_lr"], cfg["kare_steps"], cfg.get("batch_size"), log, f"[{tag}] NTK-KARE"
+    )
+    res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], cfg.get("kernel", "summed_output"))
+    log(f"[{tag}] NTK-KARE: best test MSE {res['test_mse'].min():.4f} over the ridge grid "
+        f"(train {info['train_seconds']:.0f}s, kernels {res['kernel_seconds']:.0f}s)")
+    rows += _rows("kare", seed, res, info)
+
+    dnn, info = train_dnn(net(), x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log, f"[{tag}] DNN")
+    pred = dnn.predict(x_te, batch_size=4096, verbose=0)
+    mse, acc = score(pred if y_te.ndim > 1 else pred[:, 0], y_te)
+    log(f"[{tag}] DNN: test MSE {mse:.4f} (train {info['train_seconds']:.0f}s)")
+    rows.append(
+        {"method": "dnn", "seed": seed, "ridge": None, "effective_ridge": None, "test_mse": mse,
+         "test_accuracy": acc if classification else None, "kare": None, "loo_mse": None, "train_mse": None,
+         "train_seconds": info["train_seconds"], "stopped_at": info["stopped_at"]}
+    )
+    res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], cfg.get("kernel", "summed_output"))
+    log(f"[{tag}] after-kernel: best test MSE {res['test_mse'].min():.4f} (kernels {res['kernel_seconds']:.0f}s)")
+    rows += _rows("after_kernel", seed, res, {"train_seconds": None, "stopped_at": None})
+    if not classification:
+        for r in rows:
+            r["test_accuracy"] = None
+    return rows
+
+
+def _rows(method: str, seed: int, res: dict, info: dict) -> list[dict]:
+    out = []
+    for i in range(len(res["ridge"])):
+        out.append(
+            {"method": method, "seed": seed, "ridge": float(res["ridge"][i]),
+             "effective_ridge": float(res["effective_ridge"][i]), "test_mse": float(res["test_mse"][i]),
+             "test_accuracy": float(res["test_accuracy"][i]), "kare": _f(res["kare"][i]),
+             "loo_mse": _f(res["loo_mse"][i]), "train_mse": _f(res["train_mse"][i]),
+             "train_seconds": info.get("train_seconds"), "stopped_at": info.get("stopped_at")}
+        )
+    return out
+
+
+def _f(value) -> Optional[float]:
+    value = float(value)
+    return value if math.isfinite(value) else None
