@@ -243,3 +243,26 @@ class KernelPredictor:
         preds = np.stack([kv @ (proj / (s[:, None] / n + lam)) / n for lam in lambdas])
         preds = preds.reshape(len(lambdas), m, self.n_outputs_)
         return preds[..., 0] if self._y_ndim == 1 else preds
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path, include_train_kernel: bool = True, overwrite: bool = True) -> None:
+        """Save to one file: model (``.keras``), training inputs, α, ridge (see :mod:`keras_kare.predictor_io`).
+
+        ``include_train_kernel=False`` omits the n×n training Gram (it is then
+        recomputed by ``load``). Raises if the model's weights changed since ``fit``.
+        """
+        from keras_kare.predictor_io import save_predictor
+
+        save_predictor(self, path, include_train_kernel=include_train_kernel, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path, custom_objects=None, compile: bool = True) -> "KernelPredictor":
+        """Load a predictor written by :meth:`save`; it predicts identically.
+
+        Raises:
+            keras_kare.predictor_io.IncompatibleFormatError: the file is not a
+                KernelPredictor archive or was written in another format version.
+        """
+        from keras_kare.predictor_io import load_predictor
+
+        return load_predictor(cls, path, custom_objects=custom_objects, compile=compile)
