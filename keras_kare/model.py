@@ -12,6 +12,27 @@ from keras_kare.layers.kare_layer import KARE
 _METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
 
 
+def _metrics_group(trackers):
+    """Group the trackers the way compiled metrics are grouped.
+
+    Keras' monitor callbacks (ModelCheckpoint, EarlyStopping, ReduceLROnPlateau)
+    infer ``mode="min"`` from a metric's direction only for metrics inside such a
+    group, so grouping makes ``EarlyStopping(monitor="kare")`` work without
+    ``mode=``. If a future Keras drops the (private) class, the trackers are
+    returned ungrouped and users pass ``mode="min"``.
+    """
+    try:
+        from keras.src.trainers.compile_utils import MetricsList
+    except ImportError:  # pragma: no cover
+        return None
+
+    class _KAREMetrics(MetricsList):
+        def result(self):
+            return self.get_result()
+
+    return _KAREMetrics(trackers, name="kare_metrics")
+
+
 @keras.saving.register_keras_serializable(package="keras_kare")
 class KAREModel(keras.Model):
     """A Keras model whose ``train_step`` minimises KARE of its batch NTK.
@@ -73,6 +94,9 @@ class KAREModel(keras.Model):
         self.kernel = kernel
         self.implementation = implementation
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _METRIC_NAMES}
+        for name in ("loss", "kare", "kare_numerator"):
+            self._trackers[name]._direction = "down"  # lower is better
+        self._metrics_group = _metrics_group(list(self._trackers.values()))
         if base_model.built and not base_model.trainable_variables:
             raise ValueError("base_model has no trainable weights: there is no NTK to train.")
 
@@ -108,7 +132,7 @@ class KAREModel(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        return [self._metrics_group] if self._metrics_group is not None else list(self._trackers.values())
 
     def compile(self, optimizer="sgd", loss=None, **kwargs):
         """Like ``keras.Model.compile``; KARE is the objective, so ``loss`` must be None."""

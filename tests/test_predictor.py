@@ -1,0 +1,150 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_kare
+from keras_kare import KernelPredictor, NotFittedError
+from oracles import kare_oracle, krr_predict_oracle, loo_oracle, ntk_oracle
+
+
+def make_net(d=3, c=1):
+    return keras.Sequential([keras.Input((d,)), keras.layers.Dense(12, "gelu"), keras.layers.Dense(c)])
+
+
+@pytest.fixture
+def problem(rng):
+    x = rng.normal(size=(24, 3)).astype("float32")
+    y = np.sin(2 * x[:, 0]) + 0.1 * rng.normal(size=24)
+    xt = rng.normal(size=(9, 3)).astype("float32")
+    return x, y, xt
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_predict_matches_direct_solve(problem, relative):
+    x, y, xt = problem
+    net = make_net()
+    kp = KernelPredictor(net, ridge=1e-2, relative_ridge=relative, batch_size=7).fit(x, y)
+    k = ntk_oracle(net, x)
+    kx = ntk_oracle(net, xt, x)
+    lam = 1e-2 * (np.trace(k) / len(x) ** 2 if relative else 1.0)
+    want = krr_predict_oracle(k, kx, y, lam)
+    got = kp.predict(xt)
+    assert got.shape == (9,)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    assert kp.effective_ridge_ == pytest.approx(lam, rel=1e-5)
+    assert kp.dual_coef_.shape == (24, 1)
+
+
+def test_multi_output_targets_and_kare_model_unwrapped(rng):
+    x = rng.normal(size=(15, 3)).astype("float32")
+    y = rng.normal(size=(15, 2))
+    net = make_net(c=2)
+    model = keras_kare.KAREModel(net)
+    kp = KernelPredictor(model, ridge=0.1).fit(x, y)
+    k = ntk_oracle(net, x)
+    want = krr_predict_oracle(k, ntk_oracle(net, x[:4], x), y, 0.1 * np.trace(k) / 15**2)
+    np.testing.assert_allclose(kp.predict(x[:4]), want, rtol=1e-3, atol=1e-4)
+
+
+def test_ridge_path_kare_and_loo_match_brute_force(problem):
+    x, y, _ = problem
+    net = make_net()
+    kp = KernelPredictor(net, ridge=1.0, relative_ridge=False).fit(x, y)
+    k = ntk_oracle(net, x)
+    grid = np.array([1e-3, 1e-1, 10.0])
+    path = kp.ridge_path(grid)
+    np.testing.assert_array_equal(path.ridges, grid)
+    for lam, kv, loo in zip(grid, path.kare, path.loo_mse):
+        assert kv == pytest.approx(kare_oracle(k, y, lam), rel=1e-3)
+        assert loo == pytest.approx(loo_oracle(k, y, lam), rel=1e-3)
+
+
+def test_relative_path_and_auto_picks_grid_minimum(problem):
+    x, y, xt = problem
+    net = make_net()
+    auto = KernelPredictor(net, ridge="auto").fit(x, y)
+    path = auto.ridge_path()
+    assert len(path.ridges) == 37 and path.ridges[0] == pytest.approx(1e-6) and path.ridges[-1] == pytest.approx(1e3)
+    assert auto.ridge_ == pytest.approx(path.ridges[np.argmin(path.kare)])
+    manual = KernelPredictor(net, ridge=auto.ridge_).fit(x, y)
+    np.testing.assert_allclose(auto.predict(xt), manual.predict(xt), rtol=1e-6)
+    # the relative grid is tied to the absolute one through tr(K)/n²
+    k = ntk_oracle(net, x)
+    np.testing.assert_allclose(path.effective_ridges, path.ridges * np.trace(k) / 24**2, rtol=1e-4)
+
+
+def test_full_kernel_predictor(rng):
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.normal(size=(8, 2))
+    net = make_net(c=2)
+    kp = KernelPredictor(net, ridge=0.5, relative_ridge=False, kernel="full").fit(x, y)
+    big = ntk_oracle(net, x, kernel="full").transpose(0, 2, 1, 3).reshape(16, 16)
+    bigx = ntk_oracle(net, x[:3], x, kernel="full").transpose(0, 2, 1, 3).reshape(6, 16)
+    want = krr_predict_oracle(big, bigx, y.reshape(-1), 0.5).reshape(3, 2)
+    np.testing.assert_allclose(kp.predict(x[:3]), want, rtol=1e-3, atol=1e-4)
+
+
+def test_fit_returns_self_inputs_untouched_and_sklearn_attrs(problem):
+    x, y, _ = problem
+    x0, y0 = x.copy(), y.copy()
+    kp = KernelPredictor(make_net())
+    assert not hasattr(kp, "dual_coef_")
+    assert kp.fit(x, y) is kp
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+    x[0, 0] = 100.0  # later changes to the caller's array do not leak into the fitted state
+    assert kp.X_fit_[0, 0] == x0[0, 0]
+
+
+def test_integer_labels_are_cast(problem):
+    x, _, xt = problem
+    y = np.where(x[:, 0] > 0, 1, -1)
+    kp = KernelPredictor(make_net(), ridge=1e-3).fit(x, y)
+    pred = kp.predict(x)
+    assert pred.dtype == np.float64
+    assert np.mean(np.sign(pred) == y) > 0.9  # tiny ridge: near-interpolation of the training labels
+
+
+def test_weights_changed_since_fit_is_refused(problem):
+    x, y, xt = problem
+    net = make_net()
+    kp = KernelPredictor(net).fit(x, y)
+    net.layers[0].kernel.assign(net.layers[0].kernel * 2.0)
+    with pytest.raises(ValueError, match="weights changed since fit"):
+        kp.predict(xt)
+
+
+def test_bad_inputs(problem):
+    x, y, xt = problem
+    net = make_net()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        KernelPredictor(net).predict(xt)
+    with pytest.raises(NotFittedError):
+        KernelPredictor(net).ridge_path([1.0])
+    with pytest.raises(ValueError, match="23 rows but the inputs have 24"):
+        KernelPredictor(net).fit(x, y[:-1])
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ridge"):
+            KernelPredictor(net, ridge=bad)
+    with pytest.raises(ValueError, match="'auto'"):
+        KernelPredictor(net, ridge="best")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        KernelPredictor(net, kernel="diag")
+    with pytest.raises(ValueError, match="batch_size"):
+        KernelPredictor(net, batch_size=-3)
+    xn = x.copy()
+    xn[3, 1] = np.inf
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        KernelPredictor(net).fit(xn, y)
+    yn = y.copy()
+    yn[2] = np.nan
+    with pytest.raises(ValueError, match="y contain NaN"):
+        KernelPredictor(net).fit(x, yn)
+    kp = KernelPredictor(net).fit(x, y)
+    with pytest.raises(ValueError, match="ridges must be"):
+        kp.ridge_path([1.0, -2.0])
+    frozen = make_net()
+    frozen(x)
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="no trainable weights"):
+        KernelPredictor(frozen).fit(x, y)
