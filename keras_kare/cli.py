@@ -231,6 +231,9 @@ def _quiet_tensorflow():
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notices are not progress
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -245,8 +248,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         settings = make_settings(args)
         out = args.out if args.out is not None else default_out(args.experiment)
         log = _Logger(out)
-        if args.quick:
-            log("--quick: reduced seeds/steps/sizes, a smoke run, not the paper's settings")
         run = {"synthetic": E.run_synthetic, "mnist": E.run_mnist, "uci": E.run_uci}[args.experiment]
         t0 = time.time()
         run(settings, out, resume=args.resume, log=log)

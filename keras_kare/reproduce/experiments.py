@@ -86,6 +86,11 @@ def _run_seeds(out: Path, settings: dict, load: Callable[[int], tuple], cfg: dic
     return rows
 
 
+def _quick_note(s: dict, log):
+    if s.get("quick"):
+        log("--quick: reduced seeds/steps/sizes for a smoke run; these are not the paper's settings")
+
+
 def _finish(out: Path, rows, settings, paper, title, log, extra=None):
     R.write_rows(out, rows)
     summary = R.write_summary(out, rows, settings, extra)
@@ -112,6 +117,7 @@ def run_synthetic(settings: dict, out: Path, resume: bool = False, log=logger.in
 
     out = R.prepare_run_dir(out, settings, resume)
     s = settings
+    _quick_note(s, log)
 
     def load(seed):
         return make_single_index(s["gamma"], s["sigma"], n=s["n"], d=s["d"], n_train=s["n_train"], seed=seed)
@@ -136,6 +142,7 @@ def run_mnist(settings: dict, out: Path, resume: bool = False, log=logger.info) 
     probe = load_mnist_7v9(n_train=s["n_train"], n_test=s["n_test"], seed=s["seeds"][0], data_dir=s["data_dir"])
     info = probe[4]
     out = R.prepare_run_dir(out, s, resume)
+    _quick_note(s, log)
     log(f"mnist 7 vs 9: data from {info['source']}; {info['note']}")
     log(f"mnist: {s['n_train']}/{s['n_test']} train/test, seeds {s['seeds']}, MLP depth {s['depth']} width "
         f"{s['width']}, KARE z={s['kare_ridge']} lr={s['kare_lr']} x{s['kare_steps']} steps, DNN lr={s['dnn_lr']} "
@@ -230,6 +237,7 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
     for name in names:  # validate every table before any training, so bad files fail fast
         load_uci(s["data_dir"], name)
     out = R.prepare_run_dir(out, s, resume)
+    _quick_note(s, log)
     n_configs = len(list(_uci_configs(s)))
     log(f"uci: {len(names)} data sets from {s['data_dir']}, {n_configs} trainings each "
         f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}")
