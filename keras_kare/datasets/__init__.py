@@ -4,6 +4,8 @@
 - :func:`load_mnist_7v9`: Figure 2's MNIST 7-vs-9 task (TFDS or IDX files).
 - :func:`load_uci`, :func:`uci_split`: the 121 UCI data sets of Fernández-Delgado et al.
 - :func:`read_idx`: the IDX format.
+- :mod:`keras_kare.datasets.tfdata`: ``tf.data`` pipelines for ``KAREModel.fit``
+  (:func:`from_arrays`, :func:`from_tfds`, :func:`from_idx`).
 
 All loaders return numpy arrays and raise :class:`DatasetError` (a ``ValueError``)
 with a one-line message naming the file when data are missing or malformed.
@@ -13,6 +15,8 @@ from keras_kare.datasets.errors import DatasetError
 from keras_kare.datasets.idx import read_idx
 from keras_kare.datasets.mnist import load_mnist_7v9
 from keras_kare.datasets.synthetic import make_single_index
+from keras_kare.datasets import tfdata
+from keras_kare.datasets.tfdata import from_arrays, from_idx, from_tfds
 from keras_kare.datasets.uci import (
     UCIDataset,
     decode_predictions,
@@ -28,11 +32,15 @@ __all__ = [
     "UCIDataset",
     "decode_predictions",
     "encode_targets",
+    "from_arrays",
+    "from_idx",
+    "from_tfds",
     "list_uci_datasets",
     "load_mnist_7v9",
     "load_uci",
     "make_single_index",
     "preprocess_features",
     "read_idx",
+    "tfdata",
     "uci_split",
 ]
