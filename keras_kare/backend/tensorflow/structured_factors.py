@@ -92,8 +92,8 @@ Factor = Union[LinearFactor, EmbeddingFactor, GradFactor]
 
 
 # ---------------------------------------------------------------- helpers
-def _static(dim: Optional[int]) -> int:
-    return ASSUMED_BATCH if dim is None else int(dim)
+def _static(dim: Optional[int], unknown: int = ASSUMED_BATCH) -> int:
+    return unknown if dim is None else int(dim)
 
 
 def _output_multiplicity(c: int, kernel: str) -> int:
@@ -125,6 +125,8 @@ def linear_cost(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tuple[bool, 
     n1, t1, h, d_in = f1.a.shape
     c, n2, t2, _, d_out = f2.delta.shape
     n1, n2 = _static(n1), _static(n2)
+    # Unknown position counts (dynamic sequence length) favour materialising.
+    t1, t2 = _static(t1, 1024), _static(t2, 1024)
     cg = _output_multiplicity(int(c), kernel)
     positions = n1 * n2 * t1 * t2 * h
     ghost_flops = positions * (d_in + cg * d_out + cg)
@@ -196,6 +198,7 @@ def embedding_gram(f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str) -> tf.
     c, n1, t1, dim = f1.delta.shape
     n2, t2 = f2.delta.shape[1], f2.delta.shape[2]
     n1s, n2s = _static(n1), _static(n2)
+    t1, t2 = _static(t1, 1024), _static(t2, 1024)
     cg = _output_multiplicity(int(c), kernel)
     ghost_flops = n1s * n2s * t1 * t2 * (cg * dim + 1)
     mat_flops = (n1s * t1 + n2s * t2) * c * dim + n1s * n2s * cg * f1.vocab * dim

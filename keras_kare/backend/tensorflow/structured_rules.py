@@ -112,6 +112,12 @@ def _kernel_factors(rec: Recorder, kernel, bias, a: tf.Tensor, d: tf.Tensor) -> 
     return []
 
 
+def _count(dims) -> int:
+    """Static product of ``dims`` (positions T), or -1 if any is unknown."""
+    dims = list(dims)
+    return int(math.prod(dims)) if all(d is not None for d in dims) else -1
+
+
 def _plain(layer, base) -> bool:
     """``layer`` is ``base`` or a subclass that does not change the forward pass."""
     if not isinstance(layer, base):
@@ -137,9 +143,9 @@ def dense_site(layer, x, rec: Recorder):
 
     def finish(deltas):
         (d,) = deltas
-        n = tf.shape(x)[0]
-        a = tf.reshape(x, [n, -1, 1, d_in])
-        return _kernel_factors(rec, kernel, bias, a, tf.reshape(d, [tf.shape(d)[0], n, -1, 1, d_out]))
+        n, t = tf.shape(x)[0], _count(x.shape[1:-1])
+        a = tf.reshape(x, [n, t, 1, d_in])
+        return _kernel_factors(rec, kernel, bias, a, tf.reshape(d, [tf.shape(d)[0], n, t, 1, d_out]))
 
     rec.sites.append(Site(layer, [z], finish))
     return _finish_output(layer, x, out)
@@ -212,6 +218,7 @@ def einsum_dense_site(layer, x, rec: Recorder):
     dims.update(zip(layer.equation.split("->")[0].split(",")[1].strip(), kernel.shape))
     size = lambda letters: int(math.prod(int(dims[c]) for c in letters))  # noqa: E731
     h, d_in, d_out = size(plan.blocks), size(plan.contracted), size(plan.produced)
+    t = _count(dims[c] for c in plan.shared)
     bias_letters = "".join(c for c in plan.out if c in (layer.bias_axes or ""))
     cx = plan.cotangent  # a letter of its own for the output-pass axis C
 
@@ -221,9 +228,9 @@ def einsum_dense_site(layer, x, rec: Recorder):
         factors = []
         if rec.trainable(kernel):
             a = tf.einsum(f"{plan.inp}->{plan.batch}{plan.shared}{plan.blocks}{plan.contracted}", x)
-            a = tf.reshape(a, [n, -1, h, d_in])
+            a = tf.reshape(a, [n, t, h, d_in])
             dd = tf.einsum(f"{cx}{plan.out}->{cx}{plan.batch}{plan.shared}{plan.blocks}{plan.produced}", d)
-            dd = tf.reshape(dd, [c, n, -1, h, d_out])
+            dd = tf.reshape(dd, [c, n, t, h, d_out])
             factors.append(((id(kernel),), LinearFactor(a, dd)))
         if rec.trainable(bias):
             # The bias broadcasts against the trailing output axes it spans; its
@@ -306,12 +313,12 @@ def conv_site(layer, x, rec: Recorder):
         (d,) = deltas
         xl = to_last(x_in, 1)
         p = conv_patches(xl, layer.kernel_size, layer.strides, layer.dilation_rate, padding)
-        n, k = tf.shape(p)[0], p.shape[-2]
+        n, k, t = tf.shape(p)[0], p.shape[-2], _count(p.shape[1:-2])
         # (n, T, K, G, c_in/G) -> (n, T, G, K·c_in/G): each group is a block H.
-        p = tf.reshape(p, [n, -1, k, groups, c_in // groups])
-        a = tf.reshape(tf.transpose(p, [0, 1, 3, 2, 4]), [n, -1, groups, k * (c_in // groups)])
+        p = tf.reshape(p, [n, t, k, groups, c_in // groups])
+        a = tf.reshape(tf.transpose(p, [0, 1, 3, 2, 4]), [n, t, groups, k * (c_in // groups)])
         dl = to_last(d, 2)
-        dl = tf.reshape(dl, [tf.shape(d)[0], n, -1, groups, c_out // groups])
+        dl = tf.reshape(dl, [tf.shape(d)[0], n, t, groups, c_out // groups])
         return _kernel_factors(rec, kernel, bias, a, dl)
 
     rec.sites.append(Site(layer, [z], finish))
@@ -330,9 +337,9 @@ def embedding_site(layer, x, rec: Recorder):
 
     def finish(deltas):
         (d,) = deltas
-        n = tf.shape(ids)[0]
-        flat_ids = tf.reshape(ids, [n, -1])
-        return [((id(table),), EmbeddingFactor(flat_ids, tf.reshape(d, [tf.shape(d)[0], n, -1, dim]), vocab))]
+        n, t = tf.shape(ids)[0], _count(ids.shape[1:])
+        flat_ids = tf.reshape(ids, [n, t])
+        return [((id(table),), EmbeddingFactor(flat_ids, tf.reshape(d, [tf.shape(d)[0], n, t, dim]), vocab))]
 
     rec.sites.append(Site(layer, [z], finish))
     return _finish_output(layer, ids, z)
