@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import tensorflow as tf
 
 from keras_kare import _validation as v
+from keras_kare import distribute as _distribute
 from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation
+from keras_kare.factor import min_eigenvalue
+from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
 
 _METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
+_COUNTER_NAMES = ("factor_retries", "nonfinite_steps")
+
+
+class _GoodStepMean(keras.metrics.Mean):
+    """Mean over the finite steps; NaN (not Keras' 0) when an epoch had none."""
+
+    def result(self):
+        value = super().result()
+        return tf.where(self.count > 0, value, tf.constant(float("nan"), value.dtype))
 
 
 def _metrics_group(trackers):
@@ -59,7 +73,21 @@ class KAREModel(keras.Model):
             multi-output nets) or ``"full"`` (KARE of the (nC)×(nC) block
             kernel against the flattened targets).
         implementation: NTK implementation, see :func:`keras_kare.ntk`.
-        solve_dtype: precision of KARE's Cholesky solve (default float64).
+        solve_dtype: precision of KARE's Cholesky solve: ``"auto"`` (float64
+            up to 4096 examples per batch), ``"float64"`` or ``"float32"``.
+        on_nonfinite: what a step whose KARE or gradient is not finite (a
+            failed factorisation, NaN in the batch, an exploding learning
+            rate) does. Either way the weights are *not* updated by that step.
+            ``"stop"`` (default) then stops ``fit`` with a message naming the
+            epoch, batch and smallest eigenvalue of K/n + zI, so the weights
+            of the last good step are what remain; ``"skip"`` continues with
+            the next batch (a warning is logged once). Non-finite steps are
+            counted in the ``nonfinite_steps`` log and left out of the
+            ``kare``/``loss`` averages; ``keras.callbacks.TerminateOnNaN`` is
+            therefore not needed (and does not fire on skipped steps).
+
+    Factorisations that needed the jitter ladder of :mod:`keras_kare.factor`
+    are counted in the ``factor_retries`` log (warned about once).
 
     Batches must hold at least 2 examples (KARE of one example is constant);
     use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
@@ -81,10 +109,14 @@ class KAREModel(keras.Model):
         relative_ridge: bool = False,
         kernel: str = "trace",
         implementation: str = "auto",
-        solve_dtype: str = "float64",
+        solve_dtype: str = "auto",
+        on_nonfinite: str = "stop",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', received {on_nonfinite!r}.")
+        self.on_nonfinite = on_nonfinite
         v.check_model(base_model, "base_model")
         v.check_kernel_mode(kernel)
         if implementation not in IMPLEMENTATIONS:
@@ -93,7 +125,11 @@ class KAREModel(keras.Model):
         self.kare_layer = KARE(ridge=ridge, relative_ridge=relative_ridge, solve_dtype=solve_dtype, name="kare")
         self.kernel = kernel
         self.implementation = implementation
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in _METRIC_NAMES}
+        self._trackers = {name: _GoodStepMean(name=name) for name in _METRIC_NAMES}
+        for name in _COUNTER_NAMES:
+            self._trackers[name] = keras.metrics.Sum(name=name)
+        # smallest eigenvalue of K/n + zI at the last non-finite step (for the stop message)
+        self._failure_min_eig = keras.Variable(float("nan"), dtype="float64", trainable=False, name="failure_min_eig")
         for name in ("loss", "kare", "kare_numerator"):
             self._trackers[name]._direction = "down"  # lower is better
         self._metrics_group = _metrics_group(list(self._trackers.values()))
@@ -113,6 +149,7 @@ class KAREModel(keras.Model):
 
     def _ensure_built(self, x):
         """Build the base network on ``x`` (a subclassed one has no weights yet) and note the shape."""
+        _distribute.check_replica_batch(x)  # equal KARE batch on every replica (no-op without a strategy)
         if not self.base_model.built:
             self.base_model(x, training=False)
         if not self.built or getattr(self, "_build_shapes_dict", None) is None:
@@ -145,6 +182,21 @@ class KAREModel(keras.Model):
             raise ValueError("KAREModel reports KARE metrics itself; compile(metrics=...) is not supported.")
         super().compile(optimizer=optimizer, **kwargs)
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit`` plus the non-finite-step guard (see ``on_nonfinite``)."""
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        arguments = dict(bound.arguments)
+        arguments.pop("self")
+        extra = arguments.pop("kwargs", {})
+        callbacks = arguments.get("callbacks")
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks.append(NonFiniteGuard(self.on_nonfinite))
+        else:
+            arguments["callbacks"] = list(callbacks or []) + [NonFiniteGuard(self.on_nonfinite)]
+        self.stop_reason_ = None
+        _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
+        return super().fit(**arguments, **extra)
+
     # ------------------------------------------------------------- KARE steps
     def _resolved_implementation(self) -> str:
         return resolve_implementation(self.base_model, self.implementation)
@@ -173,9 +225,12 @@ class KAREModel(keras.Model):
             c = tf.shape(k)[2]
             k = tf.reshape(tf.transpose(k, [0, 2, 1, 3]), [n * c, n * c])
             y = tf.reshape(y, [-1, 1])
-        return self.kare_layer.terms(k, y)
+        return self.kare_layer.terms(k, y), k
 
-    def _update_trackers(self, terms):
+    def _update_trackers(self, terms, ok=None):
+        """Average the KARE terms over the steps that were finite; count retries and failures."""
+        ok = terms.ok if ok is None else ok
+        weight = tf.cast(ok, terms.value.dtype)
         values = {
             "loss": terms.value,
             "kare": terms.value,
@@ -183,9 +238,21 @@ class KAREModel(keras.Model):
             "kare_denominator": terms.denominator,
             "effective_ridge": terms.ridge,
         }
-        for name, tracker in self._trackers.items():
-            tracker.update_state(values[name])
+        for name in _METRIC_NAMES:
+            safe = tf.where(ok, values[name], tf.zeros_like(values[name]))
+            self._trackers[name].update_state(safe, sample_weight=weight)
+        rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
+        self._trackers["factor_retries"].update_state(tf.cast(rescued, "float32"))
+        self._trackers["nonfinite_steps"].update_state(1.0 - tf.cast(ok, "float32"))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def _record_failure(self, k, ridge):
+        """Store min eig(K/n + zI) of a failed step (evaluated only on failure)."""
+        k64 = tf.cast(k, tf.float64)
+        n = tf.cast(tf.shape(k64)[0], tf.float64)
+        m = k64 / n + tf.cast(ridge, tf.float64) * tf.eye(tf.shape(k64)[0], dtype=tf.float64)
+        self._failure_min_eig.assign(min_eigenvalue(m))
+        return tf.constant(False)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -194,20 +261,28 @@ class KAREModel(keras.Model):
         self._ensure_built(x)
         variables = self.base_model.trainable_variables
         with tf.GradientTape() as tape:
-            terms = self._kare_terms(x, y)
-        grads = tape.gradient(terms.value, variables)
+            terms, k = self._kare_terms(x, y)
+            # under a tf.distribute strategy: the mean of the per-replica KAREs (see keras_kare.distribute)
+            objective = _distribute.scale_for_replicas(terms.value)
+        grads = tape.gradient(objective, variables)
         # Structurally-zero gradients (e.g. the output bias, whose NTK contribution is a
         # constant) come back as None; the optimizer gets explicit zeros instead of a warning.
         grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
-        self.optimizer.apply(grads, variables)
-        return self._update_trackers(terms)
+        ok = tf.logical_and(terms.ok, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+
+        # A non-finite step never touches the weights (nor the optimizer state).
+        # (a tf.cond around optimizer.apply is not allowed in a MirroredStrategy replica context:
+        # apply_or_else decides in the cross-replica context; every replica skips if any failed)
+        ok = _distribute.all_replicas(ok)
+        _distribute.apply_or_else(self.optimizer, ok, grads, variables, self._record_failure, (k, terms.ridge))
+        return self._update_trackers(terms, ok)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ValueError("KAREModel does not support sample_weight: KARE has no per-example weighting.")
         self._ensure_built(x)
-        return self._update_trackers(self._kare_terms(x, y))
+        return self._update_trackers(self._kare_terms(x, y)[0])
 
     # --------------------------------------------------------------- saving
     def get_config(self):
@@ -219,6 +294,7 @@ class KAREModel(keras.Model):
             kernel=self.kernel,
             implementation=self.implementation,
             solve_dtype=self.kare_layer.solve_dtype,
+            on_nonfinite=self.on_nonfinite,
         )
         return config
 

@@ -10,9 +10,11 @@ from typing import Optional
 
 import weakref
 
+import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
+from keras_kare.memory import check_gram_memory, estimate_gram_bytes
 from keras_kare.backend import gram, resolve_implementation
 
 
@@ -137,6 +139,15 @@ def ntk(
         >>> keras_kare.ntk(net, np.ones((5, 3), "float32")).shape
         TensorShape([5, 5])
     """
+    return compute_ntk(model, x1, x2, kernel, implementation, batch_size)
+
+
+def compute_ntk(model, x1, x2=None, kernel="trace", implementation="auto", batch_size=None, extra_copies: int = 0):
+    """:func:`ntk` with one more knob for callers inside the package.
+
+    ``extra_copies`` is the number of float64 copies of the result the caller
+    will make (``KernelPredictor`` keeps one), for the memory guard.
+    """
     model = _unwrap(v.check_model(model))
     v.check_kernel_mode(kernel)
     if batch_size is not None:
@@ -150,7 +161,24 @@ def ntk(
         v.num_rows(x2, "x2")
     v.ensure_built(model, x1)
     implementation = resolve_implementation(model, implementation)
+    _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extra_copies)
     return blocked_gram(model, x1, x2, kernel, implementation, batch_size)
+
+
+def _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extra_copies):
+    """Raise :class:`~keras_kare.memory.GramMemoryError` before an oversized Gram is attempted."""
+    n1 = v.num_rows(x1, "x1")
+    n2 = n1 if x2 is None else v.num_rows(x2, "x2")
+    outputs = tf.nest.flatten(model(_slice(x1, 0, 1), training=False))
+    n_outputs = sum(int(np.prod(o.shape[1:])) for o in outputs)
+    variables = model.trainable_variables
+    n_params = sum(int(np.prod(w.shape)) for w in variables)
+    result, work = estimate_gram_bytes(
+        n1, n2, n_outputs, n_params, len(variables), kernel, implementation, batch_size,
+        itemsize=dtype.size, extra_copies=extra_copies,
+    )
+    shape = f"{n1}x{n2}" + (f"x{n_outputs}x{n_outputs}" if kernel == "full" else "")
+    check_gram_memory(result, work, f"ntk: the {shape} Gram (implementation={implementation!r})", batch_size)
 
 
 def _unwrap(model):

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
-from keras_kare.ntk import ntk
+from keras_kare.ntk import compute_ntk
 from keras_kare.ridge import RidgePath, absolute_ridge, solve_dual, spectral_path, symmetrise
 from keras_kare.risk import check_ridge
 
@@ -101,7 +101,9 @@ class KernelPredictor:
 
     # ---------------------------------------------------------------- kernel
     def _gram(self, x1, x2=None) -> np.ndarray:
-        k = ntk(self.model, x1, x2, kernel=self.kernel, implementation=self.implementation, batch_size=self.batch_size)
+        k = compute_ntk(
+            self.model, x1, x2, self.kernel, self.implementation, self.batch_size, extra_copies=1
+        )
         k = k.numpy().astype(np.float64)
         if self.kernel == "full":  # (n1, n2, C, C) -> (n1 C, n2 C), rows example-major
             n1, n2, c, _ = k.shape

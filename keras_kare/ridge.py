@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from keras_kare.factor import failure_advice, min_eigenvalue, robust_cholesky
+
 logger = logging.getLogger("keras_kare")
 
 
@@ -32,28 +34,21 @@ def absolute_ridge(ridge, k_trace: float, n: int, relative: bool):
 
 
 def solve_dual(k: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    """α = (K/n + λI)⁻¹ Y by Cholesky in float64.
+    """α = (K/n + λI)⁻¹ Y by Cholesky in float64 (policy: :mod:`keras_kare.factor`).
 
-    If the factorisation fails (K is indefinite beyond λ to working precision)
-    the eigen-decomposition is used instead, with eigenvalues of K/n + λI that
-    are not positive reported in the raised error; nothing is clipped silently.
+    A factorisation that needed jitter is logged as a warning; one that failed
+    on every rung raises ``FloatingPointError`` naming the smallest eigenvalue.
     """
     n = k.shape[0]
-    m = symmetrise(k) / n + ridge * np.eye(n)
-    try:
-        chol = tf.linalg.cholesky(tf.constant(m, tf.float64))
-        if not bool(tf.reduce_all(tf.math.is_finite(chol))):
-            raise tf.errors.InvalidArgumentError(None, None, "non-finite Cholesky factor")
-        return tf.linalg.cholesky_solve(chol, tf.constant(y, tf.float64)).numpy()
-    except tf.errors.InvalidArgumentError:
-        w, vecs = np.linalg.eigh(m)
-        if w.min() <= 0:
-            raise np.linalg.LinAlgError(
-                f"K/n + λI is not positive definite (smallest eigenvalue {w.min():.3e} with λ={ridge:.3e}); "
-                "the kernel has negative eigenvalues larger than the ridge. Increase the ridge."
-            ) from None
-        logger.warning("keras_kare: Cholesky of K/n + λI failed (λ=%.3e); solved by eigendecomposition instead.", ridge)
-        return vecs @ ((vecs.T @ y) / w[:, None])
+    m = tf.constant(symmetrise(k) / n + ridge * np.eye(n), tf.float64)
+    chol, retries, ok = robust_cholesky(m)
+    if not bool(ok):
+        raise FloatingPointError(failure_advice(float(min_eigenvalue(m)), ridge, what="K/n + λI"))
+    if int(retries) > 0:
+        logger.warning(
+            "keras_kare: Cholesky of K/n + λI (λ=%.3e) needed jitter rung %d (keras_kare.factor).", ridge, int(retries)
+        )
+    return tf.linalg.cholesky_solve(chol, tf.constant(y, tf.float64)).numpy()
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,15 @@ tr M⁻¹ = ‖L⁻¹‖_F². No explicit inverse is formed.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-SOLVE_DTYPES = ("float64", "float32")
+from keras_kare.factor import failure_advice, min_eigenvalue, robust_cholesky, solve_dtype_for
+
+SOLVE_DTYPES = ("auto", "float64", "float32")
 
 
 class KARETerms(NamedTuple):
@@ -32,6 +35,8 @@ class KARETerms(NamedTuple):
     numerator: tf.Tensor
     denominator: tf.Tensor
     ridge: tf.Tensor  # the absolute ridge z actually used
+    retries: tf.Tensor  # int32: jitter-ladder rungs needed by the Cholesky (0 = none)
+    ok: tf.Tensor  # bool: the factorisation succeeded and the value is finite
 
 
 def check_ridge(ridge, name: str = "ridge") -> float:
@@ -68,19 +73,21 @@ def kare_terms(
     targets,
     ridge: float = 0.1,
     relative_ridge: bool = False,
-    solve_dtype: str = "float64",
+    solve_dtype: str = "auto",
 ) -> KARETerms:
     """KARE with its numerator, denominator and effective ridge.
 
     Shapes are assumed valid (see :func:`kare` for the checked public entry).
-    The solve runs in ``solve_dtype``; results are cast back to the kernel's
-    floating dtype. A failed factorisation yields non-finite values, which the
-    caller must surface (:func:`kare` raises in eager mode; ``KAREModel``
-    reports it in its logs).
+    The solve runs in ``solve_dtype`` (``"auto"``: float64 up to
+    :data:`keras_kare.factor.FLOAT64_SOLVE_MAX_N` examples); results are cast
+    back to the kernel's floating dtype. The factorisation follows
+    :mod:`keras_kare.factor`; if it fails, ``ok`` is False and the values are
+    non-finite, which the caller must surface (:func:`kare` raises;
+    ``KAREModel`` skips the update and stops).
     """
     k_in = tf.convert_to_tensor(kernel)
     out_dtype = k_in.dtype if k_in.dtype.is_floating else tf.float32
-    work = tf.float64 if solve_dtype == "float64" else tf.float32
+    work = solve_dtype_for(k_in.shape[0], solve_dtype, out_dtype)
     k = tf.cast(k_in, work)
     k = 0.5 * (k + tf.transpose(k))
     y = as_target_matrix(targets, work)
@@ -90,15 +97,16 @@ def kare_terms(
     if relative_ridge:
         z = z * tf.linalg.trace(k) / (n * n)
     m = k / n + z * tf.eye(n_int, dtype=work)
-    chol = tf.linalg.cholesky(m)
+    chol, retries, factored = robust_cholesky(m)
     m_inv_y = tf.linalg.cholesky_solve(chol, y)
     c = tf.cast(tf.shape(y)[1], work)
     numerator = tf.reduce_sum(tf.square(m_inv_y)) / (n * c)
     l_inv = tf.linalg.triangular_solve(chol, tf.eye(n_int, dtype=work), lower=True)
     denominator = tf.reduce_sum(tf.square(l_inv)) / n
     value = numerator / tf.square(denominator)
+    ok = tf.logical_and(factored, tf.math.is_finite(value))
     cast = lambda t: tf.cast(t, out_dtype)  # noqa: E731
-    return KARETerms(cast(value), cast(numerator), cast(denominator), cast(z))
+    return KARETerms(cast(value), cast(numerator), cast(denominator), cast(z), retries, ok)
 
 
 def _is_eager(*tensors) -> bool:
@@ -112,7 +120,7 @@ def kare(
     targets,
     ridge: float = 0.1,
     relative_ridge: bool = False,
-    solve_dtype: str = "float64",
+    solve_dtype: str = "auto",
 ) -> tf.Tensor:
     """Kernel Alignment Risk Estimator of a kernel and targets.
 
@@ -124,8 +132,8 @@ def kare(
         ridge: z > 0. Absolute by default (paper default 0.1).
         relative_ridge: if True the ridge is ``ridge * trace(K) / n**2``,
             which makes KARE invariant to rescaling K.
-        solve_dtype: ``"float64"`` (default) or ``"float32"`` for the
-            Cholesky solve.
+        solve_dtype: ``"auto"`` (float64 up to 4096 examples, see
+            :mod:`keras_kare.factor`), ``"float64"`` or ``"float32"``.
 
     Returns:
         A scalar tensor in the kernel's float dtype, differentiable w.r.t.
@@ -169,17 +177,26 @@ def kare(
             raise ValueError("targets contain NaN or inf.")
     if not k.dtype.is_floating:
         k = tf.cast(k, tf.float32)
-    try:
-        value = kare_terms(k, y, ridge, relative_ridge, solve_dtype).value
-    except tf.errors.InvalidArgumentError as err:
-        raise FloatingPointError(
-            f"Cholesky factorisation of K/n + zI failed (ridge={ridge}, relative_ridge={relative_ridge}): "
-            "the kernel is not positive semi-definite to working precision. Increase the ridge or "
-            "use solve_dtype='float64'."
-        ) from err
-    if eager and not bool(tf.math.is_finite(value)):
-        raise FloatingPointError(
-            f"KARE is not finite ({float(value)}) for ridge={ridge}, relative_ridge={relative_ridge}: "
-            "the factorisation of K/n + zI failed. Increase the ridge or check the kernel."
+    if eager and relative_ridge and float(tf.linalg.trace(tf.cast(k, tf.float64))) <= 0.0:
+        raise ValueError(
+            "relative_ridge=True needs a kernel with positive trace (the ridge is ridge*trace(K)/n**2); "
+            "received a kernel with trace <= 0 (a network at a saddle gives an all-zero NTK). "
+            "Use an absolute ridge."
         )
-    return value
+    terms = kare_terms(k, y, ridge, relative_ridge, solve_dtype)
+    if eager:
+        if not bool(terms.ok):
+            n = int(k.shape[0])
+            m = tf.cast(k, tf.float64) / n + float(terms.ridge) * tf.eye(n, dtype=tf.float64)
+            raise FloatingPointError(
+                f"KARE could not be evaluated (value {float(terms.value)}). "
+                + failure_advice(float(min_eigenvalue(m)), float(terms.ridge))
+            )
+        if int(terms.retries) > 0:
+            warnings.warn(
+                f"keras_kare: Cholesky of K/n + zI needed jitter rung {int(terms.retries)} of the ladder "
+                "(see keras_kare.factor); KARE is biased by at most that jitter.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return terms.value

@@ -19,7 +19,8 @@ class KARE(keras.layers.Layer):
     Args:
         ridge: z > 0.
         relative_ridge: use ``ridge * trace(K) / n**2`` as the ridge.
-        solve_dtype: precision of the Cholesky solve (``"float64"`` default).
+        solve_dtype: precision of the Cholesky solve: ``"auto"`` (float64 up to
+            4096 examples), ``"float64"`` or ``"float32"``.
 
     Example:
         >>> import numpy as np
@@ -28,7 +29,7 @@ class KARE(keras.layers.Layer):
         1.0...
     """
 
-    def __init__(self, ridge: float = 0.1, relative_ridge: bool = False, solve_dtype: str = "float64", **kwargs):
+    def __init__(self, ridge: float = 0.1, relative_ridge: bool = False, solve_dtype: str = "auto", **kwargs):
         super().__init__(**kwargs)
         self.ridge = check_ridge(ridge)
         if not isinstance(relative_ridge, bool):

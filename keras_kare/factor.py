@@ -1,0 +1,116 @@
+"""The one place that factors ``M = K/n + z I`` (KARE) and ``K/n + λ I`` (prediction).
+
+Policy (issue: numerical robustness):
+
+1. Symmetrise: ``M ← (M + Mᵀ)/2``.
+2. Cholesky in the working precision (float64 by default, see
+   :data:`FLOAT64_SOLVE_MAX_N`).
+3. If the factor is not finite (TensorFlow returns NaN for a failed Cholesky,
+   eagerly and under XLA), retry with the jitter ladder
+   ``M + ε · s · I`` for ε in :data:`JITTER_LADDER`, where ``s = tr(M)/n`` is the
+   mean eigenvalue of M. The number of retries is returned so callers can
+   report it (``KAREModel`` logs ``factor_retries``; ``kare()`` and
+   ``KernelPredictor`` warn once).
+4. If every rung fails the factor stays non-finite. Nothing is replaced by an
+   identity or zero: ``kare()`` raises, ``KAREModel`` skips the update and
+   stops (or skips, if asked), ``KernelPredictor`` raises — each naming the
+   smallest eigenvalue of M and what to change.
+
+The jitter biases the result by at most ε·s in each eigenvalue; the first rung
+(1e-10 relative) is far below float32 resolution of the Gram itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+
+logger = logging.getLogger("keras_kare")
+
+JITTER_LADDER = (1e-10, 1e-8, 1e-6, 1e-4)
+"""Relative jitters tried, in order, after a failed Cholesky (times ``tr(M)/n``)."""
+
+FLOAT64_SOLVE_MAX_N = 4096
+"""With ``solve_dtype="auto"`` the solve runs in float64 up to this n (the cost
+of a float64 Cholesky on a CPU is then a few ms to ~1 s), in the kernel's own
+precision above it."""
+
+
+class Factor(NamedTuple):
+    chol: tf.Tensor  # lower-triangular L with L Lᵀ = M (+ jitter); NaN if all rungs failed
+    retries: tf.Tensor  # int32: 0 if the first attempt worked, k if rung k was needed
+    ok: tf.Tensor  # bool: the factor is finite
+
+
+def solve_dtype_for(n, solve_dtype: str, kernel_dtype: tf.DType) -> tf.DType:
+    """Resolve ``"auto" | "float64" | "float32"`` to a dtype for an n×n solve."""
+    if solve_dtype == "float64":
+        return tf.float64
+    if solve_dtype == "float32":
+        return tf.float32
+    if n is None or n <= FLOAT64_SOLVE_MAX_N:
+        return tf.float64
+    return kernel_dtype if kernel_dtype in (tf.float32, tf.float64) else tf.float32
+
+
+def _finite(t: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_all(tf.math.is_finite(t))
+
+
+def robust_cholesky(m: tf.Tensor) -> Factor:
+    """Cholesky of a symmetric matrix with the jitter ladder of this module.
+
+    Works eagerly, in ``tf.function`` and under XLA (the ladder is a chain of
+    ``tf.cond``s: only the rungs needed are evaluated), and is differentiable.
+
+    Args:
+        m: (n, n) float32/float64 matrix; symmetrised here.
+
+    Returns:
+        A :class:`Factor`.
+    """
+    m = 0.5 * (m + tf.linalg.matrix_transpose(m))
+    n = tf.shape(m)[0]
+    scale = tf.linalg.trace(m) / tf.cast(n, m.dtype)
+    eye = tf.eye(n, dtype=m.dtype)
+
+    def attempt(level: int):
+        if level == 0:
+            chol = tf.linalg.cholesky(m)
+        else:
+            chol = tf.linalg.cholesky(m + JITTER_LADDER[level - 1] * scale * eye)
+        if level == len(JITTER_LADDER):
+            return chol, tf.constant(level, tf.int32)
+        return tf.cond(_finite(chol), lambda: (chol, tf.constant(level, tf.int32)), lambda: attempt(level + 1))
+
+    chol, retries = attempt(0)
+    return Factor(chol, retries, _finite(chol))
+
+
+def min_eigenvalue(m: tf.Tensor) -> tf.Tensor:
+    """Smallest eigenvalue of the symmetrised m in float64; NaN if m is not finite."""
+    m64 = tf.cast(m, tf.float64)
+    m64 = 0.5 * (m64 + tf.linalg.matrix_transpose(m64))
+    finite = tf.reduce_all(tf.math.is_finite(m64))
+    clean = tf.where(finite, m64, tf.eye(tf.shape(m64)[0], dtype=tf.float64))
+    smallest = tf.reduce_min(tf.linalg.eigvalsh(clean))
+    return tf.where(finite, smallest, tf.constant(float("nan"), tf.float64))
+
+
+def failure_advice(min_eig: float, ridge: float, what: str = "K/n + zI") -> str:
+    """The sentence every factorisation failure ends with."""
+    if math.isnan(min_eig):
+        return (
+            f"{what} contains NaN or inf (from NaN/inf inputs, or weights that overflowed: an exploding "
+            f"learning rate), so it cannot be factored (ridge {ridge:.3e}). Check the batch for NaN, lower "
+            "the learning rate, or compute in float64."
+        )
+    return (
+        f"Cholesky of {what} failed even with jitter up to {JITTER_LADDER[-1]:g}·tr/n "
+        f"(smallest eigenvalue {min_eig:.3e}, ridge {ridge:.3e}): the kernel is not positive "
+        "semi-definite to working precision. Increase the ridge, lower the learning rate, or "
+        "compute in float64 (solve_dtype='float64', or a float64 model)."
+    )

@@ -1,0 +1,77 @@
+"""Memory guard: estimate a Gram's footprint before computing it.
+
+The estimate is deliberately simple and errs high (a factor of ~2 for
+temporaries). It exists so that asking for a 200 000 × 200 000 Gram raises a
+clear error instead of being killed by the out-of-memory killer.
+
+Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
+
+- result: ``n1 · n2 · (C² if kernel == "full" else 1) · b``, twice while
+  blocks are concatenated, plus ``extra_copies`` float64 copies requested by
+  the caller (``KernelPredictor`` keeps one);
+- ``"jacobian"`` work per block pair: ``3 · (s1 + s2) · C · P · b`` (the two
+  per-example Jacobians and pfor temporaries);
+- ``"structured"`` work per block pair: ``4 · L · s1 · s2 · (C² | 1) · b`` for L
+  weighted layers (one Gram term per layer alive at once, with temporaries).
+"""
+
+from __future__ import annotations
+
+import os
+
+GIB = 1024**3
+USABLE_FRACTION = 0.8
+
+
+class GramMemoryError(MemoryError):
+    """Raised before computing a Gram that would not fit in available memory."""
+
+
+def available_bytes() -> int:
+    """Available physical memory (``MemAvailable``; falls back to total pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 62
+
+
+def estimate_gram_bytes(
+    n1: int, n2: int, n_outputs: int, n_params: int, n_layers: int, kernel: str,
+    implementation: str, batch_size, itemsize: int = 4, extra_copies: int = 0,
+) -> tuple[int, int]:
+    """(result bytes, per-block work bytes) of a Gram computation; see module docstring."""
+    cc = n_outputs**2 if kernel == "full" else 1
+    result = n1 * n2 * cc * itemsize * 2 + extra_copies * n1 * n2 * cc * 8
+    s1 = min(batch_size or n1, n1)
+    s2 = min(batch_size or n2, n2)
+    c = 1 if kernel == "summed_output" else n_outputs
+    if implementation == "jacobian":
+        work = 3 * (s1 + s2) * c * n_params * itemsize
+    else:
+        work = 4 * max(n_layers, 1) * s1 * s2 * cc * itemsize
+    return result, work
+
+
+def check_gram_memory(result: int, work: int, describe: str, batch_size, available: int | None = None) -> None:
+    """Raise :class:`GramMemoryError` if result + work exceed the usable memory."""
+    available = available_bytes() if available is None else available
+    usable = USABLE_FRACTION * available
+    if result + work <= usable:
+        return
+    if result > usable:
+        hint = "the result alone does not fit: use fewer examples (or a machine with more memory)"
+    elif batch_size is None:
+        hint = "pass batch_size=... to compute the Gram in blocks (e.g. batch_size=256)"
+    else:
+        hint = f"use a smaller batch_size than {batch_size}"
+    raise GramMemoryError(
+        f"{describe} needs about {result / GIB:.1f} GiB for the result and {work / GIB:.1f} GiB of work "
+        f"per block, but only {available / GIB:.1f} GiB are available; {hint}."
+    )

@@ -1,0 +1,264 @@
+"""Failure behaviour: ill-conditioning, degenerate kernels, non-finite steps, memory, determinism."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_kare
+from keras_kare.factor import JITTER_LADDER, robust_cholesky
+from keras_kare.memory import GramMemoryError
+from oracles import kare_oracle, ntk_oracle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def spectral_kare(s, q, y, z):
+    """KARE of K = Q diag(s) Qᵀ in closed form (no solve at all)."""
+    n = len(s)
+    y = y.reshape(n, -1)
+    d = s / n + z
+    proj = q.T @ y
+    num = np.sum(proj**2 / d[:, None] ** 2) / (n * y.shape[1])
+    den = np.sum(1.0 / d) / n
+    return num / den**2
+
+
+@pytest.mark.parametrize("cond", [1e8, 1e10, 1e12])
+def test_ill_conditioned_kernels_match_closed_form(rng, cond):
+    n = 60
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    s = np.logspace(0, -np.log10(cond), n) * n  # eigenvalues of K/n span [1/cond, 1]
+    k = (q * s) @ q.T
+    y = rng.normal(size=n)
+    z = 1.0 / cond  # the ridge sits at the bottom of the spectrum: M has condition ~cond/2
+    want = spectral_kare(s, q, y, z)
+    got = float(keras_kare.kare(k, y, ridge=z))
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_rank_deficient_gram_from_few_parameters(rng):
+    """P < n (like the paper's 769 parameters on 800 points): K = J Jᵀ has rank P."""
+    n, p = 80, 6
+    j = rng.normal(size=(n, p))
+    k = j @ j.T
+    y = rng.normal(size=n)
+    assert np.linalg.matrix_rank(k) == p
+    for z in (1e-6, 0.1):
+        assert float(keras_kare.kare(k, y, ridge=z)) == pytest.approx(kare_oracle(k, y, z), rel=1e-6)
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, "tanh"), keras.layers.Dense(1)])  # P = 9
+    x = rng.normal(size=(40, 2)).astype("float32")
+    kp = keras_kare.KernelPredictor(net, ridge=1e-6).fit(x, np.sin(x[:, 0]))
+    assert np.all(np.isfinite(kp.predict(x)))
+    path = kp.ridge_path()
+    assert np.all(np.isfinite(path.kare[path.ridges >= 1e-4]))
+
+
+def test_degenerate_cases_exact(rng):
+    # duplicate inputs: identical rows and columns
+    base = rng.normal(size=(5, 3))
+    feats = np.vstack([base, base[:2]])
+    k = feats @ feats.T
+    y = rng.normal(size=7)
+    assert float(keras_kare.kare(k, y, 0.1)) == pytest.approx(kare_oracle(k, y, 0.1), rel=1e-9)
+    # constant targets
+    assert float(keras_kare.kare(k, np.ones(7), 0.1)) == pytest.approx(kare_oracle(k, np.ones(7), 0.1), rel=1e-9)
+    # all-zero kernel: M = zI, so KARE = mean(y²) exactly
+    y = rng.normal(size=(6, 2))
+    assert float(keras_kare.kare(np.zeros((6, 6)), y, 0.1)) == pytest.approx(np.mean(y**2), rel=1e-12)
+    with pytest.raises(ValueError, match="positive trace"):
+        keras_kare.kare(np.zeros((6, 6)), y, 0.1, relative_ridge=True)
+    # n = 2
+    k2 = np.array([[2.0, 0.5], [0.5, 1.0]])
+    assert float(keras_kare.kare(k2, [1.0, -1.0], 0.1)) == pytest.approx(kare_oracle(k2, [1.0, -1.0], 0.1), rel=1e-12)
+
+
+def test_jitter_ladder_rescues_slightly_indefinite_matrix_and_reports_it():
+    m = np.diag([1.0, 1.0, -1e-12])  # fails plain Cholesky; jitter 1e-10·tr/n fixes it
+    fac = robust_cholesky(tf.constant(m))
+    assert bool(fac.ok) and int(fac.retries) == 1
+    np.testing.assert_allclose(fac.chol.numpy() @ fac.chol.numpy().T, m + JITTER_LADDER[0] * np.trace(m) / 3 * np.eye(3), atol=1e-14)
+    k = 3.0 * (np.diag([1.0, 1.0, -1e-12]) - 0.1 * np.eye(3))  # K/n + 0.1 I = diag(1, 1, -1e-12)
+    with pytest.warns(RuntimeWarning, match="jitter"):
+        val = keras_kare.kare(k, np.ones(3), ridge=0.1)
+    assert np.isfinite(float(val))
+
+
+def test_ladder_works_under_xla():
+    fn = tf.function(robust_cholesky, jit_compile=True)
+    fac = fn(tf.constant(np.diag([1.0, 1.0, -1e-12])))
+    assert bool(fac.ok) and int(fac.retries) == 1
+    bad = fn(tf.constant(-np.eye(3)))
+    assert not bool(bad.ok) and int(bad.retries) == len(JITTER_LADDER)
+
+
+def test_unfactorable_kernel_raises_with_diagnostics():
+    with pytest.raises(FloatingPointError, match=r"smallest eigenvalue -1\.900e\+00"):
+        keras_kare.kare(-10.0 * np.eye(5), np.ones(5), ridge=0.1)
+
+
+def _net(seed=0, d=3):
+    return keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Dense(8, "gelu", kernel_initializer=keras.initializers.GlorotUniform(seed)),
+            keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+        ]
+    )
+
+
+class WeightLog(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights, self.failures = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append([w.numpy().copy() for w in self.model.base_model.trainable_variables])
+        self.failures.append(float(logs["nonfinite_steps"]))
+
+
+def test_exploding_learning_rate_stops_and_keeps_last_good_weights(rng):
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = np.sin(x[:, 0]).astype("float32")
+    model = keras_kare.KAREModel(_net())
+    model.compile(optimizer=keras.optimizers.SGD(1e30))
+    log = WeightLog()
+    with pytest.warns(RuntimeWarning, match="training stopped"):
+        hist = model.fit(x, y, batch_size=16, epochs=200, verbose=0, callbacks=[log])
+    assert len(hist.history["kare"]) < 200
+    assert np.isnan(hist.history["kare"][-1])  # the last epoch had no finite step: NaN, not a fake 0
+    assert "epoch" in model.stop_reason_ and "lower the learning rate" in model.stop_reason_
+    final = [w.numpy() for w in model.base_model.trainable_variables]
+    assert all(np.all(np.isfinite(w)) for w in final)
+    # the failing step left the weights as the previous step had them
+    assert log.failures[-1] == 1.0
+    for a, b in zip(final, log.weights[-2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def _nan_dataset(rng, bad_batch=2):
+    x = rng.normal(size=(48, 3)).astype("float32")
+    y = np.sin(x[:, 0]).astype("float32")
+    x[bad_batch * 8 + 3, 1] = np.nan
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(8, drop_remainder=True)
+
+
+def test_nan_batch_stops_by_default(rng):
+    model = keras_kare.KAREModel(_net())
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    log = WeightLog()
+    with pytest.warns(RuntimeWarning, match="epoch 1, batch 2.*contains NaN or inf"):
+        model.fit(_nan_dataset(rng), epochs=3, verbose=0, callbacks=[log])
+    assert len(log.weights) == 3  # batches 0, 1, 2 then stop
+    for a, b in zip(log.weights[2], log.weights[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_batch_skipped_on_request_and_terminate_on_nan_does_not_fire(rng):
+    model = keras_kare.KAREModel(_net(), on_nonfinite="skip")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        hist = model.fit(
+            _nan_dataset(rng), epochs=2, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()]
+        )
+    assert hist.history["nonfinite_steps"] == [1.0, 1.0]
+    assert np.all(np.isfinite(hist.history["kare"]))  # averaged over the good steps only
+    assert np.all(np.isfinite(hist.history["loss"]))
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.base_model.trainable_variables)
+
+
+def test_constant_output_model_trains_without_error(rng):
+    """A dead-ReLU network: constant output, NTK = 11ᵀ from the output bias alone."""
+    net = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, "relu", kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-1.0)),
+            keras.layers.Dense(1),
+        ]
+    )
+    x = rng.normal(size=(10, 3)).astype("float32")
+    np.testing.assert_allclose(keras_kare.ntk(net, x).numpy(), np.ones((10, 10)), atol=1e-6)
+    model = keras_kare.KAREModel(net)
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    y = rng.normal(size=10).astype("float32")
+    hist = model.fit(x, y, batch_size=10, epochs=2, verbose=0)
+    assert hist.history["nonfinite_steps"] == [0.0, 0.0]
+    assert hist.history["kare"][0] == pytest.approx(kare_oracle(np.ones((10, 10)), y, 0.1), rel=1e-5)
+
+
+def test_float64_end_to_end(rng):
+    old, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        net = _net()
+        x = rng.normal(size=(12, 3))
+        y = np.sin(x[:, 0])
+        k = keras_kare.ntk(net, x)
+        assert k.dtype == tf.float64
+        np.testing.assert_allclose(k.numpy(), ntk_oracle(net, x), rtol=1e-11, atol=1e-12)
+        model = keras_kare.KAREModel(net)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        before = kare_oracle(ntk_oracle(net, x), y, 0.1)
+        hist = model.fit(x, y, batch_size=12, epochs=1, verbose=0)
+        assert hist.history["kare"][0] == pytest.approx(before, rel=1e-10)
+        assert net.trainable_variables[0].dtype == "float64"
+    finally:
+        keras.config.set_floatx(old)
+        keras.config.set_dtype_policy(old_policy)
+
+
+def test_memory_guard_refuses_huge_gram_without_allocating(rng):
+    net = _net(d=2)
+    x = np.zeros((200_000, 2), np.float32)  # 1.6 MB of inputs; the Gram would be 149 GiB
+    with pytest.raises(GramMemoryError, match="the result alone does not fit"):
+        keras_kare.ntk(net, x, batch_size=1024)
+    with pytest.raises(GramMemoryError, match="GiB"):
+        keras_kare.KernelPredictor(net).fit(x, np.zeros(200_000))
+
+
+def test_memory_guard_suggests_batch_size():
+    from keras_kare.memory import check_gram_memory
+
+    with pytest.raises(GramMemoryError, match="pass batch_size"):
+        check_gram_memory(result=1 << 20, work=10 << 30, describe="ntk", batch_size=None, available=4 << 30)
+    check_gram_memory(result=1 << 20, work=1 << 20, describe="ntk", batch_size=None, available=4 << 30)
+
+
+DETERMINISM_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import keras, numpy as np, tensorflow as tf
+    keras.utils.set_random_seed(7)
+    tf.config.experimental.enable_op_determinism()
+    import keras_kare
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = np.cos(x[:, 0]).astype("float32")
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, "gelu"), keras.layers.Dense(1)])
+    model = keras_kare.KAREModel(net)
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    h = model.fit(x, y, batch_size=16, epochs=3, shuffle=True, verbose=0)
+    print(json.dumps([float(v).hex() for v in h.history["kare"]]))
+    """
+)
+
+
+def test_two_seeded_runs_are_bit_identical():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    runs = [
+        subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+        for _ in range(2)
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    curves = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs]
+    assert curves[0] == curves[1]
+    assert len(set(curves[0])) == 3  # it trained: three different epoch values
