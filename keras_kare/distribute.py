@@ -1,0 +1,164 @@
+"""``tf.distribute`` support for :class:`~keras_kare.KAREModel` (replica semantics and helpers).
+
+Semantics under a strategy with R replicas (e.g. ``MirroredStrategy``): Keras
+splits every *global* batch of B examples into R contiguous shares of B/R
+examples; **each replica computes the NTK Gram and KARE of its own share**
+(a (B/R)×(B/R) kernel: no cross-replica kernel entries), and the step
+minimises the *mean* of the R per-replica KAREs — the gradient of each
+replica's KARE is scaled by 1/R and Keras' optimizer sums them across
+replicas. The ``kare``/``loss`` logs are likewise the mean over replicas (and
+over the epoch's steps). So a run with global batch B on R replicas equals,
+step for step, a single-device run that splits each batch of B into R
+consecutive pieces of B/R, averages their KAREs and differentiates that; it is
+*not* the same as single-device KARE on batches of B (whose kernel couples all
+B examples) — the effective KARE batch size is B/R. To keep KARE's batch at b,
+use a global batch of b·R.
+
+B must be divisible by R so that every replica sees the same KARE batch size:
+:func:`check_global_batch` raises otherwise (for static batch sizes, before
+training), and :func:`check_replica_batch` raises at run time when the shares
+differ (e.g. a last partial batch; use ``drop_remainder=True``).
+
+A step whose KARE or gradient is not finite on *any* replica is skipped on all
+of them (:func:`all_replicas`, :func:`apply_or_else`), keeping the replicas'
+weights identical.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import tensorflow as tf
+
+
+def _replica_context():
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def num_replicas() -> int:
+    """Replicas of the current strategy (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_for_replicas(value):
+    """``value / R`` inside a replica context with R > 1 replicas, else ``value`` (mean-of-replicas objective)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return value
+    return value * tf.cast(1.0 / ctx.num_replicas_in_sync, value.dtype)
+
+
+def all_replicas(flag):
+    """Logical AND of a boolean scalar over all replicas (the flag itself without replicas)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return flag
+    ones = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flag, tf.int32))
+    return tf.equal(ones, ctx.num_replicas_in_sync)
+
+
+def check_replica_batch(x) -> None:
+    """Run-time check that every replica got the same number of examples (no-op without replicas)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return
+    n = tf.shape(tf.nest.flatten(x)[0])[0]
+    total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, n)
+    r = ctx.num_replicas_in_sync
+    tf.debugging.assert_equal(
+        n * r,
+        total,
+        message=(
+            f"KAREModel under a strategy with {r} replicas: the global batch is not divisible by the number of "
+            "replicas, so replicas would compute KARE on different numbers of examples. Use a global batch "
+            f"size divisible by {r} and drop_remainder=True (or a dataset size divisible by the batch size)."
+        ),
+    )
+
+
+def check_global_batch(batch_size: Optional[int], strategy=None) -> None:
+    """Raise ``ValueError`` if a known global batch size is not divisible by the replica count.
+
+    Args:
+        batch_size: the global batch size (None: unknown, nothing checked).
+        strategy: default: the current strategy.
+    """
+    if batch_size is None:
+        return
+    replicas = (strategy or tf.distribute.get_strategy()).num_replicas_in_sync
+    if replicas > 1 and int(batch_size) % replicas:
+        raise ValueError(
+            f"KAREModel: the global batch size {batch_size} is not divisible by the {replicas} replicas of the "
+            f"distribution strategy; each replica computes KARE on its own share of the batch, so the shares must "
+            f"be equal. Use a batch size that is a multiple of {replicas} (e.g. {replicas * max(1, int(batch_size) // replicas)})."
+        )
+
+
+def check_fit_arguments(x=None, batch_size=None, strategy=None) -> None:
+    """Before ``fit``: raise if a statically known global batch does not split evenly over the replicas.
+
+    Checks a ``tf.data.Dataset`` with a static batch dimension
+    (``drop_remainder=True``), or arrays with ``batch_size`` (Keras' default
+    32) including their last partial batch. Unknown batch sizes are left to
+    :func:`check_replica_batch` at run time.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if replicas <= 1 or x is None:
+        return
+    if isinstance(x, tf.data.Dataset):
+        spec = tf.nest.flatten(x.element_spec)[0]
+        dim = spec.shape[0] if spec.shape.rank else None
+        check_global_batch(dim, strategy)
+        return
+    leaves = tf.nest.flatten(x)
+    if not leaves or not hasattr(leaves[0], "shape") or not len(leaves[0].shape):
+        return
+    n = int(leaves[0].shape[0])
+    size = int(batch_size) if batch_size is not None else 32
+    check_global_batch(min(size, n), strategy)
+    last = n % size if n > size else 0
+    if last and last % replicas:
+        raise ValueError(
+            f"KAREModel: {n} examples in batches of {size} leave a last batch of {last}, which is not divisible by "
+            f"the {replicas} replicas of the distribution strategy (each replica computes KARE on its own share). "
+            "Use a dataset with drop_remainder=True or a number of examples that is a multiple of the batch size."
+        )
+
+
+def apply_or_else(optimizer, ok, grads: Sequence, variables: Sequence, on_fail: Callable, on_fail_args=()):
+    """Apply ``grads`` with ``optimizer`` if ``ok``, else call ``on_fail(*on_fail_args)``; distribution-safe.
+
+    Without replicas this is ``tf.cond(ok, apply, on_fail)``. Under a
+    strategy that synchronises through ``merge_call`` (``MirroredStrategy``), a
+    ``tf.cond`` whose branch calls the optimizer (a synchronisation point) is
+    not allowed in a replica context, so — as Keras' ``LossScaleOptimizer``
+    does — the condition is decided in the cross-replica context and each
+    branch runs on every replica. ``ok`` must already agree across replicas
+    (see :func:`all_replicas`).
+    """
+
+    def apply_local(g):
+        optimizer.apply(g, variables)
+        return tf.constant(True)
+
+    ctx = _replica_context()
+    if ctx is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        return tf.cond(ok, lambda: apply_local(grads), lambda: on_fail(*on_fail_args))
+
+    def cross_replica(distribution, ok, grads, on_fail_args):
+        ok0 = distribution.experimental_local_results(ok)[0]
+
+        def apply_all():
+            distribution.extended.call_for_each_replica(apply_local, args=(grads,))
+            return tf.constant(True)
+
+        def fail_all():
+            distribution.extended.call_for_each_replica(on_fail, args=tuple(on_fail_args))
+            return tf.constant(False)
+
+        return tf.cond(ok0, apply_all, fail_all)
+
+    ctx.merge_call(cross_replica, args=(ok, list(grads), tuple(on_fail_args)))
+    return ok

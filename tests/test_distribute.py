@@ -1,0 +1,165 @@
+"""KAREModel.fit under tf.distribute.MirroredStrategy on 2 logical CPU devices.
+
+Logical devices must be configured before TensorFlow initialises its devices,
+which the test process has long done, so the distributed runs happen in a
+fresh Python subprocess that reports JSON back.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKER = textwrap.dedent(
+    r'''
+    import inspect, json, sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    import keras_kare
+    from keras_kare import KAREModel, KernelPredictor
+
+    impl = sys.argv[1]
+    out = {}
+    r = np.random.default_rng(0)
+    x = r.standard_normal((32, 5)).astype("float32")
+    y = np.sign(x[:, 0] + 0.2).astype("float32")
+
+    def net():
+        keras.utils.set_random_seed(7)
+        return keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, "gelu"), keras.layers.Dense(1)])
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    out["replicas"] = strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = KAREModel(net(), ridge=0.1, implementation=impl)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5))
+    w0 = [w.numpy() for w in model.base_model.trainable_variables]
+    hist = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    out["dist_kare"] = hist.history["kare"]
+    out["dist_weights"] = [w.numpy().tolist() for w in model.base_model.trainable_variables]
+
+    # single-device reference: each global batch of 16 -> replica shares [0:8], [8:16]; mean KARE; SGD+momentum
+    ref = net()
+    for v, w in zip(ref.trainable_variables, w0):
+        v.assign(w)
+    opt = keras.optimizers.SGD(0.05, momentum=0.5)
+    per_step = []
+    for epoch in range(2):
+        for s in range(0, 32, 16):
+            with tf.GradientTape() as tape:
+                vals = [keras_kare.kare(keras_kare.ntk(ref, x[a:a + 8], implementation=impl), y[a:a + 8], ridge=0.1)
+                        for a in (s, s + 8)]
+                obj = tf.add_n(vals) / 2.0
+            grads = tape.gradient(obj, ref.trainable_variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, ref.trainable_variables)]
+            opt.apply(grads, ref.trainable_variables)
+            per_step.append(float(obj))
+    out["ref_kare"] = [float(np.mean(per_step[:2])), float(np.mean(per_step[2:]))]
+    out["ref_weights"] = [w.numpy().tolist() for w in ref.trainable_variables]
+    # NOT the same as single-device KARE on the whole batch of 16 (documented semantics)
+    out["whole_batch_kare0"] = float(keras_kare.kare(keras_kare.ntk(net(), x[:16], implementation=impl), y[:16], ridge=0.1))
+    out["share_kare0"] = float(np.mean([keras_kare.kare(keras_kare.ntk(net(), x[a:a + 8], implementation=impl), y[a:a + 8], ridge=0.1) for a in (0, 8)]))
+
+    # a global batch not divisible by the replica count
+    with strategy.scope():
+        bad = KAREModel(net(), ridge=0.1, implementation=impl)
+        bad.compile(optimizer="sgd")
+    try:
+        bad.fit(x[:18], y[:18], batch_size=9, epochs=1, verbose=0)
+        out["indivisible_error"] = None
+    except Exception as err:
+        out["indivisible_error"] = f"{type(err).__name__}: {err}"
+    out["indivisible_weights_unchanged"] = all(
+        np.array_equal(a.numpy(), b) for a, b in zip(bad.base_model.trainable_variables, w0)
+    )
+    # ... known only at run time: a dataset without a static batch size whose last batch (5) splits 3 + 2
+    ds = tf.data.Dataset.from_tensor_slices((x[:21], y[:21])).batch(8)
+    try:
+        bad.fit(ds, epochs=1, verbose=0)
+        out["runtime_indivisible_error"] = None
+    except Exception as err:
+        out["runtime_indivisible_error"] = f"{type(err).__name__}: {err}"
+
+    # a non-finite KARE on one replica skips the step on every replica
+    if "on_nonfinite" in inspect.signature(KAREModel).parameters:
+        with strategy.scope():
+            skip = KAREModel(net(), ridge=0.1, implementation=impl, on_nonfinite="skip")
+            skip.compile(optimizer=keras.optimizers.SGD(0.05))
+        y_nan = y[:16].copy()
+        y_nan[12] = np.nan  # in the second replica's share only
+        h = skip.fit(x[:16], y_nan, batch_size=16, epochs=1, verbose=0)
+        out["skip_weights_unchanged"] = all(
+            np.array_equal(a.numpy(), b) for a, b in zip(skip.base_model.trainable_variables, w0)
+        )
+        out["skip_nonfinite_steps"] = h.history.get("nonfinite_steps", [None])[0]
+
+    # KernelPredictor inside the strategy's scope: same predictions as without a strategy
+    kp_ref = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
+    with strategy.scope():
+        kp = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
+        pred = kp.predict(x[24:])
+    out["krr_max_diff"] = float(np.max(np.abs(pred - kp_ref.predict(x[24:]))))
+    out["krr_gram_diff"] = float(np.max(np.abs(kp.train_kernel_ - kp_ref.train_kernel_)))
+    print("RESULT " + json.dumps(out))
+    '''
+)
+
+
+def _run_worker(tmp_path, implementation):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, str(script), implementation], capture_output=True, text=True, env=env, timeout=300, cwd=str(REPO)
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"worker failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return _run_worker(tmp_path_factory.mktemp("dist"), "auto")
+
+
+def test_two_logical_cpus(results):
+    assert results["replicas"] == 2
+
+
+def test_mirrored_fit_matches_single_device_mean_of_replica_kares(results):
+    np.testing.assert_allclose(results["dist_kare"], results["ref_kare"], rtol=1e-5)
+    for a, b in zip(results["dist_weights"], results["ref_weights"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+    # and the per-replica semantics differ from KARE of the whole global batch
+    assert abs(results["whole_batch_kare0"] - results["share_kare0"]) > 1e-3
+
+
+def test_indivisible_global_batch_raises(results):
+    err = results["indivisible_error"]
+    assert err is not None and "global batch size 9 is not divisible by the 2 replicas" in err, err
+    assert results["indivisible_weights_unchanged"]  # raised before any step
+    err = results["runtime_indivisible_error"]
+    assert err is not None and "global batch is not divisible by the number of replicas" in err, err
+
+
+def test_nonfinite_on_one_replica_skips_everywhere(results):
+    if "skip_weights_unchanged" not in results:
+        pytest.skip("KAREModel has no on_nonfinite option in this build")
+    assert results["skip_weights_unchanged"]
+    assert results["skip_nonfinite_steps"] >= 1
+
+
+def test_kernel_predictor_under_strategy(results):
+    assert results["krr_gram_diff"] < 1e-5
+    assert results["krr_max_diff"] < 1e-5
