@@ -89,6 +89,20 @@ class KAREModel(keras.Model):
     Factorisations that needed the jitter ladder of :mod:`keras_kare.factor`
     are counted in the ``factor_retries`` log (warned about once).
 
+    Mixed precision (``keras.config.set_dtype_policy("mixed_float16")`` or
+    ``"mixed_bfloat16"``): the network runs in 16 bits, but its variables stay
+    float32, the per-example gradients are taken with respect to them and the
+    Gram is accumulated in float32 (``implementation="auto"`` uses the
+    jacobian NTK for such models), and KARE is solved in ``solve_dtype``
+    (float64 by default). With ``mixed_float16`` the objective is loss-scaled
+    for the ``LossScaleOptimizer`` that ``compile`` installs, which alone
+    handles overflowing gradients.
+
+    Distribution (``tf.distribute.MirroredStrategy``): each replica computes
+    KARE on its own share of the global batch and the step minimises the mean
+    of the replicas' KAREs; see :mod:`keras_kare.distribute`. The global batch
+    must be divisible by the number of replicas.
+
     Batches must hold at least 2 examples (KARE of one example is constant);
     use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
     ``sample_weight`` is not supported and raises.
@@ -264,11 +278,17 @@ class KAREModel(keras.Model):
             terms, k = self._kare_terms(x, y)
             # under a tf.distribute strategy: the mean of the per-replica KAREs (see keras_kare.distribute)
             objective = _distribute.scale_for_replicas(terms.value)
+            # mixed_float16: compile() wraps the optimizer in a LossScaleOptimizer, whose apply() unscales
+            objective = self.optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)
         # Structurally-zero gradients (e.g. the output bias, whose NTK contribution is a
         # constant) come back as None; the optimizer gets explicit zeros instead of a warning.
         grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
         ok = tf.logical_and(terms.ok, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # overflowing scaled gradients are the LossScaleOptimizer's business (it skips the step
+            # and lowers the scale); only a non-finite KARE counts as a failed step here
+            ok = terms.ok
 
         # A non-finite step never touches the weights (nor the optimizer state).
         # (a tf.cond around optimizer.apply is not allowed in a MirroredStrategy replica context:

@@ -45,12 +45,35 @@ def resolve_implementation(model, implementation: str) -> str:
                 "use 'jacobian' or 'auto'."
             )
         structured.check_supported(model)
+        if _low_precision(model) and not getattr(structured, "SUPPORTS_LOW_PRECISION", False):
+            raise NotImplementedError(
+                f"implementation='structured' does not support the {_compute_dtypes(model)} compute dtype of this "
+                "model (a mixed_float16/mixed_bfloat16 policy) yet; use implementation='jacobian' or 'auto', whose "
+                "per-example Jacobians are taken w.r.t. the float32 variables and contracted in float32."
+            )
         return "structured"
     if implementation == "auto":
-        if structured is not None and structured.is_supported(model):
+        if structured is not None and structured.is_supported(model) and (
+            not _low_precision(model) or getattr(structured, "SUPPORTS_LOW_PRECISION", False)
+        ):
             return "structured"
         return "jacobian"
     return implementation
+
+
+def _compute_dtypes(model) -> list:
+    layers = [model] + list(getattr(model, "_flatten_layers", lambda **k: [])(include_self=False))
+    return sorted({str(getattr(layer, "compute_dtype", "float32")) for layer in layers})
+
+
+def _low_precision(model) -> bool:
+    """True if any layer computes in float16/bfloat16 (a mixed-precision policy).
+
+    Under mixed precision the Gram is still accumulated in float32: the
+    jacobian implementation differentiates w.r.t. the float32 variables, so
+    per-example gradients arrive in float32 before they are contracted.
+    """
+    return any(d in ("float16", "bfloat16") for d in _compute_dtypes(model))
 
 
 def gram(model, x1, x2=None, kernel: str = "trace", implementation: str = "jacobian"):

@@ -1,0 +1,97 @@
+"""Mixed precision: the network computes in float16/bfloat16, the Gram and KARE do not."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_kare
+from keras_kare import KAREModel, KernelPredictor
+
+POLICIES = ["mixed_float16", "mixed_bfloat16"]
+# relative Frobenius error of the low-precision Gram vs the float32 one (11-bit / 8-bit mantissas)
+GRAM_RTOL = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
+
+
+@pytest.fixture
+def policy(request):
+    keras.config.set_dtype_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def _data(n=16, d=5):
+    r = np.random.default_rng(0)
+    x = r.standard_normal((n, d)).astype("float32")
+    return x, np.sign(x[:, 0] + 0.1).astype("float32")
+
+
+def _net(d=5):
+    keras.utils.set_random_seed(3)
+    # the usual mixed-precision recipe: a float32 output layer
+    return keras.Sequential([keras.Input((d,)), keras.layers.Dense(16, "gelu"), keras.layers.Dense(1, dtype="float32")])
+
+
+@pytest.mark.parametrize("policy", POLICIES, indirect=True)
+def test_fit_step_finite_kare_float32_gram(policy):
+    x, y = _data()
+    net = _net()
+    assert net.layers[0].compute_dtype == policy.split("_")[1]
+    k = keras_kare.ntk(net, x)
+    assert k.dtype == tf.float32  # accumulated in float32 although the layers compute in 16 bits
+    model = KAREModel(net, ridge=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    if policy == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    w0 = [w.numpy() for w in net.trainable_variables]
+    assert all(w.dtype == np.float32 for w in w0)  # variables stay float32
+    hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    kares = hist.history["kare"]
+    assert all(np.isfinite(kares))
+    assert kares[-1] < kares[0]  # it trains (with float16 the loss scale is undone correctly)
+    # logged KARE of the first step = float64 KARE of the float32-accumulated Gram at the initial weights
+    ref = _net()
+    for v, w in zip(ref.trainable_variables, w0):
+        v.assign(w)
+    k0 = keras_kare.ntk(ref, x).numpy().astype(np.float64)
+    expected = float(keras_kare.kare(k0, y, ridge=0.1, solve_dtype="float64"))
+    assert kares[0] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("policy", POLICIES, indirect=True)
+def test_low_precision_gram_close_to_float32(policy):
+    x, _ = _data()
+    low = _net()
+    k_low = keras_kare.ntk(low, x).numpy()
+    weights = [w.numpy() for w in low.trainable_variables]
+    keras.config.set_dtype_policy("float32")
+    full = _net()
+    for v, w in zip(full.trainable_variables, weights):
+        v.assign(w)
+    k32 = keras_kare.ntk(full, x).numpy()
+    err = np.linalg.norm(k_low - k32) / np.linalg.norm(k32)
+    assert 0 < err < GRAM_RTOL[policy]
+
+
+@pytest.mark.parametrize("policy", POLICIES, indirect=True)
+def test_kernel_predictor_under_mixed_precision(policy):
+    x, y = _data(n=24)
+    kp = KernelPredictor(_net(), ridge=1e-2).fit(x[:16], y[:16])
+    assert kp.train_kernel_.dtype == np.float64 and kp.dual_coef_.dtype == np.float64
+    pred = kp.predict(x[16:])
+    assert pred.dtype == np.float64 and np.all(np.isfinite(pred))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+def test_structured_rejects_low_precision_clearly(policy):
+    from keras_kare.backend.tensorflow import dispatch
+
+    structured = dispatch._structured_module()
+    if structured is None or getattr(structured, "SUPPORTS_LOW_PRECISION", False):
+        pytest.skip("structured NTK absent or supports low precision")
+    x, _ = _data()
+    with pytest.raises(NotImplementedError, match="does not support the .*float16.* compute dtype"):
+        keras_kare.ntk(_net(), x, implementation="structured")
+    assert dispatch.resolve_implementation(_net(), "auto") == "jacobian"
