@@ -110,12 +110,29 @@ def _prefer(ghost_flops: float, mat_flops: float, ghost_mem: float, mat_mem: flo
     return ghost
 
 
+@tf.custom_gradient
+def _self_gram(a: tf.Tensor):
+    """``a aᵀ`` whose gradient is one matmul, ``(dG + dGᵀ) a``, instead of two."""
+
+    def grad(dg):
+        return tf.matmul(dg + tf.transpose(dg), a)
+
+    return tf.matmul(a, a, transpose_b=True), grad
+
+
+def matmul_t(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``a bᵀ`` for (n1, d) and (n2, d); the symmetric case has a cheaper gradient."""
+    if a is b:
+        return _self_gram(a)
+    return tf.matmul(a, b, transpose_b=True)
+
+
 def per_example_gram(g1: tf.Tensor, g2: tf.Tensor, kernel: str) -> tf.Tensor:
     """Gram of explicit per-example gradients g1 (C, n1, p), g2 (C, n2, p)."""
     if kernel == FULL:
         return tf.einsum("cip,ejp->ijce", g1, g2)
     if g1.shape[0] == 1:
-        return tf.matmul(g1[0], g2[0], transpose_b=True)
+        return matmul_t(g1[0], g1[0]) if g1 is g2 else tf.matmul(g1[0], g2[0], transpose_b=True)
     return tf.einsum("cip,cjp->ij", g1, g2)
 
 
@@ -139,25 +156,31 @@ def linear_cost(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tuple[bool, 
 
 def materialise_linear(f: LinearFactor) -> tf.Tensor:
     """Per-example kernel gradients (C, n, H·d_in·d_out) of a linear factor."""
-    g = tf.einsum("nthk,cntho->cnhko", f.a, f.delta)
-    shape = tf.shape(g)
-    return tf.reshape(g, [shape[0], shape[1], -1])
+    c, n = tf.shape(f.delta)[0], tf.shape(f.delta)[1]
+    if f.a.shape[2] == 1 and f.delta.shape[0] == 1:  # one block, one pass: a batched matmul
+        g = tf.matmul(f.a[:, :, 0, :], f.delta[0, :, :, 0, :], transpose_a=True)
+    else:
+        g = tf.einsum("nthk,cntho->cnhko", f.a, f.delta)
+    return tf.reshape(g, [c, n, -1])
 
 
 def _ghost_linear(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tf.Tensor:
     a1, a2, d1, d2 = f1.a, f2.a, f1.delta, f2.delta
     t1, h, t2 = a1.shape[1], a1.shape[2], a2.shape[1]
     if t1 == 1 and t2 == 1 and h == 1:
-        ga = tf.matmul(a1[:, 0, 0, :], a2[:, 0, 0, :], transpose_b=True)  # (n1, n2)
-        e1, e2 = d1[:, :, 0, 0, :], d2[:, :, 0, 0, :]  # (C, n, d_out)
+        same = f1 is f2
+        a1 = a1[:, 0, 0, :]
+        ga = matmul_t(a1, a1 if same else a2[:, 0, 0, :])  # (n1, n2)
+        e1 = d1[:, :, 0, 0, :]  # (C, n, d_out)
+        e2 = e1 if same else d2[:, :, 0, 0, :]
         if kernel == FULL:
             return ga[:, :, None, None] * tf.einsum("cio,ejo->ijce", e1, e2)
         if e1.shape[0] == 1:
-            return ga * tf.matmul(e1[0], e2[0], transpose_b=True)
+            return ga * matmul_t(e1[0], e1[0] if same else e2[0])
         # Σ_c Δ_c Δ_cᵀ as one matmul over the (C·d_out) axis.
         f1_ = tf.reshape(tf.transpose(e1, [1, 0, 2]), [tf.shape(e1)[1], -1])
-        f2_ = tf.reshape(tf.transpose(e2, [1, 0, 2]), [tf.shape(e2)[1], -1])
-        return ga * tf.matmul(f1_, f2_, transpose_b=True)
+        f2_ = f1_ if same else tf.reshape(tf.transpose(e2, [1, 0, 2]), [tf.shape(e2)[1], -1])
+        return ga * matmul_t(f1_, f2_)
     ga = tf.einsum("ithk,jshk->ijtsh", a1, a2)
     if kernel == FULL:
         gd = tf.einsum("citho,ejsho->ijcetsh", d1, d2)
