@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_kare import _validation as v
 from keras_kare.memory import check_gram_memory, estimate_gram_bytes
 from keras_kare.backend import gram, resolve_implementation
+from keras_kare.progress import Progress, check_verbose
 
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -55,11 +56,12 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Optional[int]):
+def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Optional[int], verbose="auto"):
     """Gram assembled from (batch_size × batch_size) blocks; inputs already validated.
 
     With ``x2=None`` only the upper-triangular blocks are computed and the rest
-    are mirrored, and the result is exactly symmetric.
+    are mirrored, and the result is exactly symmetric. ``verbose``: progress
+    bar over the computed blocks (see :mod:`keras_kare.progress`).
     """
     n1 = v.num_rows(x1, "x1")
     n2 = n1 if x2 is None else v.num_rows(x2, "x2")
@@ -70,6 +72,8 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
         return k
     b1 = _blocks(n1, batch_size)
     b2 = b1 if x2 is None else _blocks(n2, batch_size)
+    n_computed = len(b1) * (len(b1) + 1) // 2 if x2 is None else len(b1) * len(b2)
+    progress = Progress(n_computed, verbose, unit_name="block")
     blocks: dict[tuple[int, int], tf.Tensor] = {}
     for i, (s1, e1) in enumerate(b1):
         xi = _slice(x1, s1, e1)
@@ -84,6 +88,7 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
                 xj = _slice(x1 if x2 is None else x2, s2, e2)
                 kij = _gram(model, xi, xj, kernel, implementation)
             blocks[i, j] = kij
+            progress.advance()
     rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]
     return tf.concat(rows, axis=0)
 
@@ -102,6 +107,7 @@ def ntk(
     kernel: str = "trace",
     implementation: str = "auto",
     batch_size: Optional[int] = None,
+    verbose="auto",
 ) -> tf.Tensor:
     """Empirical neural tangent kernel Gram of a Keras model.
 
@@ -128,6 +134,8 @@ def ntk(
         batch_size: compute the Gram in blocks of this many examples so that
             the per-example work never exceeds one block pair. ``None`` means
             one block.
+        verbose: ``keras.utils.Progbar`` over the blocks: ``"auto"`` (shown
+            for more than 8 blocks), ``0`` or ``1``.
 
     Returns:
         A float tensor of shape (n1, n2), or (n1, n2, C, C) for ``"full"``;
@@ -139,10 +147,12 @@ def ntk(
         >>> keras_kare.ntk(net, np.ones((5, 3), "float32")).shape
         TensorShape([5, 5])
     """
-    return compute_ntk(model, x1, x2, kernel, implementation, batch_size)
+    return compute_ntk(model, x1, x2, kernel, implementation, batch_size, verbose=verbose)
 
 
-def compute_ntk(model, x1, x2=None, kernel="trace", implementation="auto", batch_size=None, extra_copies: int = 0):
+def compute_ntk(
+    model, x1, x2=None, kernel="trace", implementation="auto", batch_size=None, extra_copies: int = 0, verbose="auto"
+):
     """:func:`ntk` with one more knob for callers inside the package.
 
     ``extra_copies`` is the number of float64 copies of the result the caller
@@ -150,6 +160,7 @@ def compute_ntk(model, x1, x2=None, kernel="trace", implementation="auto", batch
     """
     model = _unwrap(v.check_model(model))
     v.check_kernel_mode(kernel)
+    check_verbose(verbose)
     if batch_size is not None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int or None, received {batch_size!r}.")
@@ -162,7 +173,7 @@ def compute_ntk(model, x1, x2=None, kernel="trace", implementation="auto", batch
     v.ensure_built(model, x1)
     implementation = resolve_implementation(model, implementation)
     _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extra_copies)
-    return blocked_gram(model, x1, x2, kernel, implementation, batch_size)
+    return blocked_gram(model, x1, x2, kernel, implementation, batch_size, verbose)
 
 
 def _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extra_copies):

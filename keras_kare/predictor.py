@@ -10,12 +10,14 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare.ntk import compute_ntk
+from keras_kare.progress import Progress, check_verbose
 from keras_kare.ridge import RidgePath, absolute_ridge, solve_dual, spectral_path, symmetrise
 from keras_kare.risk import check_ridge
 
 logger = logging.getLogger("keras_kare")
 
 DEFAULT_RIDGE_GRID = np.logspace(-6, 3, 37)  # relative ridges λ̃, 4 per decade
+RIDGE_PATH_PROGRESS_N = 4096  # verbose="auto" shows the ridge path's progress from this many examples on
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -42,6 +44,10 @@ class KernelPredictor:
             :func:`keras_kare.ntk`).
         batch_size: block size of the Gram computation.
         implementation: NTK implementation (see :func:`keras_kare.ntk`).
+        verbose: ``keras.utils.Progbar`` for the blocked Gram work of ``fit``,
+            ``predict`` and ``predict_path`` and for ``ridge_path``:
+            ``"auto"`` (default: shown for more than 8 Gram blocks, or a ridge
+            path on n ≥ 4096 examples), ``0`` or ``1``.
 
     Attributes (after ``fit``):
         X_fit_: the training inputs (a copy).
@@ -64,8 +70,10 @@ class KernelPredictor:
         kernel: str = "trace",
         batch_size: Optional[int] = 512,
         implementation: str = "auto",
+        verbose="auto",
     ):
         self.model = model
+        self.verbose = verbose
         self.ridge = ridge
         self.relative_ridge = relative_ridge
         self.kernel = kernel
@@ -76,6 +84,7 @@ class KernelPredictor:
     # ---------------------------------------------------------------- checks
     def _check_params(self):
         v.check_model(self.model)
+        check_verbose(self.verbose)
         if not (isinstance(self.ridge, str) and self.ridge == "auto"):
             if isinstance(self.ridge, str):
                 raise ValueError(f"ridge must be a positive float or 'auto', received {self.ridge!r}.")
@@ -102,7 +111,8 @@ class KernelPredictor:
     # ---------------------------------------------------------------- kernel
     def _gram(self, x1, x2=None) -> np.ndarray:
         k = compute_ntk(
-            self.model, x1, x2, self.kernel, self.implementation, self.batch_size, extra_copies=1
+            self.model, x1, x2, self.kernel, self.implementation, self.batch_size, extra_copies=1,
+            verbose=getattr(self, "verbose", "auto"),
         )
         k = k.numpy().astype(np.float64)
         if self.kernel == "full":  # (n1, n2, C, C) -> (n1 C, n2 C), rows example-major
@@ -194,10 +204,19 @@ class KernelPredictor:
         ridges = np.asarray(ridges, dtype=np.float64).reshape(-1)
         if ridges.size == 0 or not np.all(np.isfinite(ridges)) or np.any(ridges <= 0):
             raise ValueError(f"ridges must be a non-empty 1-D grid of finite values > 0, received {ridges!r}.")
+        lambdas = absolute_ridge(ridges, trace, n, self.relative_ridge)
+        verbose = getattr(self, "verbose", "auto")
+        verbose = (1 if n >= RIDGE_PATH_PROGRESS_N else 0) if verbose == "auto" else verbose
+        n_chunks = min(len(lambdas), 8) if verbose else 1
+        progress = Progress((self._eig is None) + n_chunks, verbose)
         if self._eig is None:
             self._eig = np.linalg.eigh(k)
-        lambdas = absolute_ridge(ridges, trace, n, self.relative_ridge)
-        kare_vals, loo, train = spectral_path(*self._eig, self.y_fit_, lambdas)
+            progress.advance()
+        parts = []
+        for idx in np.array_split(np.arange(len(lambdas)), n_chunks):
+            parts.append(spectral_path(*self._eig, self.y_fit_, lambdas[idx]))
+            progress.advance()
+        kare_vals, loo, train = (np.concatenate([p[i] for p in parts]) for i in range(3))
         return RidgePath(ridges, lambdas, kare_vals, loo, train)
 
     def predict_path(self, x, ridges=None) -> np.ndarray:

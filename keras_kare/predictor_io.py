@@ -5,7 +5,7 @@ File format (a single zip archive, conventionally ``*.kkp``; any name works):
 ``metadata.json``
     ``{"format": "keras_kare.KernelPredictor", "format_version": 1,
     "keras_kare_version": ..., "keras_version": ..., "params": {ridge,
-    relative_ridge, kernel, batch_size, implementation}, "fitted": bool,
+    relative_ridge, kernel, batch_size, implementation, verbose}, "fitted": bool,
     "state": {n_outputs_, ridge_, effective_ridge_, y_ndim}, "x_structure":
     <nesting of the training inputs>, "arrays": [names in arrays.npz]}``
 ``model.keras``
@@ -116,6 +116,7 @@ def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite
         "kernel": predictor.kernel,
         "batch_size": predictor.batch_size,
         "implementation": predictor.implementation,
+        "verbose": getattr(predictor, "verbose", "auto"),
     }
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,

@@ -165,8 +165,8 @@ class KernelMonitor(keras.callbacks.Callback):
             kernel=self.kernel,
             batch_size=self.batch_size,
             implementation=self.implementation,
+            verbose=0,
         )
-        _quiet(kp)
         kp.fit(self.x, self.y)
         path = kp.ridge_path(self.ridges)
         eigenvalues = kp._eig[0]  # cached by ridge_path: one eigendecomposition serves all
@@ -206,8 +206,3 @@ class KernelMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._summary.close()
 
-
-def _quiet(predictor):
-    """Silence a KernelPredictor's progress bar if it has one (the monitor reports its own timing)."""
-    if hasattr(predictor, "verbose"):
-        predictor.verbose = 0

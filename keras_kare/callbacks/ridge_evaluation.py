@@ -140,10 +140,7 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
 
     def _make_predictor(self) -> KernelPredictor:
         kwargs = dict(self._predictor_kwargs, kernel=self.kernel, implementation=self.implementation)
-        try:
-            return KernelPredictor(self.model, verbose=0, **kwargs)
-        except TypeError:  # a KernelPredictor without progress bars
-            return KernelPredictor(self.model, **kwargs)
+        return KernelPredictor(self.model, verbose=0, **kwargs)
 
     def _check_model(self):
         for x, name in ((self.x, "KernelRidgeEvaluation x"), (self.x_val, "KernelRidgeEvaluation validation x")):
