@@ -22,6 +22,12 @@ differ (e.g. a last partial batch; use ``drop_remainder=True``).
 A step whose KARE or gradient is not finite on *any* replica is skipped on all
 of them (:func:`all_replicas`, :func:`apply_or_else`), keeping the replicas'
 weights identical.
+
+Outside training, :func:`keras_kare.ntk` and :class:`~keras_kare.KernelPredictor`
+called inside ``strategy.scope()`` place their Gram blocks (``batch_size``)
+round-robin on the strategy's devices (:func:`keras_kare.ntk.strategy_devices`)
+and concatenate them on the default device; the result is the same Gram. Only
+blocked computations are spread: give a ``batch_size`` smaller than n.
 """
 
 from __future__ import annotations

@@ -56,6 +56,19 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+def strategy_devices() -> Optional[list]:
+    """The devices of the active ``tf.distribute`` strategy (inside ``strategy.scope()``), if more than one.
+
+    Blocked Gram computation places its blocks round-robin on these devices;
+    the blocks are then concatenated on the default device. Inside a replica
+    context (a train step) nothing is redistributed.
+    """
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context() is False:
+        return None
+    devices = list(tf.distribute.get_strategy().extended.worker_devices)
+    return devices if len(devices) > 1 else None
+
+
 def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Optional[int], verbose="auto"):
     """Gram assembled from (batch_size × batch_size) blocks; inputs already validated.
 
@@ -74,6 +87,8 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     b2 = b1 if x2 is None else _blocks(n2, batch_size)
     n_computed = len(b1) * (len(b1) + 1) // 2 if x2 is None else len(b1) * len(b2)
     progress = Progress(n_computed, verbose, unit_name="block")
+    devices = strategy_devices()
+    computed = 0
     blocks: dict[tuple[int, int], tf.Tensor] = {}
     for i, (s1, e1) in enumerate(b1):
         xi = _slice(x1, s1, e1)
@@ -81,12 +96,15 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
             if x2 is None and j < i:
                 blocks[i, j] = _swap(blocks[j, i], kernel)
                 continue
-            if x2 is None and i == j:
-                kij = _gram(model, xi, None, kernel, implementation)
-                kij = 0.5 * (kij + _swap(kij, kernel))
-            else:
-                xj = _slice(x1 if x2 is None else x2, s2, e2)
-                kij = _gram(model, xi, xj, kernel, implementation)
+            # round-robin over the active strategy's devices (a no-op scope without one)
+            with tf.device(devices[computed % len(devices)] if devices else None):
+                if x2 is None and i == j:
+                    kij = _gram(model, xi, None, kernel, implementation)
+                    kij = 0.5 * (kij + _swap(kij, kernel))
+                else:
+                    xj = _slice(x1 if x2 is None else x2, s2, e2)
+                    kij = _gram(model, xi, xj, kernel, implementation)
+            computed += 1
             blocks[i, j] = kij
             progress.advance()
     rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]

@@ -106,9 +106,24 @@ WORKER = textwrap.dedent(
 
     # KernelPredictor inside the strategy's scope: same predictions as without a strategy
     kp_ref = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
-    with strategy.scope():
-        kp = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
-        pred = kp.predict(x[24:])
+    ntk_module = sys.modules["keras_kare.ntk"]  # (keras_kare.ntk the attribute is the function)
+
+    seen, original = [], ntk_module._gram
+
+    def recording(*args, **kwargs):
+        k = original(*args, **kwargs)
+        seen.append(k.device)
+        return k
+
+    ntk_module._gram = recording
+    try:
+        with strategy.scope():
+            kp = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
+            pred = kp.predict(x[24:])
+    finally:
+        ntk_module._gram = original
+    out["krr_block_devices"] = sorted({d.split("device:")[-1] for d in seen})
+    out["krr_blocks"] = len(seen)
     out["krr_max_diff"] = float(np.max(np.abs(pred - kp_ref.predict(x[24:]))))
     out["krr_gram_diff"] = float(np.max(np.abs(kp.train_kernel_ - kp_ref.train_kernel_)))
     print("RESULT " + json.dumps(out))
@@ -161,5 +176,7 @@ def test_nonfinite_on_one_replica_skips_everywhere(results):
 
 
 def test_kernel_predictor_under_strategy(results):
+    assert results["krr_blocks"] == 6 + 3  # 3 row blocks (upper triangle: 6) + 3 cross blocks
+    assert results["krr_block_devices"] == ["CPU:0", "CPU:1"]  # round-robin over the strategy's devices
     assert results["krr_gram_diff"] < 1e-5
     assert results["krr_max_diff"] < 1e-5
