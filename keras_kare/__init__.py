@@ -8,9 +8,12 @@ Public API:
     layers.KARE(ridge=0.1, relative_ridge=False)
     KAREModel(base_model, ridge=0.1, relative_ridge=False, kernel="trace", implementation="auto")
     KernelPredictor(model, ridge=1e-3, relative_ridge=True, kernel="trace", batch_size=512)
+        .save(path) / KernelPredictor.load(path)
+    callbacks.KernelMonitor(x, y, log_dir=None, every_n_epochs=1)
+    callbacks.KernelRidgeEvaluation(x, y, validation_data, every_n_epochs=1)
 """
 
-from keras_kare import layers
+from keras_kare import callbacks, layers
 from keras_kare.model import KAREModel
 from keras_kare.ntk import ntk
 from keras_kare.predictor import KernelPredictor, NotFittedError
@@ -19,4 +22,4 @@ from keras_kare.risk import kare
 
 __version__ = "0.1.0"
 
-__all__ = ["KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "kare", "layers", "ntk", "__version__"]
+__all__ = ["callbacks", "KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "kare", "layers", "ntk", "__version__"]
