@@ -112,6 +112,12 @@ def _kernel_factors(rec: Recorder, kernel, bias, a: tf.Tensor, d: tf.Tensor) -> 
     return []
 
 
+def _w(var, x: tf.Tensor) -> tf.Tensor:
+    """A variable's value in the input's compute dtype (autocasting, as Layer.__call__ does)."""
+    v = tf.convert_to_tensor(var)
+    return v if v.dtype == x.dtype else tf.cast(v, x.dtype)
+
+
 def _count(dims) -> int:
     """Static product of ``dims`` (positions T), or -1 if any is unknown."""
     dims = list(dims)
@@ -134,9 +140,9 @@ def _plain(layer, base) -> bool:
 def dense_site(layer, x, rec: Recorder):
     x = _as_compute(layer, x)
     kernel, bias = layer.kernel, layer.bias
-    z = ops.matmul(x, kernel)
+    z = ops.matmul(x, _w(kernel, x))
     if bias is not None:
-        z = ops.add(z, bias)
+        z = ops.add(z, _w(bias, x))
     rec.watch(z)
     out = layer.activation(z) if layer.activation is not None else z
     d_in, d_out = int(kernel.shape[0]), int(kernel.shape[1])
@@ -209,9 +215,9 @@ def einsum_dense_site(layer, x, rec: Recorder):
     if plan is None:
         return fallback_site(layer, (x,), {}, rec)
     kernel, bias = layer.kernel, layer.bias
-    z = ops.einsum(layer.equation, x, kernel)
+    z = ops.einsum(layer.equation, x, _w(kernel, x))
     if bias is not None:
-        z = ops.add(z, bias)
+        z = ops.add(z, _w(bias, x))
     rec.watch(z)
     out = layer.activation(z) if layer.activation is not None else z
     dims = dict(zip(plan.inp, x.shape.as_list()))
@@ -291,12 +297,12 @@ def conv_site(layer, x, rec: Recorder):
         padding = "valid"
     kernel, bias = layer.kernel, layer.bias if layer.use_bias else None
     z = ops.conv(
-        x_in, kernel, strides=list(layer.strides), padding=padding,
+        x_in, _w(kernel, x), strides=list(layer.strides), padding=padding,
         dilation_rate=layer.dilation_rate, data_format=layer.data_format,
     )
     if bias is not None:
         shape = (1, layer.filters) + (1,) * rank if channels_first else (1,) * (rank + 1) + (layer.filters,)
-        z = ops.add(z, ops.reshape(bias, shape))
+        z = ops.add(z, ops.reshape(_w(bias, x), shape))
     rec.watch(z)
     out = layer.activation(z) if layer.activation is not None else z
     groups = int(getattr(layer, "groups", 1))
