@@ -115,10 +115,21 @@ def main():
         row["callback_percent_of_baseline_epoch"] = 100.0 * cb / base
 
     print(f"data: {source}; MLP 784-512-512-1, batch {BATCH}, {args.steps} steps/epoch, implementation={args.implementation}")
-    print(f"{'configuration':58s} {'epoch s (median)':>17s} {'overhead %':>11s} {'callback s':>11s}")
+    step = base / args.steps
+    for row in rows:
+        row["callback_seconds_in_training_steps"] = sum(row["callback_seconds"].values()) / step
+    print(f"{'configuration':58s} {'epoch s':>8s} {'epoch +%':>9s} {'callback s':>11s} {'cb % of base epoch':>19s} {'cb in steps':>12s}")
     for row in rows:
         cb = sum(row["callback_seconds"].values())
-        print(f"{row['config']:58s} {row['epoch_seconds_median']:17.3f} {row['overhead_percent']:11.1f} {cb:11.3f}")
+        print(
+            f"{row['config']:58s} {row['epoch_seconds_median']:8.3f} {row['overhead_percent']:9.1f} {cb:11.3f} "
+            f"{row['callback_percent_of_baseline_epoch']:19.1f} {row['callback_seconds_in_training_steps']:12.2f}"
+        )
+    print(
+        "epoch +%: median epoch time vs baseline (noisy on a shared machine); cb % of base epoch: the callback's own\n"
+        "median wall time / baseline epoch; cb in steps: the callback's time in training steps of batch 256 (the\n"
+        "overhead for an epoch of S steps is about that number / S)."
+    )
     out = {
         "workload": {
             "model": "MLP 784-512-512-1 gelu", "batch": BATCH, "steps_per_epoch": args.steps, "timed_epochs": args.epochs,
