@@ -249,3 +249,21 @@ def test_full_kernel_target_columns_checked():
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="one target column per output: the model has 2, y has 1"):
         model.fit(x, np.ones((8, 2)), batch_size=8, epochs=1, verbose=0, callbacks=[KernelMonitor(x, np.ones(8))])
+
+
+def test_dict_input_probe():
+    a = keras.Input((3,), name="a")
+    b = keras.Input((2,), name="b")
+    h = keras.layers.Dense(6, "tanh")(keras.layers.Concatenate()([a, b]))
+    net = keras.Model({"a": a, "b": b}, keras.layers.Dense(1)(h))
+    r = np.random.default_rng(0)
+    x = {"a": r.standard_normal((16, 3)).astype("float32"), "b": r.standard_normal((16, 2)).astype("float32")}
+    y = np.sign(r.standard_normal(16)).astype("float32")
+    model = KAREModel(net, ridge=0.1, implementation="jacobian")
+    model.compile(optimizer="sgd")
+    monitor = KernelMonitor({"a": x["a"][:6], "b": x["b"][:6]}, y[:6])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    assert np.isfinite(monitor.history[0][1]["kare"])
+    bad = KernelMonitor({"a": x["a"][:6], "b": np.zeros((6, 4), "float32")}, y[:6])
+    with pytest.raises(ValueError, match="KernelMonitor: the model cannot be applied to the probe inputs"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[bad])
