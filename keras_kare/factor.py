@@ -100,6 +100,34 @@ def min_eigenvalue(m: tf.Tensor) -> tf.Tensor:
     return tf.where(finite, smallest, tf.constant(float("nan"), tf.float64))
 
 
+def min_eigenvalue_estimate(m: tf.Tensor, iterations: int = 200) -> tf.Tensor:
+    """Estimate of the smallest eigenvalue of symmetric m by power iteration (XLA-cheap).
+
+    Power iteration on ``B = cI − M`` with ``c`` the Gershgorin bound on
+    ``λmax(M)`` converges to ``c − λmin(M)``. ``O(iterations · n²)``; used
+    inside XLA-compiled training steps, where an exact ``eigvalsh`` of an
+    800×800 matrix takes over a minute on a CPU. NaN if m is not finite.
+    """
+    m64 = tf.cast(m, tf.float64)
+    m64 = 0.5 * (m64 + tf.linalg.matrix_transpose(m64))
+    finite = tf.reduce_all(tf.math.is_finite(m64))
+    m64 = tf.where(finite, m64, tf.zeros_like(m64))
+    n = tf.shape(m64)[0]
+    c = tf.reduce_max(tf.reduce_sum(tf.abs(m64), axis=1))
+    b = c * tf.eye(n, dtype=tf.float64) - m64
+    v0 = tf.ones([n, 1], tf.float64) / tf.sqrt(tf.cast(n, tf.float64)) + tf.cast(
+        tf.range(n)[:, None] % 7, tf.float64
+    ) * 1e-3
+
+    def body(i, v):
+        w = tf.matmul(b, v)
+        return i + 1, w / (tf.norm(w) + 1e-300)
+
+    _, v = tf.while_loop(lambda i, v: i < iterations, body, (0, v0 / tf.norm(v0)))
+    rayleigh = tf.reduce_sum(v * tf.matmul(m64, v))
+    return tf.where(finite, rayleigh, tf.constant(float("nan"), tf.float64))
+
+
 def failure_advice(min_eig: float, ridge: float, what: str = "K/n + zI") -> str:
     """The sentence every factorisation failure ends with."""
     if math.isnan(min_eig):

@@ -68,6 +68,47 @@ def as_target_matrix(targets, dtype) -> tf.Tensor:
     return y
 
 
+@tf.custom_gradient
+def _kare_of_factor(m, chol, y):
+    """(KARE, numerator, denominator) of ``M = L Lᵀ`` with an analytic gradient w.r.t. M.
+
+    Forward, from L⁻¹ (one triangular solve): ``M⁻¹Y = L⁻ᵀ(L⁻¹Y)``,
+    numerator ``‖M⁻¹Y‖²/(nC)``, denominator ``‖L⁻¹‖²_F/n``.
+
+    Backward, with A = M⁻¹ (symmetric) and dA = −A dM A:
+
+        ∂num/∂M = −[(AY)(A²Y)ᵀ + (A²Y)(AY)ᵀ] / (nC),    ∂den/∂M = −A²/n,
+        ∂KARE/∂M = ∂num/∂M / den² − 2 num/den³ · ∂den/∂M.
+
+    This costs two n³ matrix products instead of TensorFlow's generic
+    Cholesky/triangular-solve gradients (about 5× faster on a CPU for n = 800,
+    and it avoids XLA's slow CPU triangular kernels in the backward pass).
+    ``chol`` and ``y`` receive no gradient (callers pass them through
+    ``stop_gradient``; M carries all of the dependence on the kernel).
+    """
+    n = tf.shape(m)[0]
+    nf = tf.cast(n, m.dtype)
+    c = tf.cast(tf.shape(y)[1], m.dtype)
+    l_inv = tf.linalg.triangular_solve(chol, tf.eye(n, dtype=m.dtype), lower=True)
+    l_inv_y = tf.matmul(l_inv, y)
+    a_y = tf.matmul(l_inv, l_inv_y, transpose_a=True)  # M⁻¹ Y
+    numerator = tf.reduce_sum(tf.square(a_y)) / (nf * c)
+    denominator = tf.reduce_sum(tf.square(l_inv)) / nf
+    value = numerator / tf.square(denominator)
+
+    def grad(d_value, d_numerator, d_denominator):
+        a = tf.matmul(l_inv, l_inv, transpose_a=True)  # M⁻¹
+        a2_y = tf.matmul(a, a_y)
+        coef_num = d_numerator + d_value / tf.square(denominator)
+        coef_den = d_denominator - 2.0 * d_value * numerator / denominator**3
+        outer = tf.matmul(a_y, a2_y, transpose_b=True)
+        g_num = -(outer + tf.transpose(outer)) / (nf * c)
+        g_den = -tf.matmul(a, a) / nf
+        return coef_num * g_num + coef_den * g_den, tf.zeros_like(chol), tf.zeros_like(y)
+
+    return (value, numerator, denominator), grad
+
+
 def kare_terms(
     kernel,
     targets,
@@ -98,12 +139,7 @@ def kare_terms(
         z = z * tf.linalg.trace(k) / (n * n)
     m = k / n + z * tf.eye(n_int, dtype=work)
     chol, retries, factored = robust_cholesky(m)
-    m_inv_y = tf.linalg.cholesky_solve(chol, y)
-    c = tf.cast(tf.shape(y)[1], work)
-    numerator = tf.reduce_sum(tf.square(m_inv_y)) / (n * c)
-    l_inv = tf.linalg.triangular_solve(chol, tf.eye(n_int, dtype=work), lower=True)
-    denominator = tf.reduce_sum(tf.square(l_inv)) / n
-    value = numerator / tf.square(denominator)
+    value, numerator, denominator = _kare_of_factor(m, tf.stop_gradient(chol), tf.stop_gradient(y))
     ok = tf.logical_and(factored, tf.math.is_finite(value))
     cast = lambda t: tf.cast(t, out_dtype)  # noqa: E731
     return KARETerms(cast(value), cast(numerator), cast(denominator), cast(z), retries, ok)

@@ -262,3 +262,23 @@ def test_two_seeded_runs_are_bit_identical():
     curves = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs]
     assert curves[0] == curves[1]
     assert len(set(curves[0])) == 3  # it trained: three different epoch values
+
+
+def test_min_eigenvalue_estimate_matches_exact(rng):
+    from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
+
+    a = rng.normal(size=(30, 30))
+    m = a @ a.T / 30 - 0.5 * np.eye(30)  # indefinite, like a failed K/n + zI
+    exact = float(min_eigenvalue(tf.constant(m)))
+    assert exact == pytest.approx(np.linalg.eigvalsh(m).min(), rel=1e-10)
+    est = float(tf.function(min_eigenvalue_estimate, jit_compile=True)(tf.constant(m)))
+    assert est == pytest.approx(exact, abs=0.05 * abs(exact))
+    assert np.isnan(float(min_eigenvalue_estimate(tf.constant(np.full((3, 3), np.nan)))))
+
+
+def test_failure_under_xla_reports_an_estimate(rng):
+    model = keras_kare.KAREModel(_net(), on_nonfinite="stop")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    with pytest.warns(RuntimeWarning, match="contains NaN or inf"):
+        model.fit(_nan_dataset(rng), epochs=1, verbose=0)
+    assert model.stop_reason_ is not None
