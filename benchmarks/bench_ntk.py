@@ -81,9 +81,36 @@ def _cnn():
     )
 
 
+def _memory_guard(limit_mb: float, cfg: dict) -> None:
+    """Abort this process (reporting a lower bound) once its resident memory exceeds ``limit_mb``.
+
+    The machine is shared: the jacobian implementation at batch 1024 would grow
+    to tens of GB and invite the OOM killer.
+    """
+    import threading
+
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+    t0 = time.perf_counter()
+
+    def watch():
+        while True:
+            with open("/proc/self/statm") as fh:
+                rss = int(fh.read().split()[1]) * page_mb
+            if rss > limit_mb:
+                err = (f"aborted: resident memory exceeded {limit_mb / 1024:.0f} GB after "
+                       f"{time.perf_counter() - t0:.0f} s (peak > {rss / 1024:.1f} GB)")
+                print("RESULT " + json.dumps(dict(cfg, error=err, peak_rss_mb=rss)), flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_one(cfg: dict) -> dict:
     """Run one configuration in this process and return its measurements."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if cfg.get("mem_limit_mb"):
+        _memory_guard(cfg["mem_limit_mb"], cfg)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -170,7 +197,7 @@ def plan(quick: bool, steps: int, warmup: int) -> list[dict]:
                              **(dict(steps=3, warmup=1) if impl == "jacobian" and quick else
                                 dict(steps=5, warmup=1) if impl == "jacobian" else s)))
             cfgs.append(dict(workload=1, model="mlp", width=width, batch=big, impl=impl, what=what, **slow))
-        cnn = few if impl == "jacobian" and quick else s
+        cnn = few if impl == "jacobian" else s
         cfgs.append(dict(workload=2, model="cnn", batch=8 if quick else 128, impl=impl, what="step", **cnn))
         cfgs.append(dict(workload=2, model="cnn", batch=8 if quick else 128, impl=impl, what="gram", **cnn))
         for what in ("step", "gram"):
@@ -250,6 +277,10 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON results")
     ap.add_argument("--nt", default=None, help="JSON written by bench_neural_tangents.py (peer column)")
     ap.add_argument("--markdown", default=None, help="also write the table to this markdown file")
+    ap.add_argument("--mem-limit-gb", type=float, default=8.0,
+                    help="abort a configuration whose resident memory exceeds this (reported as a lower bound)")
+    ap.add_argument("--resume", default=None,
+                    help="a previous log of this script: configurations with a result there are not rerun")
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.run_one:
@@ -257,8 +288,19 @@ def main(argv=None):
         return
     wanted = {int(w) for w in args.workloads.split(",")}
     cfgs = [c for c in plan(args.quick, args.steps, args.warmup) if c["workload"] in wanted]
+    done = []
+    if args.resume:
+        for line in Path(args.resume).read_text().splitlines():
+            if line.startswith("{"):
+                done.append(json.loads(line))
+    ident = ("workload", "model", "batch", "impl", "what", "outputs")
     results = []
     for cfg in cfgs:
+        cfg["mem_limit_mb"] = args.mem_limit_gb * 1024
+        prev = [d for d in done if all(d.get(k) == cfg.get(k) for k in ident)]
+        if prev:
+            results.append(prev[-1])
+            continue
         r = _spawn(cfg, args.timeout)
         results.append(r)
         shown = {k: v for k, v in r.items() if k not in ("times_ms",)}
