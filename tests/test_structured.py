@@ -376,15 +376,15 @@ def test_kare_model_jit_step_matches_jacobian(rng):
         init = net.get_weights()
         model = keras_kare.KAREModel(net, kernel="summed_output", implementation=impl)
         model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=True)
-        hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
-        weights[impl] = (net.get_weights(), hist.history["kare"])
-    (ws, ks), (wj, kj) = weights["structured"], weights["jacobian"]
+        hist = model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # one full-batch step
+        weights[impl] = ([w - w0 for w, w0 in zip(net.get_weights(), init)], hist.history["kare"])
+    (ds, ks), (dj, kj) = weights["structured"], weights["jacobian"]
     np.testing.assert_allclose(ks, kj, rtol=1e-5)
-    assert ks[1] != ks[0]  # the first step moved the weights
-    moved = max(np.max(np.abs(a - b)) for a, b in zip(wj, init))
-    assert moved > 1e-3
-    for a, b in zip(ws, wj):
-        assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, np.max(np.abs(b)))
+    scale = max(np.max(np.abs(d)) for d in dj)
+    assert scale > 1e-3  # the step moved the weights
+    # The updates are differences of float32 weights (~1e-7 |w| rounding each), hence 1e-4.
+    for a, b in zip(ds, dj):
+        assert np.max(np.abs(a - b)) <= 1e-4 * scale
 
 
 # ---------------------------------------------------------------- dispatch
