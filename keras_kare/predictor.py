@@ -105,6 +105,22 @@ class KernelPredictor:
         base = getattr(self.model, "base_model", None)
         return base if getattr(self.model, "_is_kare_model", False) else self.model
 
+    def _ridge_grid(self, ridges, trace: float, n: int) -> np.ndarray:
+        """A checked 1-D ridge grid in the predictor's units (default: the relative 1e-6…1e3 grid)."""
+        if ridges is None:
+            ridges = DEFAULT_RIDGE_GRID * (1.0 if self.relative_ridge else trace / n**2)
+        ridges = np.asarray(ridges, dtype=np.float64).reshape(-1)
+        if ridges.size == 0 or not np.all(np.isfinite(ridges)) or np.any(ridges <= 0):
+            raise ValueError(f"ridges must be a non-empty 1-D grid of finite values > 0, received {ridges!r}.")
+        return ridges
+
+    def _check_weights_unchanged(self, what: str):
+        now = self._weights_snapshot()
+        if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, self._fit_weights)):
+            raise ValueError(
+                f"the model's weights changed since fit(); {what} belong to the old NTK. Call fit again."
+            )
+
     def _weights_snapshot(self):
         return [np.array(w) for w in self._network().trainable_variables]
 
@@ -170,12 +186,7 @@ class KernelPredictor:
         self._check_fitted()
         x_t = v.as_input(x, "x")
         m = v.num_rows(x_t, "x")
-        now = self._weights_snapshot()
-        if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, self._fit_weights)):
-            raise ValueError(
-                "the model's weights changed since fit(); the dual coefficients belong to the old NTK. "
-                "Call fit again."
-            )
+        self._check_weights_unchanged("the dual coefficients")
         k = self._gram(x_t, self.X_fit_)
         pred = k @ self.dual_coef_ / self.train_kernel_.shape[0]
         pred = pred.reshape(m, self.n_outputs_)
@@ -199,11 +210,7 @@ class KernelPredictor:
         k = self.train_kernel_
         n = k.shape[0]
         trace = float(np.trace(k))
-        if ridges is None:
-            ridges = DEFAULT_RIDGE_GRID * (1.0 if self.relative_ridge else trace / n**2)
-        ridges = np.asarray(ridges, dtype=np.float64).reshape(-1)
-        if ridges.size == 0 or not np.all(np.isfinite(ridges)) or np.any(ridges <= 0):
-            raise ValueError(f"ridges must be a non-empty 1-D grid of finite values > 0, received {ridges!r}.")
+        ridges = self._ridge_grid(ridges, trace, n)
         lambdas = absolute_ridge(ridges, trace, n, self.relative_ridge)
         verbose = getattr(self, "verbose", "auto")
         verbose = (1 if n >= RIDGE_PATH_PROGRESS_N else 0) if verbose == "auto" else verbose
@@ -237,19 +244,11 @@ class KernelPredictor:
         self._check_fitted()
         x_t = v.as_input(x, "x")
         m = v.num_rows(x_t, "x")
-        now = self._weights_snapshot()
-        if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, self._fit_weights)):
-            raise ValueError(
-                "the model's weights changed since fit(); the training Gram belongs to the old NTK. Call fit again."
-            )
+        self._check_weights_unchanged("the training Gram and dual coefficients")
         k = self.train_kernel_
         n = k.shape[0]
         trace = float(np.trace(k))
-        if ridges is None:
-            ridges = DEFAULT_RIDGE_GRID * (1.0 if self.relative_ridge else trace / n**2)
-        ridges = np.asarray(ridges, dtype=np.float64).reshape(-1)
-        if ridges.size == 0 or not np.all(np.isfinite(ridges)) or np.any(ridges <= 0):
-            raise ValueError(f"ridges must be a non-empty 1-D grid of finite values > 0, received {ridges!r}.")
+        ridges = self._ridge_grid(ridges, trace, n)
         if self._eig is None:
             self._eig = np.linalg.eigh(k)
         s, vecs = self._eig
