@@ -69,34 +69,24 @@ def _seeds(text: str) -> list[int]:
     return list(range(n))
 
 
-def _pos_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, received {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
-    return v
+def _number(kind, minimum, strict: bool, what: str):
+    """An argparse ``type`` parsing ``kind`` and requiring a finite value > (or >=) ``minimum``."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}") from None
+        if not (math.isfinite(v) and (v > minimum if strict else v >= minimum)):
+            raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}")
+        return v
+
+    return parse
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, received {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, received {text!r}")
-    return v
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, received {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}")
-    return v
+_pos_float = _number(float, 0, True, "a positive number")
+_nonneg_float = _number(float, 0, False, "a number >= 0")
+_pos_int = _number(int, 1, False, "an integer >= 1")
 
 
 def _names(text: str) -> list[str]:

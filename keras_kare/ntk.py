@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare.memory import check_gram_memory, estimate_gram_bytes
-from keras_kare.backend import gram, resolve_implementation
+from keras_kare.backend import gram, resolve_implementation, swap_examples
 from keras_kare.progress import Progress, check_verbose
 
 
@@ -79,10 +79,7 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     n1 = v.num_rows(x1, "x1")
     n2 = n1 if x2 is None else v.num_rows(x2, "x2")
     if batch_size is None or (batch_size >= n1 and batch_size >= n2):
-        k = _gram(model, x1, x2, kernel, implementation)
-        if x2 is None:
-            k = 0.5 * (k + _swap(k, kernel))
-        return k
+        return _gram(model, x1, x2, kernel, implementation)  # symmetrised by backend.gram
     b1 = _blocks(n1, batch_size)
     b2 = b1 if x2 is None else _blocks(n2, batch_size)
     n_computed = len(b1) * (len(b1) + 1) // 2 if x2 is None else len(b1) * len(b2)
@@ -94,13 +91,12 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
         xi = _slice(x1, s1, e1)
         for j, (s2, e2) in enumerate(b2):
             if x2 is None and j < i:
-                blocks[i, j] = _swap(blocks[j, i], kernel)
+                blocks[i, j] = swap_examples(blocks[j, i], kernel)
                 continue
             # round-robin over the active strategy's devices (a no-op scope without one)
             with tf.device(devices[computed % len(devices)] if devices else None):
                 if x2 is None and i == j:
-                    kij = _gram(model, xi, None, kernel, implementation)
-                    kij = 0.5 * (kij + _swap(kij, kernel))
+                    kij = _gram(model, xi, None, kernel, implementation)  # symmetric diagonal block
                 else:
                     xj = _slice(x1 if x2 is None else x2, s2, e2)
                     kij = _gram(model, xi, xj, kernel, implementation)
@@ -109,13 +105,6 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
             progress.advance()
     rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]
     return tf.concat(rows, axis=0)
-
-
-def _swap(k: tf.Tensor, kernel: str) -> tf.Tensor:
-    """K(x2, x1) from K(x1, x2): transpose the example axes (and output axes for 'full')."""
-    if kernel == "full":
-        return tf.transpose(k, [1, 0, 3, 2])
-    return tf.transpose(k)
 
 
 def ntk(

@@ -1,5 +1,5 @@
 """Backend selection. Only TensorFlow exists today; see ``backend/tensorflow``."""
 
-from keras_kare.backend.tensorflow import IMPLEMENTATIONS, gram, resolve_implementation
+from keras_kare.backend.tensorflow import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
 
-__all__ = ["IMPLEMENTATIONS", "gram", "resolve_implementation"]
+__all__ = ["IMPLEMENTATIONS", "gram", "resolve_implementation", "swap_examples"]

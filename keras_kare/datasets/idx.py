@@ -80,6 +80,19 @@ def find_idx(directory, stem: str) -> Path:
     raise DatasetError(f"{directory}: no {stem}[.gz] in this folder (expected MNIST IDX files).")
 
 
+def read_idx_pair(directory, prefix: str):
+    """``(images, labels)`` from ``<prefix>-images-idx3-ubyte[.gz]`` and ``<prefix>-labels-idx1-ubyte[.gz]``.
+
+    Raises ``DatasetError`` if the two files hold different numbers of items.
+    """
+    directory = Path(directory)
+    images = read_idx(find_idx(directory, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find_idx(directory, f"{prefix}-labels-idx1-ubyte"))
+    if len(images) != len(labels):
+        raise DatasetError(f"{directory}: {len(images)} {prefix} images but {len(labels)} labels.")
+    return images, labels
+
+
 def idx_exists(directory, stem: str) -> bool:
     try:
         find_idx(directory, stem)
@@ -88,4 +101,4 @@ def idx_exists(directory, stem: str) -> bool:
     return True
 
 
-__all__ = ["read_idx", "find_idx", "idx_exists", "DatasetError"]
+__all__ = ["read_idx", "read_idx_pair", "find_idx", "idx_exists", "DatasetError"]

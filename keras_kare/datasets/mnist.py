@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from keras_kare.datasets.errors import DatasetError
-from keras_kare.datasets.idx import find_idx, idx_exists, read_idx
+from keras_kare.datasets.idx import idx_exists, read_idx_pair
 
 POSITIVE, NEGATIVE = 7, 9
 ENV_VAR = "KERAS_KARE_MNIST_DIR"
@@ -57,9 +57,8 @@ def _select_7_9(images: np.ndarray, labels: np.ndarray):
 
 
 def _load_idx_split(directory: Path, split: str):
-    images = read_idx(find_idx(directory, f"{split}-images-idx3-ubyte"))
-    labels = read_idx(find_idx(directory, f"{split}-labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    images, labels = read_idx_pair(directory, split)
+    if images.ndim != 3 or labels.ndim != 1:
         raise DatasetError(
             f"{directory}: {split} images have shape {images.shape} and labels {labels.shape} "
             "(expected (n, 28, 28) images and (n,) labels)."

@@ -35,7 +35,6 @@ opts in); :func:`from_idx` reads MNIST-style IDX files (e.g. the offline
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -324,15 +323,9 @@ def load_idx_arrays(directory, split: str = "train"):
 
     ``split`` is the file prefix: ``"train"`` or ``"t10k"`` (``"test"`` is an alias).
     """
-    from keras_kare.datasets.idx import find_idx, read_idx
+    from keras_kare.datasets.idx import read_idx_pair
 
-    prefix = {"test": "t10k"}.get(split, split)
-    directory = Path(directory)
-    images = read_idx(find_idx(directory, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(find_idx(directory, f"{prefix}-labels-idx1-ubyte"))
-    if len(images) != len(labels):
-        raise DatasetError(f"{directory}: {len(images)} {prefix} images but {len(labels)} labels.")
-    return images, labels
+    return read_idx_pair(directory, {"test": "t10k"}.get(split, split))
 
 
 def from_idx(

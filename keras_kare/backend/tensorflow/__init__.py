@@ -5,6 +5,6 @@ keras_kare only calls :func:`gram`. A JAX backend would provide the same
 function.
 """
 
-from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation
+from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
 
-__all__ = ["IMPLEMENTATIONS", "gram", "resolve_implementation"]
+__all__ = ["IMPLEMENTATIONS", "gram", "resolve_implementation", "swap_examples"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 
+import tensorflow as tf
+
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
 
 logger = logging.getLogger("keras_kare")
@@ -88,9 +90,19 @@ def gram(model, x1, x2=None, kernel: str = "trace", implementation: str = "jacob
 
     Returns:
         A tensor of shape (n1, n2), or (n1, n2, C, C) for ``kernel="full"``,
-        differentiable with respect to ``model.trainable_variables``.
+        differentiable with respect to ``model.trainable_variables``; exactly
+        symmetric when ``x2 is None``.
     """
     implementation = resolve_implementation(model, implementation)
     if implementation == "structured":
-        return _structured_module().structured_gram(model, x1, x2, kernel=kernel)
-    return jacobian_gram(model, x1, x2, kernel=kernel)
+        k = _structured_module().structured_gram(model, x1, x2, kernel=kernel)
+    else:
+        k = jacobian_gram(model, x1, x2, kernel=kernel)
+    if x2 is None:  # exactly symmetric, whatever the implementation's round-off
+        k = 0.5 * (k + swap_examples(k, kernel))
+    return k
+
+
+def swap_examples(k, kernel: str):
+    """K(x2, x1) from K(x1, x2): transpose the example axes (and the output axes for "full")."""
+    return tf.transpose(k, [1, 0, 3, 2]) if kernel == "full" else tf.transpose(k)

@@ -70,10 +70,6 @@ def check_supported(model) -> None:
         )
 
 
-def _swap(k: tf.Tensor, kernel: str) -> tf.Tensor:
-    return tf.transpose(k, [1, 0, 3, 2]) if kernel == FULL else tf.transpose(k)
-
-
 def structured_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
     """NTK Gram of ``model`` between ``x1`` and ``x2`` from per-layer structure.
 
@@ -81,8 +77,8 @@ def structured_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
         model: a built Sequential or Functional Keras model; outputs are
             flattened to (n, C) like ``outputs.flat_outputs``.
         x1: a batch of inputs (tensor or the nested structure the model takes).
-        x2: a second batch, or ``None`` for ``x2 = x1`` (captured once; the
-            result is exactly symmetric).
+        x2: a second batch, or ``None`` for ``x2 = x1`` (captured once;
+            ``backend.gram`` makes the result exactly symmetric).
         kernel: ``"trace"``, ``"summed_output"`` or ``"full"``.
 
     Returns:
@@ -96,10 +92,7 @@ def structured_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
     terms = [factor_gram(f1[key], f2[key], kernel) for key in f1]
     if not terms:  # every trainable variable is unused by the forward pass
         return _zeros(model, x1, x2, kernel)
-    k = tf.add_n(terms)
-    if x2 is None:
-        k = 0.5 * (k + _swap(k, kernel))
-    return k
+    return tf.add_n(terms)
 
 
 def _zeros(model, x1, x2, kernel):
