@@ -11,7 +11,9 @@ each variable's Gram contribution is then computed from (A, Δ) alone — for a
 Dense layer ``(A Aᵀ + 1) ⊙ (Δ Δᵀ)`` — choosing per layer between the "ghost"
 form and materialised per-example gradients of that layer by a cost model
 (``structured_factors``). Layers without a rule use per-example Jacobians of
-their own weights only.
+their own weights only. Common activations carry closed-form first and second
+derivatives (``structured_activations``), since differentiating KARE through
+Δ evaluates σ'' on every step.
 
 Cost (n examples, C cotangent passes, Dense widths d_l): time
 ``O(C · forward/backward + Σ_l n² (d_{l-1} + C d_l))``, memory

@@ -118,7 +118,7 @@ def capture(model, x, kernel: str) -> "OrderedDict[tuple, Factor]":
     watched = [t for site in rec.sites for t in site.watched]
     zero = tf.UnconnectedGradients.ZERO
     if c == 1:
-        deltas = [g[None] for g in tape.gradient(out, watched, unconnected_gradients=zero)]
+        deltas = [tf.expand_dims(g, 0) for g in tape.gradient(out, watched, unconnected_gradients=zero)]
     else:
         passes = []
         for k in range(c):

@@ -64,12 +64,27 @@ class LinearFactor:
     """Kernel of a (possibly weight-shared, possibly grouped) linear map.
 
     Attributes:
-        a: (n, T, H, d_in) layer inputs (patches), bias column included if folded.
+        a: (n, T, H, d_in) layer inputs (patches).
         delta: (C, n, T, H, d_out) cotangents of the pre-activation output.
+        ones: the bias is folded in as the weight of a constant input, i.e. ``a``
+            stands for ``[a, 1]`` (d_in + 1 columns). The column is kept implicit
+            so the ghost form adds 1 to ``A Aᵀ`` instead of copying ``a``;
+            :meth:`full_a` materialises it where a form needs it.
     """
 
     a: tf.Tensor
     delta: tf.Tensor
+    ones: bool = False
+
+    @property
+    def d_in(self) -> int:
+        return int(self.a.shape[-1]) + int(self.ones)
+
+    def full_a(self) -> tf.Tensor:
+        """``a`` with the implicit column of ones appended (if any)."""
+        if not self.ones:
+            return self.a
+        return tf.concat([self.a, tf.ones_like(self.a[..., :1])], axis=-1)
 
 
 @dataclass
@@ -139,7 +154,8 @@ def per_example_gram(g1: tf.Tensor, g2: tf.Tensor, kernel: str) -> tf.Tensor:
 # ---------------------------------------------------------------- linear
 def linear_cost(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tuple[bool, dict]:
     """Decide ghost vs materialise for one kernel variable; returns (ghost?, costs)."""
-    n1, t1, h, d_in = f1.a.shape
+    n1, t1, h, _ = f1.a.shape
+    d_in = f1.d_in
     c, n2, t2, _, d_out = f2.delta.shape
     n1, n2 = _static(n1), _static(n2)
     # Unknown position counts (dynamic sequence length) favour materialising.
@@ -157,31 +173,40 @@ def linear_cost(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tuple[bool, 
 def materialise_linear(f: LinearFactor) -> tf.Tensor:
     """Per-example kernel gradients (C, n, H·d_in·d_out) of a linear factor."""
     c, n = tf.shape(f.delta)[0], tf.shape(f.delta)[1]
-    if f.a.shape[2] == 1 and f.delta.shape[0] == 1:  # one block, one pass: a batched matmul
-        g = tf.matmul(f.a[:, :, 0, :], f.delta[0, :, :, 0, :], transpose_a=True)
+    a = f.full_a()
+    if a.shape[2] == 1 and f.delta.shape[0] == 1:  # one block, one pass: a batched matmul
+        g = tf.matmul(tf.squeeze(a, 2), tf.squeeze(f.delta, [0, 3]), transpose_a=True)
     else:
-        g = tf.einsum("nthk,cntho->cnhko", f.a, f.delta)
+        g = tf.einsum("nthk,cntho->cnhko", a, f.delta)
     return tf.reshape(g, [c, n, -1])
 
 
 def _ghost_linear(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tf.Tensor:
     a1, a2, d1, d2 = f1.a, f2.a, f1.delta, f2.delta
     t1, h, t2 = a1.shape[1], a1.shape[2], a2.shape[1]
+    # The implicit ones column contributes 1 to every (t, s, h) inner product of A.
+    ones = 1.0 if f1.ones else 0.0
     if t1 == 1 and t2 == 1 and h == 1:
         same = f1 is f2
-        a1 = a1[:, 0, 0, :]
-        ga = matmul_t(a1, a1 if same else a2[:, 0, 0, :])  # (n1, n2)
-        e1 = d1[:, :, 0, 0, :]  # (C, n, d_out)
-        e2 = e1 if same else d2[:, :, 0, 0, :]
+        # (squeeze, not [:, 0, 0]: its gradient is a reshape, not a scatter into zeros)
+        a1 = tf.squeeze(a1, [1, 2])
+        ga = matmul_t(a1, a1 if same else tf.squeeze(a2, [1, 2]))  # (n1, n2)
+        if ones:
+            ga = ga + ones
+        e1 = tf.squeeze(d1, [2, 3])  # (C, n, d_out)
+        e2 = e1 if same else tf.squeeze(d2, [2, 3])
         if kernel == FULL:
             return ga[:, :, None, None] * tf.einsum("cio,ejo->ijce", e1, e2)
         if e1.shape[0] == 1:
-            return ga * matmul_t(e1[0], e1[0] if same else e2[0])
+            e1 = tf.squeeze(e1, 0)
+            return ga * matmul_t(e1, e1 if same else tf.squeeze(e2, 0))
         # Σ_c Δ_c Δ_cᵀ as one matmul over the (C·d_out) axis.
         f1_ = tf.reshape(tf.transpose(e1, [1, 0, 2]), [tf.shape(e1)[1], -1])
         f2_ = f1_ if same else tf.reshape(tf.transpose(e2, [1, 0, 2]), [tf.shape(e2)[1], -1])
         return ga * matmul_t(f1_, f2_)
     ga = tf.einsum("ithk,jshk->ijtsh", a1, a2)
+    if ones:
+        ga = ga + ones
     if kernel == FULL:
         gd = tf.einsum("citho,ejsho->ijcetsh", d1, d2)
         return tf.einsum("ijtsh,ijcetsh->ijce", ga, gd)
@@ -251,8 +276,10 @@ def merge(factors: Sequence[Factor]) -> Factor:
         return factors[0]
     kinds = {type(f) for f in factors}
     if kinds == {LinearFactor}:
+        ones = {f.ones for f in factors}
+        a = [f.a for f in factors] if len(ones) == 1 else [f.full_a() for f in factors]
         return LinearFactor(
-            tf.concat([f.a for f in factors], axis=1), tf.concat([f.delta for f in factors], axis=2)
+            tf.concat(a, axis=1), tf.concat([f.delta for f in factors], axis=2), ones == {True}
         )
     if kinds == {EmbeddingFactor}:
         return EmbeddingFactor(

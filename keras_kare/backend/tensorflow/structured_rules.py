@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_kare.backend.tensorflow.structured_activations import activate
 from keras_kare.backend.tensorflow.structured_factors import (
     EmbeddingFactor,
     Factor,
@@ -98,12 +99,12 @@ def _kernel_factors(rec: Recorder, kernel, bias, a: tf.Tensor, d: tf.Tensor) -> 
     """Factors of a linear kernel (n,T,H,d_in)/(C,n,T,H,d_out) with an (H·d_out) bias.
 
     A trainable bias is folded into the kernel as the weight of a constant
-    input (a column of ones appended to ``a``), so ``K_W + K_b = Σ (A Aᵀ + 1) ⊙ (Δ Δᵀ)``.
+    input (an implicit column of ones after ``a``, see ``LinearFactor.ones``),
+    so ``K_W + K_b = Σ (A Aᵀ + 1) ⊙ (Δ Δᵀ)``.
     """
     k_on, b_on = rec.trainable(kernel), rec.trainable(bias)
     if k_on and b_on:
-        ones = tf.ones_like(a[..., :1])
-        return [((id(kernel), id(bias)), LinearFactor(tf.concat([a, ones], axis=-1), d))]
+        return [((id(kernel), id(bias)), LinearFactor(a, d, ones=True))]
     if k_on:
         return [((id(kernel),), LinearFactor(a, d))]
     if b_on:
@@ -144,7 +145,7 @@ def dense_site(layer, x, rec: Recorder):
     if bias is not None:
         z = ops.add(z, _w(bias, x))
     rec.watch(z)
-    out = layer.activation(z) if layer.activation is not None else z
+    out = activate(layer.activation, z)
     d_in, d_out = int(kernel.shape[0]), int(kernel.shape[1])
 
     def finish(deltas):
@@ -219,7 +220,7 @@ def einsum_dense_site(layer, x, rec: Recorder):
     if bias is not None:
         z = ops.add(z, _w(bias, x))
     rec.watch(z)
-    out = layer.activation(z) if layer.activation is not None else z
+    out = activate(layer.activation, z)
     dims = dict(zip(plan.inp, x.shape.as_list()))
     dims.update(zip(layer.equation.split("->")[0].split(",")[1].strip(), kernel.shape))
     size = lambda letters: int(math.prod(int(dims[c]) for c in letters))  # noqa: E731
@@ -304,7 +305,7 @@ def conv_site(layer, x, rec: Recorder):
         shape = (1, layer.filters) + (1,) * rank if channels_first else (1,) * (rank + 1) + (layer.filters,)
         z = ops.add(z, ops.reshape(_w(bias, x), shape))
     rec.watch(z)
-    out = layer.activation(z) if layer.activation is not None else z
+    out = activate(layer.activation, z)
     groups = int(getattr(layer, "groups", 1))
     c_in = int(kernel.shape[-2]) * groups
     c_out = int(layer.filters)
