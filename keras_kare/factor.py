@@ -2,7 +2,8 @@
 
 Policy (issue: numerical robustness):
 
-1. Symmetrise: ``M ← (M + Mᵀ)/2``.
+1. Callers pass a symmetric M (``kare_terms`` symmetrises K; the ridge code
+   symmetrises the Gram). The Cholesky reads only the lower triangle.
 2. Cholesky in the working precision (float64 by default, see
    :data:`FLOAT64_SOLVE_MAX_N`).
 3. If the factor is not finite (TensorFlow returns NaN for a failed Cholesky,
@@ -67,12 +68,13 @@ def robust_cholesky(m: tf.Tensor) -> Factor:
     ``tf.cond``s: only the rungs needed are evaluated), and is differentiable.
 
     Args:
-        m: (n, n) float32/float64 matrix; symmetrised here.
+        m: (n, n) symmetric float32/float64 matrix. Only its lower triangle is
+            read (as by ``tf.linalg.cholesky``); symmetrising it here again would
+            cost two n×n passes on the critical path of every KARE step.
 
     Returns:
         A :class:`Factor`.
     """
-    m = 0.5 * (m + tf.linalg.matrix_transpose(m))
     n = tf.shape(m)[0]
     scale = tf.linalg.trace(m) / tf.cast(n, m.dtype)
     eye = tf.eye(n, dtype=m.dtype)

@@ -69,6 +69,18 @@ def as_target_matrix(targets, dtype) -> tf.Tensor:
 
 
 @tf.custom_gradient
+def _scaled_symmetric_part(k, scale):
+    """``scale·(K + Kᵀ)/2``, whose gradient is ``scale`` times the incoming one.
+
+    The only consumer (:func:`_kare_of_factor` via ``M = K/n + zI``) returns a
+    symmetric gradient G, and the exact gradient ``scale·(G + Gᵀ)/2`` of this
+    map is then ``scale·G``: TensorFlow's generic gradient (a transpose, an add
+    and two scalings of an n×n matrix) would be wasted work on every step.
+    """
+    return (k + tf.transpose(k)) * (0.5 * scale), lambda dm: (dm * scale, None)
+
+
+@tf.custom_gradient
 def _kare_of_factor(m, chol, y):
     """(KARE, numerator, denominator) of ``M = L Lᵀ`` with an analytic gradient w.r.t. M.
 
@@ -99,12 +111,14 @@ def _kare_of_factor(m, chol, y):
     def grad(d_value, d_numerator, d_denominator):
         a = tf.matmul(l_inv, l_inv, transpose_a=True)  # M⁻¹
         a2_y = tf.matmul(a, a_y)
-        coef_num = d_numerator + d_value / tf.square(denominator)
-        coef_den = d_denominator - 2.0 * d_value * numerator / denominator**3
-        outer = tf.matmul(a_y, a2_y, transpose_b=True)
-        g_num = -(outer + tf.transpose(outer)) / (nf * c)
-        g_den = -tf.matmul(a, a) / nf
-        return coef_num * g_num + coef_den * g_den, tf.zeros_like(chol), tf.zeros_like(y)
+        coef_num = (d_numerator + d_value / tf.square(denominator)) / (nf * c)
+        coef_den = (d_denominator - 2.0 * d_value * numerator / denominator**3) / nf
+        # coef_num·∂num + coef_den·∂den, the rank-2C part as one product (no n×n transpose):
+        # (AY)(A²Y)ᵀ + (A²Y)(AY)ᵀ = [AY, A²Y] [A²Y, AY]ᵀ
+        left = tf.concat([a_y, a2_y], axis=1) * -coef_num
+        right = tf.concat([a2_y, a_y], axis=1)
+        g = tf.matmul(left, right, transpose_b=True) - coef_den * tf.matmul(a, a)
+        return g, tf.zeros_like(chol), tf.zeros_like(y)
 
     return (value, numerator, denominator), grad
 
@@ -130,14 +144,13 @@ def kare_terms(
     out_dtype = k_in.dtype if k_in.dtype.is_floating else tf.float32
     work = solve_dtype_for(k_in.shape[0], solve_dtype, out_dtype)
     k = tf.cast(k_in, work)
-    k = 0.5 * (k + tf.transpose(k))
     y = as_target_matrix(targets, work)
     n_int = tf.shape(k)[0]
     n = tf.cast(n_int, work)
     z = tf.constant(ridge, work)
     if relative_ridge:
         z = z * tf.linalg.trace(k) / (n * n)
-    m = k / n + z * tf.eye(n_int, dtype=work)
+    m = _scaled_symmetric_part(k, 1.0 / n) + z * tf.eye(n_int, dtype=work)  # K symmetrised here
     chol, retries, factored = robust_cholesky(m)
     value, numerator, denominator = _kare_of_factor(m, tf.stop_gradient(chol), tf.stop_gradient(y))
     ok = tf.logical_and(factored, tf.math.is_finite(value))
