@@ -6,19 +6,20 @@ inputs, splits the work into blocks and assembles the Gram.
 
 from __future__ import annotations
 
-from typing import Optional
-
+import logging
 import weakref
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
-from keras_kare.memory import check_gram_memory, estimate_gram_bytes
-from keras_kare.backend import gram, resolve_implementation, swap_examples
+from keras_kare.memory import GIB, available_bytes, check_gram_memory, estimate_gram_bytes
+from keras_kare.backend import block_gram, gram, resolve_implementation, swap_examples
 from keras_kare.progress import Progress, check_verbose
 
 
+logger = logging.getLogger("keras_kare")
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -84,27 +85,72 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     b2 = b1 if x2 is None else _blocks(n2, batch_size)
     n_computed = len(b1) * (len(b1) + 1) // 2 if x2 is None else len(b1) * len(b2)
     progress = Progress(n_computed, verbose, unit_name="block")
+    pair = _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size)
+    if pair is None:  # recapture both blocks for every pair
+        def pair(i, j):
+            xi = _slice(x1, *b1[i])
+            if x2 is None and i == j:
+                return _gram(model, xi, None, kernel, implementation)  # symmetric diagonal block
+            return _gram(model, xi, _slice(x1 if x2 is None else x2, *b2[j]), kernel, implementation)
+
     devices = strategy_devices()
     computed = 0
     blocks: dict[tuple[int, int], tf.Tensor] = {}
-    for i, (s1, e1) in enumerate(b1):
-        xi = _slice(x1, s1, e1)
-        for j, (s2, e2) in enumerate(b2):
+    for i in range(len(b1)):
+        for j in range(len(b2)):
             if x2 is None and j < i:
                 blocks[i, j] = swap_examples(blocks[j, i], kernel)
                 continue
             # round-robin over the active strategy's devices (a no-op scope without one)
-            with tf.device(devices[computed % len(devices)] if devices else None):
-                if x2 is None and i == j:
-                    kij = _gram(model, xi, None, kernel, implementation)  # symmetric diagonal block
-                else:
-                    xj = _slice(x1 if x2 is None else x2, s2, e2)
-                    kij = _gram(model, xi, xj, kernel, implementation)
+            blocks[i, j] = _compute_block(pair, i, j, devices[computed % len(devices)] if devices else None)
             computed += 1
-            blocks[i, j] = kij
             progress.advance()
     rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]
     return tf.concat(rows, axis=0)
+
+
+def _compute_block(pair, i: int, j: int, device: Optional[str]) -> tf.Tensor:
+    """Block (i, j) of a blocked Gram, computed on ``device`` (None: the default placement)."""
+    with tf.device(device):
+        return pair(i, j)
+
+
+CAPTURE_MEMORY_FRACTION = 0.25
+"""Per-block factors are kept for reuse only if all of them fit in this fraction of available memory."""
+
+
+def _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size):
+    """``pair(i, j) -> Gram block`` from factors captured once per block, or None.
+
+    None when the implementation keeps no factors (jacobian), when not eager
+    (inside a ``tf.function`` the blocks are traced as one graph anyway), when
+    no weight is used, or when keeping every block's factors would take more
+    than :data:`CAPTURE_MEMORY_FRACTION` of the available memory (logged).
+    """
+    if not tf.executing_eagerly():
+        return None
+    engine = block_gram(model, kernel, implementation, batch_size)
+    if engine is None:
+        return None
+    first = engine.features(_slice(x1, *b1[0]))
+    if not first:
+        return None
+    n_blocks = len(b1) + (0 if x2 is None else len(b2))
+    needed, available = engine.nbytes(first) * n_blocks, available_bytes()
+    if needed > CAPTURE_MEMORY_FRACTION * available:
+        logger.info(
+            "keras_kare.ntk: keeping the layer factors of all %d blocks would take %.1f GiB of the %.1f GiB "
+            "available; recomputing them for every block pair instead (about twice the work).",
+            n_blocks, needed / GIB, available / GIB,
+        )
+        return None
+    f1 = [first] + [engine.features(_slice(x1, s, e)) for s, e in b1[1:]]
+    f2 = f1 if x2 is None else [engine.features(_slice(x2, s, e)) for s, e in b2]
+
+    def pair(i, j):
+        return engine.gram(f1[i]) if x2 is None and i == j else engine.gram(f1[i], f2[j])
+
+    return pair
 
 
 def ntk(
@@ -205,5 +251,18 @@ def _unwrap(model):
 
 
 def _model_dtype(model):
-    dtype = getattr(model, "compute_dtype", None) or "float32"
-    return tf.as_dtype(dtype) if tf.as_dtype(dtype).is_floating else tf.float32
+    """The float dtype inputs are cast to: the model's first floating ``keras.Input``, else its compute dtype.
+
+    A model whose layers are float64 under the default float32 policy declares
+    ``keras.Input(..., dtype="float64")``; casting its inputs to the model
+    object's own (policy) dtype would silently round them to float32.
+    """
+    try:
+        declared = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(getattr(model, "inputs", None) or [])]
+    except (AttributeError, TypeError, ValueError):  # not built from keras.Input
+        declared = []
+    for dtype in declared:
+        if dtype.is_floating:
+            return dtype
+    dtype = tf.as_dtype(getattr(model, "compute_dtype", None) or "float32")
+    return dtype if dtype.is_floating else tf.float32

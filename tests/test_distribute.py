@@ -108,20 +108,20 @@ WORKER = textwrap.dedent(
     kp_ref = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
     ntk_module = sys.modules["keras_kare.ntk"]  # (keras_kare.ntk the attribute is the function)
 
-    seen, original = [], ntk_module._gram
+    seen, original = [], ntk_module._compute_block
 
     def recording(*args, **kwargs):
         k = original(*args, **kwargs)
         seen.append(k.device)
         return k
 
-    ntk_module._gram = recording
+    ntk_module._compute_block = recording
     try:
         with strategy.scope():
             kp = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
             pred = kp.predict(x[24:])
     finally:
-        ntk_module._gram = original
+        ntk_module._compute_block = original
     out["krr_block_devices"] = sorted({d.split("device:")[-1] for d in seen})
     out["krr_blocks"] = len(seen)
     out["krr_max_diff"] = float(np.max(np.abs(pred - kp_ref.predict(x[24:]))))

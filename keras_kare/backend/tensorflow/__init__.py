@@ -1,10 +1,12 @@
 """TensorFlow autodiff for the empirical NTK (the only TF-specific module).
 
 Everything that differentiates a network lives below this package; the rest of
-keras_kare only calls :func:`gram`. A JAX backend would provide the same
-function.
+keras_kare only calls :func:`gram` (and :func:`block_gram`, which reuses
+per-block factors across the blocks of a large Gram). A JAX backend would
+provide the same functions.
 """
 
+from keras_kare.backend.tensorflow.blocks import BlockGram, block_gram
 from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
 
-__all__ = ["IMPLEMENTATIONS", "gram", "resolve_implementation", "swap_examples"]
+__all__ = ["IMPLEMENTATIONS", "BlockGram", "block_gram", "gram", "resolve_implementation", "swap_examples"]

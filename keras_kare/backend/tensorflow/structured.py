@@ -24,11 +24,13 @@ Cost (n examples, C cotangent passes, Dense widths d_l): time
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from typing import Optional
 
 import tensorflow as tf
 
 from keras_kare.backend.tensorflow.structured_capture import capture, graph_kind
-from keras_kare.backend.tensorflow.structured_factors import FULL, factor_gram
+from keras_kare.backend.tensorflow.structured_factors import FULL, compact, factor_gram
 
 logger = logging.getLogger("keras_kare")
 _LOGGED: set = set()
@@ -90,11 +92,37 @@ def structured_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
     """
     check_supported(model)
     f1 = capture(model, x1, kernel)
-    f2 = f1 if x2 is None else capture(model, x2, kernel)
-    terms = [factor_gram(f1[key], f2[key], kernel) for key in f1]
-    if not terms:  # every trainable variable is unused by the forward pass
-        return _zeros(model, x1, x2, kernel)
-    return tf.add_n(terms)
+    f2 = None if x2 is None else capture(model, x2, kernel)
+    k = features_gram(f1, f2, kernel)
+    return _zeros(model, x1, x2, kernel) if k is None else k
+
+
+def structured_features(model, x, kernel: str = "trace", block_size: Optional[int] = None) -> "dict":
+    """The per-variable factors of ``model`` on ``x``, for pairing with other blocks.
+
+    Args:
+        model: a built Sequential or Functional Keras model.
+        x: a batch of inputs.
+        kernel: the kernel mode the factors will be paired in.
+        block_size: if given, each factor is stored in the form the cost model
+            picks for pairs of blocks of this size (``structured_factors.compact``).
+
+    Returns:
+        An ordered mapping from variable-id tuples to factors; pair two of them
+        with :func:`features_gram`. Memory ``O(n · Σ widths)``.
+    """
+    check_supported(model)
+    factors = capture(model, x, kernel)
+    if block_size is not None:
+        factors = OrderedDict((key, compact(f, kernel, block_size)) for key, f in factors.items())
+    return factors
+
+
+def features_gram(f1: "dict", f2: Optional["dict"], kernel: str) -> Optional[tf.Tensor]:
+    """Gram between two captured batches (``f2=None``: the batch with itself), or None if no variable is used."""
+    same = f2 is None
+    terms = [factor_gram(f1[key], f1[key] if same else f2[key], kernel) for key in f1]
+    return tf.add_n(terms) if terms else None
 
 
 def _zeros(model, x1, x2, kernel):

@@ -152,12 +152,18 @@ def per_example_gram(g1: tf.Tensor, g2: tf.Tensor, kernel: str) -> tf.Tensor:
 
 
 # ---------------------------------------------------------------- linear
-def linear_cost(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tuple[bool, dict]:
-    """Decide ghost vs materialise for one kernel variable; returns (ghost?, costs)."""
-    n1, t1, h, _ = f1.a.shape
+def linear_cost(
+    f1: LinearFactor, f2: LinearFactor, kernel: str, n1: Optional[int] = None, n2: Optional[int] = None
+) -> tuple[bool, dict]:
+    """Decide ghost vs materialise for one kernel variable; returns (ghost?, costs).
+
+    ``n1``/``n2`` override the batch sizes read from the factors (used to make
+    one decision for every block of a blocked Gram, see :func:`compact`).
+    """
+    n1_, t1, h, _ = f1.a.shape
     d_in = f1.d_in
-    c, n2, t2, _, d_out = f2.delta.shape
-    n1, n2 = _static(n1), _static(n2)
+    c, n2_, t2, _, d_out = f2.delta.shape
+    n1, n2 = _static(n1 if n1 is not None else n1_), _static(n2 if n2 is not None else n2_)
     # Unknown position counts (dynamic sequence length) favour materialising.
     t1, t2 = _static(t1, 1024), _static(t2, 1024)
     cg = _output_multiplicity(int(c), kernel)
@@ -236,6 +242,22 @@ def materialise_embedding(f: EmbeddingFactor) -> tf.Tensor:
     return tf.reshape(tf.transpose(g, [2, 0, 1, 3]), [c, n, -1])
 
 
+def embedding_ghost(
+    f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str, n1: Optional[int] = None, n2: Optional[int] = None
+) -> bool:
+    """Ghost (index comparison) or materialised form for an embedding table (see :func:`embedding_gram`)."""
+    c, n1_, t1, dim = f1.delta.shape
+    n2_, t2 = f2.delta.shape[1], f2.delta.shape[2]
+    n1s, n2s = _static(n1 if n1 is not None else n1_), _static(n2 if n2 is not None else n2_)
+    t1, t2 = _static(t1, 1024), _static(t2, 1024)
+    cg = _output_multiplicity(int(c), kernel)
+    ghost_flops = n1s * n2s * t1 * t2 * (cg * dim + 1)
+    mat_flops = (n1s * t1 + n2s * t2) * c * dim + n1s * n2s * cg * f1.vocab * dim
+    ghost_mem = n1s * n2s * t1 * t2 * cg
+    mat_mem = (n1s + n2s) * c * f1.vocab * dim
+    return _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem)
+
+
 def embedding_gram(f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str) -> tf.Tensor:
     """Gram contribution of an embedding table.
 
@@ -243,16 +265,7 @@ def embedding_gram(f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str) -> tf.
     cost ``n1 n2 T1 T2 (Cg·dim + 1)``); materialise: per-example gradients by a
     segment sum (cost ``n1 n2 Cg·vocab·dim``). The cheaper one is used.
     """
-    c, n1, t1, dim = f1.delta.shape
-    n2, t2 = f2.delta.shape[1], f2.delta.shape[2]
-    n1s, n2s = _static(n1), _static(n2)
-    t1, t2 = _static(t1, 1024), _static(t2, 1024)
-    cg = _output_multiplicity(int(c), kernel)
-    ghost_flops = n1s * n2s * t1 * t2 * (cg * dim + 1)
-    mat_flops = (n1s * t1 + n2s * t2) * c * dim + n1s * n2s * cg * f1.vocab * dim
-    ghost_mem = n1s * n2s * t1 * t2 * cg
-    mat_mem = (n1s + n2s) * c * f1.vocab * dim
-    if not _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem):
+    if not embedding_ghost(f1, f2, kernel):
         g1 = materialise_embedding(f1)
         g2 = g1 if f2 is f1 else materialise_embedding(f2)
         return per_example_gram(g1, g2, kernel)
@@ -308,3 +321,52 @@ def factor_gram(f1: Factor, f2: Factor, kernel: str) -> tf.Tensor:
     if isinstance(f1, EmbeddingFactor):
         return embedding_gram(f1, f2, kernel)
     return per_example_gram(f1.grad, f2.grad, kernel)
+
+
+# ---------------------------------------------------------------- reuse across blocks
+def compact(f: Factor, kernel: str, n: int) -> Factor:
+    """The form of ``f`` to keep when it is paired with many blocks of ``n`` examples.
+
+    A blocked Gram captures each block once and pairs it with every other
+    block. The ghost-vs-materialise decision is made here once, for blocks of
+    ``n`` examples on both sides: a factor whose cost model picks the
+    materialised form is stored as its per-example gradients (for a
+    convolution these are far smaller than its patches), otherwise as is.
+    """
+    if isinstance(f, LinearFactor) and not linear_cost(f, f, kernel, n, n)[0]:
+        return GradFactor(materialise_linear(f))
+    if isinstance(f, EmbeddingFactor) and not embedding_ghost(f, f, kernel, n, n):
+        return GradFactor(materialise_embedding(f))
+    return f
+
+
+def flatten_factors(factors: "dict[tuple, Factor]") -> tuple[list, list]:
+    """(static description, tensors) of an ordered mapping of factors (for ``tf.function`` I/O)."""
+    meta, tensors = [], []
+    for key, f in factors.items():
+        if isinstance(f, LinearFactor):
+            meta.append((key, "linear", f.ones))
+            tensors += [f.a, f.delta]
+        elif isinstance(f, EmbeddingFactor):
+            meta.append((key, "embedding", f.vocab))
+            tensors += [f.ids, f.delta]
+        else:
+            meta.append((key, "grad", None))
+            tensors.append(f.grad)
+    return meta, tensors
+
+
+def unflatten_factors(meta: list, tensors: Sequence[tf.Tensor]) -> "dict[tuple, Factor]":
+    """Inverse of :func:`flatten_factors`."""
+    out, i = {}, 0
+    for key, kind, static in meta:
+        if kind == "linear":
+            out[key] = LinearFactor(tensors[i], tensors[i + 1], ones=static)
+            i += 2
+        elif kind == "embedding":
+            out[key] = EmbeddingFactor(tensors[i], tensors[i + 1], static)
+            i += 2
+        else:
+            out[key] = GradFactor(tensors[i])
+            i += 1
+    return out

@@ -1,0 +1,97 @@
+"""Capture-once blocked Grams (eager, structured implementation).
+
+A Gram computed in blocks pairs every block of ``x1`` with every block of
+``x2``. Recomputing the per-layer factors (layer inputs A and cotangents Δ, a
+forward and a backward pass) for both blocks of every pair costs about as
+much as the pair's Gram products for an MLP; :class:`BlockGram` captures each
+block once and pairs the stored factors instead.
+
+Cost for b1 × b2 blocks (``b`` examples each): captures drop from
+``2·b1·b2`` (``b1(b1+1)`` for a symmetric Gram) to ``b1 + b2`` (``b1``), and
+the Gram products are unchanged. Memory: the factors of every block are kept
+until the Gram is assembled, ``O(n · Σ_l (d_in,l + C·d_out,l))`` for Dense
+layers, or the per-example gradients of a layer whose cost model picks the
+materialised form (``structured_factors.compact``). ``keras_kare.ntk`` checks
+that size against available memory after the first block and otherwise
+recaptures per pair.
+
+Only the structured implementation has factors; the per-example Jacobians of
+the jacobian implementation (n × P per block) are too large to keep.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from keras_kare.backend.tensorflow.dispatch import swap_examples
+from keras_kare.backend.tensorflow.structured import features_gram, structured_features
+from keras_kare.backend.tensorflow.structured_factors import flatten_factors, unflatten_factors
+
+_ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class BlockGram:
+    """Compiled capture and pairing functions for one model, kernel mode and block size.
+
+    Args:
+        model: a built Sequential or Functional model.
+        kernel: ``"trace"``, ``"summed_output"`` or ``"full"``.
+        block_size: the block size the ghost-vs-materialise decisions are made for.
+
+    Example:
+        >>> engine = BlockGram(model, "trace", 512)
+        >>> fa, fb = engine.features(xa), engine.features(xb)
+        >>> k_ab, k_aa = engine.gram(fa, fb), engine.gram(fa)  # k_aa exactly symmetric
+    """
+
+    def __init__(self, model, kernel: str, block_size: int):
+        self.kernel = kernel
+        self._meta: Optional[list] = None
+
+        def features(x):
+            meta, tensors = flatten_factors(structured_features(model, x, kernel, block_size))
+            self._meta = meta  # static; identical for every trace
+            return tensors
+
+        def pair(t1, t2):
+            return features_gram(self._factors(t1), self._factors(t2), kernel)
+
+        def self_pair(t1):
+            k = features_gram(self._factors(t1), None, kernel)
+            return 0.5 * (k + swap_examples(k, kernel))  # exactly symmetric diagonal block
+
+        self._features = tf.function(features, reduce_retracing=True)
+        self._pair = tf.function(pair, reduce_retracing=True)
+        self._self_pair = tf.function(self_pair, reduce_retracing=True)
+
+    def _factors(self, tensors):
+        return unflatten_factors(self._meta, tensors)
+
+    def features(self, x) -> list:
+        """The stored factors of one block (a list of tensors; empty if no weight is used)."""
+        return self._features(x)
+
+    def gram(self, f1: list, f2: Optional[list] = None) -> tf.Tensor:
+        """The Gram block between two captured blocks; ``f2=None`` pairs ``f1`` with itself."""
+        return self._self_pair(f1) if f2 is None else self._pair(f1, f2)
+
+    @staticmethod
+    def nbytes(features: list) -> int:
+        """Bytes held by one block's factors."""
+        return int(sum(np.prod(t.shape) * t.dtype.size for t in features))
+
+
+def block_gram(model, kernel: str, implementation: str, block_size: int) -> Optional[BlockGram]:
+    """A cached :class:`BlockGram` for ``model``, or None if ``implementation`` has no factors."""
+    if implementation != "structured":
+        return None
+    per_model = _ENGINES.setdefault(model, {})
+    # freezing/unfreezing layers changes which variables count: part of the key
+    key = (kernel, block_size, tuple(id(v) for v in model.trainable_variables))
+    if key not in per_model:
+        per_model[key] = BlockGram(model, kernel, block_size)
+    return per_model[key]
