@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_kare import _validation as v
 from keras_kare.ntk import compute_ntk
 from keras_kare.progress import Progress, check_verbose
-from keras_kare.ridge import RidgePath, absolute_ridge, solve_dual, spectral_path, symmetrise
+from keras_kare.ridge import RidgePath, absolute_ridge, solve_dual, spectral_path
 from keras_kare.risk import check_ridge
 
 logger = logging.getLogger("keras_kare")
@@ -157,7 +157,7 @@ class KernelPredictor:
         self._y_ndim = y_arr.ndim
         y_mat = y_arr.reshape(n, -1)
         self.n_outputs_ = y_mat.shape[1]
-        k = symmetrise(self._gram(x_t))
+        k = self._gram(x_t)  # exactly symmetric (compute_ntk mirrors blocks and symmetrises the diagonal ones)
         if self.kernel == "full":
             if k.shape[0] != n * self.n_outputs_:
                 raise ValueError(

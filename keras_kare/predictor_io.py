@@ -186,7 +186,7 @@ def read_metadata(path) -> dict:
 
 def load_predictor(cls, path, custom_objects=None, compile: bool = True):
     """Rebuild a predictor written by :func:`save_predictor`; see ``KernelPredictor.load``."""
-    from keras_kare.ridge import RidgePath, symmetrise
+    from keras_kare.ridge import RidgePath
 
     meta = read_metadata(path)
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(os.fspath(path)) as zf:
@@ -218,6 +218,6 @@ def load_predictor(cls, path, custom_objects=None, compile: bool = True):
     if "train_kernel" in arrays:
         predictor.train_kernel_ = arrays["train_kernel"]
     else:
-        predictor.train_kernel_ = symmetrise(predictor._gram(predictor.X_fit_))
+        predictor.train_kernel_ = predictor._gram(predictor.X_fit_)
     predictor._fit_weights = predictor._weights_snapshot()
     return predictor

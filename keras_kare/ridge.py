@@ -18,14 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from keras_kare.factor import failure_advice, min_eigenvalue, robust_cholesky
+from keras_kare.factor import failure_advice, min_eigenvalue, robust_cholesky_numpy
 
 logger = logging.getLogger("keras_kare")
-
-
-def symmetrise(k: np.ndarray) -> np.ndarray:
-    k = np.asarray(k, dtype=np.float64)
-    return 0.5 * (k + k.T)
 
 
 def absolute_ridge(ridge, k_trace: float, n: int, relative: bool):
@@ -36,19 +31,24 @@ def absolute_ridge(ridge, k_trace: float, n: int, relative: bool):
 def solve_dual(k: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     """α = (K/n + λI)⁻¹ Y by Cholesky in float64 (policy: :mod:`keras_kare.factor`).
 
-    A factorisation that needed jitter is logged as a warning; one that failed
-    on every rung raises ``FloatingPointError`` naming the smallest eigenvalue.
+    ``k`` must be symmetric (a Gram from ``compute_ntk`` with ``x2=None`` is,
+    exactly); only its lower triangle is read. The factorisation runs in
+    LAPACK (``factor.robust_cholesky_numpy``). A factorisation that needed
+    jitter is logged as a warning; one that failed on every rung raises
+    ``FloatingPointError`` naming the smallest eigenvalue.
     """
     n = k.shape[0]
-    m = tf.constant(symmetrise(k) / n + ridge * np.eye(n), tf.float64)
-    chol, retries, ok = robust_cholesky(m)
-    if not bool(ok):
-        raise FloatingPointError(failure_advice(float(min_eigenvalue(m)), ridge, what="K/n + λI"))
-    if int(retries) > 0:
+    m = np.asarray(k, dtype=np.float64) / n  # a new array: the caller's k is not modified
+    m[np.diag_indices(n)] += ridge
+    chol, retries = robust_cholesky_numpy(m)
+    if chol is None:
+        min_eig = float(min_eigenvalue(tf.constant(np.tril(m) + np.tril(m, -1).T)))
+        raise FloatingPointError(failure_advice(min_eig, ridge, what="K/n + λI"))
+    if retries > 0:
         logger.warning(
-            "keras_kare: Cholesky of K/n + λI (λ=%.3e) needed jitter rung %d (keras_kare.factor).", ridge, int(retries)
+            "keras_kare: Cholesky of K/n + λI (λ=%.3e) needed jitter rung %d (keras_kare.factor).", ridge, retries
         )
-    return tf.linalg.cholesky_solve(chol, tf.constant(y, tf.float64)).numpy()
+    return tf.linalg.cholesky_solve(tf.constant(chol), tf.constant(y, tf.float64)).numpy()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
 """Callbacks (KernelMonitor, KernelRidgeEvaluation) and the spectrum statistics behind them."""
 
-import glob
 import os
 
 import keras

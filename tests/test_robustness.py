@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_kare
-from keras_kare.factor import JITTER_LADDER, robust_cholesky
+from keras_kare.factor import JITTER_LADDER, robust_cholesky, robust_cholesky_numpy
 from keras_kare.memory import GramMemoryError
 from oracles import kare_oracle, ntk_oracle
 
@@ -89,6 +88,21 @@ def test_jitter_ladder_rescues_slightly_indefinite_matrix_and_reports_it():
     with pytest.warns(RuntimeWarning, match="jitter"):
         val = keras_kare.kare(k, np.ones(3), ridge=0.1)
     assert np.isfinite(float(val))
+
+
+def test_numpy_ladder_matches_tensorflow_ladder():
+    """The LAPACK twin used by KernelPredictor: same rungs, same factor, same failures."""
+    m = np.diag([1.0, 1.0, -1e-12])
+    chol, rungs = robust_cholesky_numpy(m)
+    assert rungs == 1
+    np.testing.assert_allclose(chol @ chol.T, m + JITTER_LADDER[0] * np.trace(m) / 3 * np.eye(3), atol=1e-14)
+    assert m[2, 2] == -1e-12  # the caller's matrix is not modified
+    spd = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    ours, rungs = robust_cholesky_numpy(np.tril(spd) + 99 * np.triu(np.ones((3, 3)), 1))  # upper triangle ignored
+    assert rungs == 0
+    np.testing.assert_allclose(ours, robust_cholesky(tf.constant(spd)).chol.numpy(), rtol=1e-14)
+    for bad in (-np.eye(3), np.full((3, 3), np.nan)):
+        assert robust_cholesky_numpy(bad) == (None, len(JITTER_LADDER))
 
 
 def test_ladder_works_under_xla():

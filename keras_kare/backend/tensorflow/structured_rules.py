@@ -35,7 +35,6 @@ from keras import ops
 from keras_kare.backend.tensorflow.structured_activations import activate
 from keras_kare.backend.tensorflow.structured_factors import (
     EmbeddingFactor,
-    Factor,
     GradFactor,
     LinearFactor,
 )
