@@ -74,8 +74,11 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     """Gram assembled from (batch_size × batch_size) blocks; inputs already validated.
 
     With ``x2=None`` only the upper-triangular blocks are computed and the rest
-    are mirrored, and the result is exactly symmetric. ``verbose``: progress
-    bar over the computed blocks (see :mod:`keras_kare.progress`).
+    are mirrored, and the result is exactly symmetric. Eagerly, the structured
+    implementation captures each block's layer factors once and pairs them
+    (``backend.block_gram``; about half the work of capturing both blocks of
+    every pair); otherwise each pair is computed from its two input blocks.
+    ``verbose``: progress bar over the computed blocks (see :mod:`keras_kare.progress`).
     """
     n1 = v.num_rows(x1, "x1")
     n2 = n1 if x2 is None else v.num_rows(x2, "x2")

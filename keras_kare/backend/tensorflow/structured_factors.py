@@ -41,7 +41,10 @@ Ghost is chosen when it needs no more multiply-adds; for ``T = 1`` (Dense on
 materialising almost always wins (``T² ≫ d_in d_out / (d_in + d_out)``). If the
 chosen form would need more than :data:`MEMORY_LIMIT_ELEMENTS` elements and the
 other would not, the other is used. When the batch size is unknown at trace
-time (``None`` in a ``tf.function``), :data:`ASSUMED_BATCH` is used.
+time (``None`` in a ``tf.function``), :data:`ASSUMED_BATCH` is used. A blocked
+Gram that keeps each block's factors (``blocks.BlockGram``) makes the decision
+once per variable for pairs of full blocks (:func:`compact`) and stores the
+chosen form.
 """
 
 from __future__ import annotations
