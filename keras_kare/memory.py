@@ -9,8 +9,15 @@ Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
 - result: ``n1 · n2 · (C² if kernel == "full" else 1) · b``, twice while
   blocks are concatenated, plus ``extra_copies`` float64 copies requested by
   the caller (``KernelPredictor`` keeps one);
-- ``"jacobian"`` work per block pair: ``3 · (s1 + s2) · C · P · b`` (the two
-  per-example Jacobians and pfor temporaries);
+- ``"jacobian"`` work per block pair: ``b · C · Σ_i s_i · (P + s_i · A)``
+  over the one or two blocks whose Jacobians are formed, with A the number of
+  float activations of one example's forward pass. ``tape.jacobian`` runs one
+  backward pass per output row (vectorised by ``pfor``), and each of them holds
+  activation cotangents for the *whole* batch: memory grows like s² · A, which
+  dominates for convolutions (measured peak resident memory, runtime included:
+  2.0 GB for the issue-3 MLP at s = 256, 8.0 GB for its CNN at s = 128; this
+  formula gives 2.4 and 10.7 GiB). A ``KAREModel`` step keeps these Jacobians
+  for its backward pass: twice that (measured: 3.5 GB for the MLP);
 - ``"structured"`` work per block pair: ``4 · L · s1 · s2 · (C² | 1) · b`` for L
   weighted layers (one Gram term per layer alive at once, with temporaries).
 """
@@ -45,22 +52,30 @@ def available_bytes() -> int:
 def estimate_gram_bytes(
     n1: int, n2: int, n_outputs: int, n_params: int, n_layers: int, kernel: str,
     implementation: str, batch_size, itemsize: int = 4, extra_copies: int = 0,
+    activations: int = 0, one_jacobian: bool = False,
 ) -> tuple[int, int]:
-    """(result bytes, per-block work bytes) of a Gram computation; see module docstring."""
+    """(result bytes, per-block work bytes) of a Gram computation; see module docstring.
+
+    ``activations``: float activations of one example's forward pass (A);
+    ``one_jacobian``: only one block's Jacobian is formed (a symmetric Gram in one block).
+    """
     cc = n_outputs**2 if kernel == "full" else 1
     result = n1 * n2 * cc * itemsize * 2 + extra_copies * n1 * n2 * cc * 8
     s1 = min(batch_size or n1, n1)
     s2 = min(batch_size or n2, n2)
     c = 1 if kernel == "summed_output" else n_outputs
     if implementation == "jacobian":
-        work = 3 * (s1 + s2) * c * n_params * itemsize
+        blocks = (s1,) if one_jacobian else (s1, s2)
+        work = itemsize * c * sum(s * (n_params + s * activations) for s in blocks)
     else:
         work = 4 * max(n_layers, 1) * s1 * s2 * cc * itemsize
     return result, work
 
 
-def check_gram_memory(result: int, work: int, describe: str, batch_size, available: int | None = None) -> None:
-    """Raise :class:`GramMemoryError` if result + work exceed the usable memory."""
+def check_gram_memory(
+    result: int, work: int, describe: str, batch_size, available: int | None = None, advice: str = ""
+) -> None:
+    """Raise :class:`GramMemoryError` if result + work exceed the usable memory (``advice`` ends the message)."""
     available = available_bytes() if available is None else available
     usable = USABLE_FRACTION * available
     if result + work <= usable:
@@ -73,5 +88,5 @@ def check_gram_memory(result: int, work: int, describe: str, batch_size, availab
         hint = f"use a smaller batch_size than {batch_size}"
     raise GramMemoryError(
         f"{describe} needs about {result / GIB:.1f} GiB for the result and {work / GIB:.1f} GiB of work "
-        f"per block, but only {available / GIB:.1f} GiB are available; {hint}."
+        f"per block, but only {available / GIB:.1f} GiB are available; {hint}.{' ' + advice if advice else ''}"
     )

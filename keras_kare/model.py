@@ -9,10 +9,11 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
-from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation
+from keras_kare.backend import IMPLEMENTATIONS, forward_profile, gram, resolve_implementation
 from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
 from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
+from keras_kare.memory import check_gram_memory, estimate_gram_bytes
 
 _METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
 _COUNTER_NAMES = ("factor_retries", "nonfinite_steps")
@@ -238,7 +239,10 @@ class KAREModel(keras.Model):
         tf.debugging.assert_greater_equal(
             n, 2, message="KAREModel needs at least 2 examples per batch (last partial batch of 1? use drop_remainder=True)."
         )
-        k = gram(self.base_model, x, None, kernel=self.kernel, implementation=self._resolved_implementation())
+        implementation = self._resolved_implementation()
+        if implementation == "jacobian" and n_static is not None:
+            self._check_jacobian_step_memory(x, n_static)
+        k = gram(self.base_model, x, None, kernel=self.kernel, implementation=implementation)
         y = tf.convert_to_tensor(y)
         dtype = k.dtype
         y = tf.cast(y, dtype)
@@ -249,6 +253,29 @@ class KAREModel(keras.Model):
             k = tf.reshape(tf.transpose(k, [0, 2, 1, 3]), [n * c, n * c])
             y = tf.reshape(y, [-1, 1])
         return self.kare_layer.terms(k, y), k
+
+    def _check_jacobian_step_memory(self, x, n: int) -> None:
+        """Raise ``GramMemoryError`` while the step is traced if its per-example Jacobians would not fit.
+
+        The jacobian implementation's memory grows like n² · (activations per
+        example) (``keras_kare.memory``); a step keeps the Jacobians for its
+        backward pass, so twice the Gram's estimate is checked. Without this a
+        subclassed CNN at batch 128 is killed by the OOM killer (measured: past
+        16 GB) instead of getting an error.
+        """
+        net = self.base_model
+        profile = forward_profile(net, tf.nest.map_structure(lambda t: t[:1], x))
+        n_params = sum(int(w.shape.num_elements()) for w in net.trainable_variables)
+        dtype = tf.as_dtype(net.compute_dtype if tf.as_dtype(net.compute_dtype).is_floating else "float32")
+        result, work = estimate_gram_bytes(
+            n, n, profile.outputs, n_params, len(net.trainable_variables), self.kernel, "jacobian", None,
+            itemsize=dtype.size, activations=profile.activations, one_jacobian=True,
+        )
+        check_gram_memory(
+            result, 2 * work, f"KAREModel: a training step on a batch of {n} with the jacobian NTK", n,
+            advice="A Sequential or Functional network uses the structured NTK instead (implementation='auto'), "
+            "whose memory grows like n² + n·(sum of layer widths).",
+        )
 
     def _update_trackers(self, terms, ok=None):
         """Average the KARE terms over the steps that were finite; count retries and failures."""

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare.memory import GIB, available_bytes, check_gram_memory, estimate_gram_bytes
-from keras_kare.backend import block_gram, gram, resolve_implementation, swap_examples
+from keras_kare.backend import block_gram, forward_profile, gram, resolve_implementation, swap_examples
 from keras_kare.progress import Progress, check_verbose
 
 
@@ -240,9 +240,11 @@ def _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extr
     n_outputs = sum(int(np.prod(o.shape[1:])) for o in outputs)
     variables = model.trainable_variables
     n_params = sum(int(np.prod(w.shape)) for w in variables)
+    one_block = x2 is None and (batch_size is None or batch_size >= n1)
     result, work = estimate_gram_bytes(
         n1, n2, n_outputs, n_params, len(variables), kernel, implementation, batch_size,
-        itemsize=dtype.size, extra_copies=extra_copies,
+        itemsize=dtype.size, extra_copies=extra_copies, one_jacobian=one_block,
+        activations=forward_profile(model, _slice(x1, 0, 1)).activations if implementation == "jacobian" else 0,
     )
     shape = f"{n1}x{n2}" + (f"x{n_outputs}x{n_outputs}" if kernel == "full" else "")
     check_gram_memory(result, work, f"ntk: the {shape} Gram (implementation={implementation!r})", batch_size)

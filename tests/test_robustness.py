@@ -246,6 +246,60 @@ def test_memory_guard_suggests_batch_size():
     check_gram_memory(result=1 << 20, work=1 << 20, describe="ntk", batch_size=None, available=4 << 30)
 
 
+def _issue3_cnn():
+    L = keras.layers
+    return keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"),
+                             L.Conv2D(64, 3, activation="relu"), L.GlobalAveragePooling2D(), L.Dense(1)])
+
+
+def test_jacobian_memory_estimate_counts_whole_batch_activation_cotangents():
+    """tape.jacobian holds activation cotangents of the whole batch per output row: ~n²·A."""
+    from keras_kare.backend import forward_profile
+    from keras_kare.memory import estimate_gram_bytes
+
+    cnn = _issue3_cnn()
+    profile = forward_profile(cnn, tf.zeros([1, 28, 28, 1]))
+    assert profile.outputs == 1
+    assert 26 * 26 * 32 + 24 * 24 * 64 <= profile.activations <= 6 * (26 * 26 * 32 + 24 * 24 * 64)
+    p = cnn.count_params()
+    _, work = estimate_gram_bytes(128, 128, 1, p, 6, "trace", "jacobian", None, activations=profile.activations,
+                                  one_jacobian=True)
+    # measured peak of this Gram (benchmarks/RESULTS.md): 8.0 GB; the former O(n·P) estimate said 29 MB
+    assert 6 * 2**30 < work < 16 * 2**30
+    _, small = estimate_gram_bytes(128, 128, 1, p, 6, "trace", "structured", None)
+    assert small < 2**26
+
+
+class SmallSubclassedCNN(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(32, 3, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.head(self.pool(self.conv(x)))
+
+
+def test_kare_model_jacobian_step_refuses_batch_that_would_not_fit(monkeypatch):
+    """A subclassed CNN (jacobian NTK) gets a GramMemoryError while the step is traced, not the OOM killer."""
+    import keras_kare.memory as memory
+
+    net = SmallSubclassedCNN()
+    x = np.random.default_rng(0).normal(size=(64, 28, 28, 1)).astype("float32")
+    y = np.zeros((64, 1), "float32")
+    net(x[:1])
+    before = [w.numpy().copy() for w in net.trainable_variables]
+    model = keras_kare.KAREModel(net)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 256 * 2**20)  # pretend 256 MiB are free
+    with pytest.raises(GramMemoryError, match="a training step on a batch of 64 with the jacobian NTK.*structured NTK"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, net.trainable_variables))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 64 * 2**30)
+    model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)  # a small batch with enough memory trains
+
+
 DETERMINISM_SCRIPT = textwrap.dedent(
     """
     import json, os, sys

@@ -3,10 +3,14 @@
 from keras_kare.backend.tensorflow import (
     IMPLEMENTATIONS,
     BlockGram,
+    forward_profile,
     block_gram,
     gram,
     resolve_implementation,
     swap_examples,
 )
 
-__all__ = ["IMPLEMENTATIONS", "BlockGram", "block_gram", "gram", "resolve_implementation", "swap_examples"]
+__all__ = [
+    "IMPLEMENTATIONS", "BlockGram", "forward_profile", "block_gram", "gram", "resolve_implementation",
+    "swap_examples",
+]

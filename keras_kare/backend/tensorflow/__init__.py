@@ -8,5 +8,9 @@ provide the same functions.
 
 from keras_kare.backend.tensorflow.blocks import BlockGram, block_gram
 from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
+from keras_kare.backend.tensorflow.jacobian import forward_profile
 
-__all__ = ["IMPLEMENTATIONS", "BlockGram", "block_gram", "gram", "resolve_implementation", "swap_examples"]
+__all__ = [
+    "IMPLEMENTATIONS", "BlockGram", "forward_profile", "block_gram", "gram", "resolve_implementation",
+    "swap_examples",
+]

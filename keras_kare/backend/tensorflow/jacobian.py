@@ -5,15 +5,18 @@ trainable variable, the per-example Jacobian of the network outputs with
 ``tf.GradientTape.jacobian`` (vectorised with ``pfor``) and contracts the two
 Jacobians over the parameter axis.
 
-Cost model (n examples, C outputs, P parameters): time ``O(n C P)`` for the
-Jacobians plus ``O(n1 n2 C P)`` for the contraction (``C**2`` times that for
-``kernel="full"``); memory ``O(n C P)``. It is exact for any Keras model and is
+Cost model (n examples, C outputs, P parameters, A activations per example):
+time ``O(n C P)`` for the Jacobians plus ``O(n1 n2 C P)`` for the contraction
+(``C**2`` times that for ``kernel="full"``); memory ``O(n C (P + n A))``:
+each of the n·C vectorised backward passes holds activation cotangents for the
+whole batch (see ``keras_kare.memory``). It is exact for any Keras model and is
 the oracle the structured implementation is tested against.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import weakref
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +41,45 @@ def _per_example_jacobians(
         tf.zeros([n, c, int(np.prod(v.shape))], out.dtype) if j is None else tf.reshape(j, [n, c, -1])
         for j, v in zip(jacs, variables)
     ]
+
+
+_PROFILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_NOT_ACTIVATIONS = {"Const", "Placeholder", "ReadVariableOp", "Identity", "IdentityN", "NoOp", "Shape"}
+
+
+class ForwardProfile(NamedTuple):
+    activations: int  # float elements produced by one example's forward pass
+    outputs: int  # flattened output width C
+
+
+def forward_profile(model, x_one) -> ForwardProfile:
+    """Sizes of one example's forward pass (for the memory estimate); no computation runs.
+
+    Traces ``model(x_one, training=False)`` into a graph of its own for a
+    batch of one example and sums the sizes of every floating op output,
+    variable reads excluded (ops inside loops count once). Cached per model and
+    input signature; usable while another function is being traced.
+
+    Args:
+        model: a built Keras model.
+        x_one: a batch of one example (the nested structure the model takes;
+            symbolic tensors with static shapes work).
+    """
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x_one)
+    key = str(specs)
+    per_model = _PROFILES.setdefault(model, {})
+    if key not in per_model:
+        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(specs)
+        total = 0
+        for op in concrete.graph.get_operations():
+            if op.type in _NOT_ACTIVATIONS:
+                continue
+            for t in op.outputs:
+                if t.dtype.is_floating and t.shape.is_fully_defined():
+                    total += t.shape.num_elements()
+        outputs = sum(int(o.shape[1:].num_elements() or 1) for o in tf.nest.flatten(concrete.structured_outputs))
+        per_model[key] = ForwardProfile(total, outputs)
+    return per_model[key]
 
 
 def jacobian_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
