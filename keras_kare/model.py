@@ -9,11 +9,12 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
-from keras_kare.backend import IMPLEMENTATIONS, forward_profile, gram, resolve_implementation
+from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation
 from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
 from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
-from keras_kare.memory import check_gram_memory, estimate_gram_bytes
+from keras_kare.memory import check_gram_memory
+from keras_kare.ntk import gram_bytes
 
 _METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
 _COUNTER_NAMES = ("factor_retries", "nonfinite_steps")
@@ -263,14 +264,8 @@ class KAREModel(keras.Model):
         subclassed CNN at batch 128 is killed by the OOM killer (measured: past
         16 GB) instead of getting an error.
         """
-        net = self.base_model
-        profile = forward_profile(net, tf.nest.map_structure(lambda t: t[:1], x))
-        n_params = sum(int(w.shape.num_elements()) for w in net.trainable_variables)
-        dtype = tf.as_dtype(net.compute_dtype if tf.as_dtype(net.compute_dtype).is_floating else "float32")
-        result, work = estimate_gram_bytes(
-            n, n, profile.outputs, n_params, len(net.trainable_variables), self.kernel, "jacobian", None,
-            itemsize=dtype.size, activations=profile.activations, one_jacobian=True,
-        )
+        one = tf.nest.map_structure(lambda t: t[:1], x)
+        result, work, _ = gram_bytes(self.base_model, one, n, n, self.kernel, "jacobian", None, one_jacobian=True)
         check_gram_memory(
             result, 2 * work, f"KAREModel: a training step on a batch of {n} with the jacobian NTK", n,
             advice="A Sequential or Functional network uses the structured NTK instead (implementation='auto'), "

@@ -228,26 +228,40 @@ def compute_ntk(
         v.num_rows(x2, "x2")
     v.ensure_built(model, x1)
     implementation = resolve_implementation(model, implementation)
-    _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extra_copies)
+    _check_memory(model, x1, x2, kernel, implementation, batch_size, extra_copies)
     return blocked_gram(model, x1, x2, kernel, implementation, batch_size, verbose)
 
 
-def _check_memory(model, x1, x2, kernel, implementation, batch_size, dtype, extra_copies):
+def _check_memory(model, x1, x2, kernel, implementation, batch_size, extra_copies):
     """Raise :class:`~keras_kare.memory.GramMemoryError` before an oversized Gram is attempted."""
     n1 = v.num_rows(x1, "x1")
     n2 = n1 if x2 is None else v.num_rows(x2, "x2")
-    outputs = tf.nest.flatten(model(_slice(x1, 0, 1), training=False))
-    n_outputs = sum(int(np.prod(o.shape[1:])) for o in outputs)
-    variables = model.trainable_variables
-    n_params = sum(int(np.prod(w.shape)) for w in variables)
     one_block = x2 is None and (batch_size is None or batch_size >= n1)
-    result, work = estimate_gram_bytes(
-        n1, n2, n_outputs, n_params, len(variables), kernel, implementation, batch_size,
-        itemsize=dtype.size, extra_copies=extra_copies, one_jacobian=one_block,
-        activations=forward_profile(model, _slice(x1, 0, 1)).activations if implementation == "jacobian" else 0,
+    result, work, n_outputs = gram_bytes(
+        model, _slice(x1, 0, 1), n1, n2, kernel, implementation, batch_size, extra_copies, one_jacobian=one_block
     )
     shape = f"{n1}x{n2}" + (f"x{n_outputs}x{n_outputs}" if kernel == "full" else "")
     check_gram_memory(result, work, f"ntk: the {shape} Gram (implementation={implementation!r})", batch_size)
+
+
+def gram_bytes(
+    model, x_one, n1: int, n2: int, kernel: str, implementation: str, batch_size: Optional[int],
+    extra_copies: int = 0, one_jacobian: bool = False,
+) -> tuple[int, int, int]:
+    """(result bytes, work bytes, output width C) of an n1 × n2 Gram of ``model`` (``keras_kare.memory``).
+
+    ``x_one`` is one example (a batch of one, possibly symbolic with a static
+    shape); the forward pass is traced, not run (``backend.forward_profile``).
+    """
+    profile = forward_profile(model, x_one)
+    variables = model.trainable_variables
+    n_params = sum(int(np.prod(w.shape)) for w in variables)
+    result, work = estimate_gram_bytes(
+        n1, n2, profile.outputs, n_params, len(variables), kernel, implementation, batch_size,
+        itemsize=_model_dtype(model).size, extra_copies=extra_copies, one_jacobian=one_jacobian,
+        activations=profile.activations if implementation == "jacobian" else 0,
+    )
+    return result, work, profile.outputs
 
 
 def _unwrap(model):

@@ -42,7 +42,7 @@ def solve_dual(k: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     m[np.diag_indices(n)] += ridge
     chol, retries = robust_cholesky_numpy(m)
     if chol is None:
-        min_eig = float(min_eigenvalue(tf.constant(np.tril(m) + np.tril(m, -1).T)))
+        min_eig = float(min_eigenvalue(tf.constant(m)))
         raise FloatingPointError(failure_advice(min_eig, ridge, what="K/n + λI"))
     if retries > 0:
         logger.warning(
