@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
+from keras_kare import in_memory
 from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation
 from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
 from keras_kare.guard import NonFiniteGuard
@@ -220,7 +221,30 @@ class KAREModel(keras.Model):
             arguments["callbacks"] = list(callbacks or []) + [NonFiniteGuard(self.on_nonfinite)]
         self.stop_reason_ = None
         _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
+        # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
+        arguments = in_memory.fit_arguments(arguments)
         return super().fit(**arguments, **extra)
+
+    # -------------------------------------------------- per-epoch metric work
+    # Keras resets and reads the metrics once per epoch (and per evaluate), one
+    # eager op per metric variable: about as long as a whole KARE step on small
+    # data. Each is one compiled call here.
+    def reset_metrics(self):
+        if getattr(self, "_reset_metrics_fn", None) is None:
+            trackers = list(self._trackers.values())
+
+            def reset():
+                for tracker in trackers:
+                    tracker.reset_state()
+                return tf.constant(True)
+
+            self._reset_metrics_fn = tf.function(reset)
+        self._reset_metrics_fn()
+
+    def get_metrics_result(self):
+        if getattr(self, "_metrics_result_fn", None) is None:
+            self._metrics_result_fn = tf.function(super().get_metrics_result)
+        return self._metrics_result_fn()
 
     # ------------------------------------------------------------- KARE steps
     def _resolved_implementation(self) -> str:

@@ -1,0 +1,168 @@
+"""In-memory arrays through one pipeline per fit: same batches, same epochs, same weights as plain tf.data."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_kare import KAREModel, in_memory
+
+
+def _net(d=4, width=8, outputs=1, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((d,)), keras.layers.Dense(width, "gelu"), keras.layers.Dense(outputs)])
+
+
+def _data(rng, n=24, d=4, outputs=1):
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = np.sin(x @ rng.normal(size=(d, outputs))).astype("float32")
+    return x, y
+
+
+def _kare_model(seed=0, **kw):
+    m = KAREModel(_net(seed=seed), ridge=0.1, **kw)
+    m.compile(optimizer=keras.optimizers.SGD(0.5))
+    return m
+
+
+def _epochs(dataset, steps, n_epochs):
+    it = iter(dataset)
+    return [[next(it) for _ in range(steps)] for _ in range(n_epochs)]
+
+
+def test_epoch_dataset_batches_cover_every_example_once_per_epoch(rng):
+    x = np.arange(10, dtype="float32")[:, None]
+    y = -x
+    ds, steps = in_memory.epoch_dataset(x, y, batch_size=4, shuffle=True, seed=3)
+    assert steps == 3
+    orders = []
+    for epoch in _epochs(ds, steps, 3):
+        sizes = [int(b[0].shape[0]) for b in epoch]
+        assert sizes == [4, 4, 2]  # the last batch of every epoch is the partial one
+        xs = np.concatenate([b[0].numpy()[:, 0] for b in epoch])
+        ys = np.concatenate([b[1].numpy()[:, 0] for b in epoch])
+        assert sorted(xs) == list(range(10))  # a permutation: every example exactly once
+        np.testing.assert_array_equal(ys, -xs)  # x and y stay paired
+        orders.append(tuple(xs))
+    assert len(set(orders)) > 1  # reshuffled between epochs
+
+
+def test_epoch_dataset_without_shuffle_is_in_order(rng):
+    x, y = _data(rng, n=10)
+    ds, steps = in_memory.epoch_dataset(x, y, batch_size=4, shuffle=False)
+    for epoch in _epochs(ds, steps, 2):
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in epoch]), x)
+
+
+def test_full_batch_is_one_unpermuted_batch(rng):
+    x, y = _data(rng, n=12)
+    ds, steps = in_memory.epoch_dataset(x, y, batch_size=100, shuffle=True)
+    assert steps == 1
+    for (bx, by), in _epochs(ds, 1, 2):
+        np.testing.assert_array_equal(bx, x)
+        np.testing.assert_array_equal(by, y)
+
+
+def test_multi_input_lists_stay_separate_inputs(rng):
+    a, b = rng.normal(size=(6, 2)).astype("float32"), rng.normal(size=(6, 3)).astype("float32")
+    ds, _ = in_memory.epoch_dataset([a, b], np.zeros((6, 1), "float32"), batch_size=6)
+    (xa, xb), _ = next(iter(ds))
+    assert xa.shape == (6, 2) and xb.shape == (6, 3)
+
+
+def test_bad_inputs_are_clear_errors(rng):
+    x, y = _data(rng, n=10)
+    with pytest.raises(ValueError, match="same number of examples"):
+        in_memory.epoch_dataset(x, y[:9], batch_size=4)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            in_memory.epoch_dataset(x, y, batch_size=bad)
+    with pytest.raises(ValueError, match="validation_split"):
+        in_memory.fit_arguments({"x": x, "y": y, "validation_split": 1.5})
+
+
+def test_fit_arguments_leave_datasets_and_user_dict_alone(rng):
+    x, y = _data(rng)
+    ds = tf.data.Dataset.from_tensors((x, y))
+    args = {"x": ds, "epochs": 2}
+    assert in_memory.fit_arguments(args) == args
+    user = {"x": x, "y": y, "batch_size": 8, "validation_split": 0.25}
+    before = dict(user)
+    out = in_memory.fit_arguments(user)
+    assert user == before  # not mutated
+    assert out["steps_per_epoch"] == 3  # 18 training rows in batches of 8
+    vx, _ = next(iter(out["validation_data"]))
+    np.testing.assert_array_equal(vx, x[18:])  # Keras' split: the last quarter, before shuffling
+
+
+@pytest.mark.parametrize("batch_size", [24, 8])
+def test_same_weights_as_a_plain_tf_data_pipeline(rng, batch_size):
+    """The fast path runs exactly the steps Keras runs on the equivalent (unshuffled) tf.data input."""
+    x, y = _data(rng)
+    fast = _kare_model()
+    fast.fit(x, y, batch_size=batch_size, epochs=3, shuffle=False, verbose=0)
+    plain = _kare_model()
+    if batch_size >= len(x):  # one batch of static shape, as the fast path feeds it
+        pipeline = tf.data.Dataset.from_tensors((x, y))
+    else:
+        pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    plain.fit(pipeline, epochs=3, verbose=0)
+    for a, b in zip(fast.base_model.get_weights(), plain.base_model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # identical ops on identical batches
+
+
+def test_epoch_semantics_history_callbacks_validation(rng):
+    x, y = _data(rng, n=32)
+    seen = []
+    cb = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(e))
+    m = _kare_model()
+    hist = m.fit(x[:24], y[:24], batch_size=12, epochs=4, validation_data=(x[24:], y[24:]), callbacks=[cb], verbose=0)
+    assert seen == [0, 1, 2, 3]
+    assert len(hist.history["kare"]) == 4 and len(hist.history["val_kare"]) == 4
+    # each epoch's kare is the mean over that epoch's 2 batches: evaluate agrees with the last val entry
+    val = m.evaluate(x[24:], y[24:], batch_size=12, verbose=0, return_dict=True)
+    np.testing.assert_allclose(val["kare"], hist.history["val_kare"][-1], rtol=1e-6)
+    # resume: initial_epoch continues the numbering and History covers only the new epochs
+    seen.clear()
+    hist2 = m.fit(x[:24], y[:24], batch_size=12, epochs=6, initial_epoch=4, callbacks=[cb], verbose=0)
+    assert seen == [4, 5] and len(hist2.history["kare"]) == 2
+
+
+def test_validation_split_matches_explicit_validation_data(rng):
+    x, y = _data(rng, n=20)
+    a = _kare_model()
+    ha = a.fit(x, y, batch_size=16, epochs=2, validation_split=0.2, shuffle=False, verbose=0)
+    b = _kare_model()
+    hb = b.fit(x[:16], y[:16], batch_size=16, epochs=2, validation_data=(x[16:], y[16:]), shuffle=False, verbose=0)
+    np.testing.assert_allclose(ha.history["val_kare"], hb.history["val_kare"], rtol=1e-6)
+
+
+def test_early_stopping_stops_at_the_right_epoch(rng):
+    x, y = _data(rng)
+    m = _kare_model()
+    stop = keras.callbacks.EarlyStopping(monitor="kare", patience=0, min_delta=1e9)  # no epoch improves by 1e9
+    hist = m.fit(x, y, batch_size=24, epochs=10, callbacks=[stop], verbose=0)
+    assert len(hist.history["kare"]) == 2 and stop.stopped_epoch == 1
+
+
+def test_epoch_metrics_are_reset_every_epoch(rng):
+    """The compiled reset zeroes every tracker: an epoch's kare is that epoch's steps only."""
+    x, y = _data(rng)
+    m = _kare_model()
+    hist = m.fit(x, y, batch_size=24, epochs=3, verbose=0)
+    again = _kare_model()
+    per_step = [again.fit(x, y, batch_size=24, epochs=1, verbose=0).history["kare"][0] for _ in range(3)]
+    np.testing.assert_allclose(hist.history["kare"], per_step, rtol=1e-6)
+    assert hist.history["nonfinite_steps"] == [0.0, 0.0, 0.0]
+
+
+def test_fit_in_memory_for_a_plain_keras_model(rng):
+    x, y = _data(rng)
+    fast, plain = _net(seed=1), _net(seed=1)
+    for net in (fast, plain):
+        net.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    h = in_memory.fit_in_memory(fast, x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    plain.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    assert len(h.history["loss"]) == 3
+    for a, b in zip(fast.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
