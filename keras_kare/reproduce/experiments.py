@@ -15,7 +15,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from keras_kare.reproduce import results as R
-from keras_kare.reproduce.runner import run_seed
+from keras_kare.reproduce.eta import ETA
+from keras_kare.reproduce.runner import TrainerPool, run_seed
 from keras_kare.reproduce.scoring import score_table
 
 logger = logging.getLogger("keras_kare.reproduce")
@@ -69,19 +70,23 @@ def _paper_dict(values) -> Optional[dict]:
 
 def _run_seeds(out: Path, settings: dict, load: Callable[[int], tuple], cfg: dict, log, classification: bool):
     rows = []
+    pool = TrainerPool()  # one compiled KARE and DNN model for all seeds (same architecture)
+    eta = ETA(len(settings["seeds"]))
     for k, seed in enumerate(settings["seeds"]):
         key = f"seed_{seed}"
         done = R.load_unit(out, key)
         if done is not None:
+            eta.skip()
             log(f"[seed {seed}] already done in {R.unit_path(out, key)}, skipped ({k + 1}/{len(settings['seeds'])})")
             rows += done["rows"]
             continue
         log(f"[seed {seed}] start ({k + 1}/{len(settings['seeds'])})")
         t0 = time.time()
         x_tr, y_tr, x_te, y_te = load(seed)
-        seed_rows = run_seed(x_tr, y_tr, x_te, y_te, seed, cfg, log=log, classification=classification)
-        R.save_unit(out, key, {"seed": seed, "seconds": time.time() - t0, "rows": seed_rows})
-        log(f"[seed {seed}] done in {time.time() - t0:.0f}s")
+        seed_rows = run_seed(x_tr, y_tr, x_te, y_te, seed, cfg, log=log, classification=classification, pool=pool)
+        seconds = time.time() - t0
+        R.save_unit(out, key, {"seed": seed, "seconds": seconds, "rows": seed_rows})
+        log(f"[seed {seed}] done in {seconds:.1f}s ({eta.done(seconds)})")
         rows += seed_rows
     return rows
 
@@ -187,18 +192,20 @@ def run_uci_dataset(data_dir, name: str, s: dict, log=logger.info) -> dict:
     outputs = y_fit.shape[1]
     records = []
     quiet = lambda msg: None  # noqa: E731  (per-config training logs would drown the per-data-set log)
+    pool = TrainerPool()  # configurations of one architecture share their compiled steps
     for method, depth, width, lr in _uci_configs(s):
         keras.utils.set_random_seed(s["seed"])
         net = build_mlp(x_tr.shape[1], depth, width, outputs, seed=s["seed"])
         if method == "kare":
-            model, info = train_kare(net, x_tr, y_fit, s["kare_ridge"], lr, s["kare_steps"], None, quiet)
+            model, info = train_kare(net, x_tr, y_fit, s["kare_ridge"], lr, s["kare_steps"], None, quiet,
+                                     kernel=s["kernel"], pool=pool)
             res = krr_path(model, x_tr, y_tr, x_te, y_te, s["ridges"], s["kernel"])
             records.append({"method": "kare", "depth": depth, "width": width, "lr": lr,
                             "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist(),
                             "stopped_at": info["stopped_at"]})
         else:
             bs = len(x_tr) if len(x_tr) <= s["dnn_batch_size"] else s["dnn_batch_size"]
-            net, info = train_dnn(net, x_tr, y_fit, lr, s["dnn_steps"], bs, quiet)
+            net, info = train_dnn(net, x_tr, y_fit, lr, s["dnn_steps"], bs, quiet, pool=pool)
             pred = net.predict(x_te, batch_size=4096, verbose=0)
             _, acc = score(pred if y_te.ndim > 1 else pred[:, 0], y_te)
             records.append({"method": "dnn", "depth": depth, "width": width, "lr": lr, "accuracy": acc,

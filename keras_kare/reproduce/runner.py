@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_kare import in_memory
 from keras_kare.model import KAREModel
 from keras_kare.predictor import KernelPredictor
 from keras_kare.reproduce.initializers import build_mlp
@@ -36,32 +37,36 @@ METHODS = ("kare", "after_kernel", "dnn")
 
 
 class _Progress(keras.callbacks.Callback):
-    """Logs every ``every`` epochs; keeps the last finite weights and stops on NaN/inf.
+    """Logs every ``every`` epochs and stops on a non-finite loss, keeping the last finite weights.
 
-    The paper stops KARE training on a failed factorisation / NaN; here the
-    network is also rolled back to its last finite state so that the kernel
-    evaluated afterwards is a real one.
+    The paper stops KARE training on a failed factorisation / NaN. A
+    :class:`~keras_kare.KAREModel` never applies a non-finite step, so its
+    weights are already those of the last good step; for a plain network
+    (``snapshot``) the weights of the last epoch with a finite loss are kept
+    on-device (:class:`_Snapshot`) and restored, so that the kernel evaluated
+    afterwards is a real one.
     """
 
-    def __init__(self, label: str, total: int, every: int, key: str, log: Callable[[str], None], steps_per_epoch: int = 1):
+    def __init__(self, label: str, total: int, every: int, key: str, log: Callable[[str], None],
+                 steps_per_epoch: int = 1, snapshot: Optional["_Snapshot"] = None):
         super().__init__()
         self.label, self.total, self.every, self.key, self.log = label, total, max(1, every), key, log
         self.spe = steps_per_epoch
+        self.snapshot = snapshot
         self.stopped_at: Optional[int] = None
         self.last: Optional[float] = None
-        self._good = None
 
     def on_train_begin(self, logs=None):
         self.t0 = time.time()
-        self._good = [np.array(w) for w in self._net().get_weights()]
-
-    def _net(self):
-        return getattr(self.model, "base_model", self.model)
+        if self.snapshot is not None:
+            self.snapshot.save()
 
     def on_epoch_end(self, epoch, logs=None):
         value = float((logs or {}).get(self.key, np.nan))
-        if not math.isfinite(value) or not all(np.all(np.isfinite(w)) for w in self._net().get_weights()):
-            self._net().set_weights(self._good)
+        finite = math.isfinite(value) and (self.snapshot is None or self.snapshot.save())
+        if not finite:
+            if self.snapshot is not None:
+                self.snapshot.restore()
             self.stopped_at = (epoch + 1) * self.spe
             self.model.stop_training = True
             self.log(
@@ -69,11 +74,106 @@ class _Progress(keras.callbacks.Callback):
                 f"weights of step {epoch * self.spe}"
             )
             return
-        self._good = [np.array(w) for w in self._net().get_weights()]
         self.last = value
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.total:
             step, total = (epoch + 1) * self.spe, self.total * self.spe
             self.log(f"{self.label}: step {step}/{total} {self.key}={value:.5g} ({time.time() - self.t0:.1f}s)")
+
+
+class _Snapshot:
+    """An on-device copy of a network's weights: ``save()`` (only if all finite; returns whether) and ``restore()``.
+
+    One compiled call per epoch instead of copying every weight to NumPy.
+    """
+
+    def __init__(self, variables):
+        self.variables = list(variables)
+        self.copies = [tf.Variable(v, trainable=False) for v in self.variables]
+
+        def save():
+            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in self.variables])
+
+            def assign():
+                for c, v in zip(self.copies, self.variables):
+                    c.assign(v)
+                return tf.constant(True)
+
+            return tf.cond(ok, assign, lambda: tf.constant(False))
+
+        def restore():
+            for c, v in zip(self.copies, self.variables):
+                v.assign(c)
+            return tf.constant(True)
+
+        self._save, self._restore = tf.function(save), tf.function(restore)
+
+    def save(self) -> bool:
+        return bool(self._save())
+
+    def restore(self) -> None:
+        self._restore()
+
+
+def _architecture(net) -> tuple:
+    """What makes two networks interchangeable for a compiled step: layer types, weight shapes, activations."""
+    key = []
+    for layer in net.layers:
+        act = getattr(layer, "activation", None)
+        key.append((type(layer).__name__, getattr(act, "__name__", str(act)),
+                    tuple((tuple(w.shape), w.dtype) for w in layer.weights)))
+    inputs = tuple(tuple(t.shape) for t in net.inputs) if getattr(net, "inputs", None) else None
+    return inputs, tuple(key)
+
+
+def _reset_optimizer(optimizer, lr: float) -> None:
+    """Back to a fresh optimizer: iterations and slots zero, learning rate ``lr`` (a variable: no retrace)."""
+    lr_var = optimizer.learning_rate if isinstance(optimizer.learning_rate, keras.Variable) else None
+    for var in optimizer.variables:
+        if var is not lr_var:
+            var.assign(np.zeros(var.shape, dtype=var.dtype))
+    optimizer.learning_rate = lr
+
+
+class TrainerPool:
+    """Compiled trainers reused across configurations (seeds, learning rates) of one architecture.
+
+    Building and compiling a fresh model per configuration retraces its
+    ``tf.function`` steps (seconds each on a CPU, more than a whole small
+    training). A pool keeps one compiled model per (architecture, objective,
+    batch layout); a new configuration copies its freshly initialised weights
+    into it, zeroes the optimizer state and sets the learning rate variable,
+    so its training is that of a fresh model with the same initial weights.
+
+    The model a ``train_*`` call returns is *reused* by the next call of the
+    same architecture: use it (predict, kernel ridge regression) before
+    training the next configuration. Without a pool every call builds its own.
+
+    Attributes:
+        builds: number of compiled models created (one per distinct key).
+
+    Example:
+        >>> pool = TrainerPool()
+        >>> for lr in (100.0, 10.0):                                   # doctest: +SKIP
+        ...     model, info = train_kare(build_mlp(10, 1, 64, 1, seed=0), x, y, 0.1, lr, 100, pool=pool)
+    """
+
+    def __init__(self):
+        self._entries: dict = {}
+        self.builds = 0
+
+    def get(self, key, net, build: Callable, lr: float):
+        """The pooled model for ``key`` with ``net``'s weights and a fresh optimizer at ``lr`` (built on first use)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = build(net)
+            self.builds += 1
+            return entry
+        model = entry["model"]
+        target = getattr(model, "base_model", model)
+        target.set_weights(net.get_weights())
+        _reset_optimizer(model.optimizer, lr)
+        model.stop_training = False
+        return entry
 
 
 def _batch(n: int, batch_size: Optional[int]) -> int:
@@ -83,42 +183,64 @@ def _batch(n: int, batch_size: Optional[int]) -> int:
     return n if n <= 5000 else 32
 
 
-def train_kare(net, x, y, ridge: float, lr: float, steps: int, batch_size=None, log=logger.info, label="kare"):
+def train_kare(net, x, y, ridge: float, lr: float, steps: int, batch_size=None, log=logger.info, label="kare",
+               kernel: str = "summed_output", pool: Optional[TrainerPool] = None):
     """Train ``net``'s NTK on KARE with SGD; returns (KAREModel, info dict).
 
     ``steps`` counts passes over the data (= SGD steps for full batch).
+    ``kernel`` is the NTK mode KARE is computed with; use the same mode for
+    kernel ridge regression afterwards (the paper differentiates the sum of
+    the outputs: ``"summed_output"``). With a ``pool`` the compiled model is
+    reused across calls (see :class:`TrainerPool`).
     """
     n = len(x)
     bs = _batch(n, batch_size)
     if n % bs == 1:  # a last batch of one example has constant KARE
         bs += 1
-    model = KAREModel(net, ridge=ridge)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr))
+
+    def build(network):
+        model = KAREModel(network, ridge=ridge, kernel=kernel)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr))
+        return {"model": model}
+
+    key = ("kare", _architecture(net), float(ridge), kernel, bs)
+    entry = pool.get(key, net, build, lr) if pool is not None else build(net)
+    model = entry["model"]
     cb = _Progress(label, steps, max(1, steps // 5), "kare", log)
     t0 = time.time()
     model.fit(x, y, batch_size=bs, epochs=steps, shuffle=bs < n, verbose=0, callbacks=[cb])
     return model, {"train_seconds": time.time() - t0, "final_kare": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
 
 
-def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info, label="dnn"):
-    """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info)."""
+def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info, label="dnn",
+              pool: Optional[TrainerPool] = None):
+    """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
+
+    In-memory data go through :func:`keras_kare.in_memory.epoch_dataset` (one
+    pipeline for the whole run) and one compiled call runs a whole epoch
+    (``steps_per_execution``); a full batch runs 100 SGD steps per call. With a
+    ``pool`` the compiled network is reused across calls (see :class:`TrainerPool`).
+    """
     n = len(x)
     bs = _batch(n, batch_size)
-    net.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
-    cb = _Progress(label, steps, max(1, steps // 5), "loss", log)
+    full = bs >= n
+    spe = max(1, min(100, steps)) if full else math.ceil(n / bs)  # SGD steps per Keras epoch (= per call)
+
+    def build(network):
+        network.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse", steps_per_execution=spe)
+        return {"model": network, "snapshot": _Snapshot(network.trainable_variables)}
+
+    key = ("dnn", _architecture(net), bs, spe)
+    entry = pool.get(key, net, build, lr) if pool is not None else build(net)
+    model = entry["model"]
+    data, batches = in_memory.epoch_dataset(x, y, batch_size=bs, shuffle=not full)
+    epochs, rest = divmod(steps, spe) if full else (steps, 0)
+    cb = _Progress(label, epochs, max(1, epochs // 5), "loss", log, steps_per_epoch=spe, snapshot=entry["snapshot"])
     t0 = time.time()
-    if bs >= n:  # full batch: one cached batch, `chunk` SGD steps per Keras epoch (fast on CPU)
-        chunk = max(1, min(100, steps))
-        net.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse", steps_per_execution=chunk)
-        data = tf.data.Dataset.from_tensors((x, y)).repeat()
-        epochs, rest = divmod(steps, chunk)
-        cb.total, cb.every, cb.spe = epochs, max(1, epochs // 5), chunk
-        net.fit(data, steps_per_epoch=chunk, epochs=epochs, shuffle=False, verbose=0, callbacks=[cb])
-        if rest and cb.stopped_at is None:
-            net.fit(data, steps_per_epoch=rest, epochs=1, shuffle=False, verbose=0)
-    else:
-        net.fit(x, y, batch_size=bs, epochs=steps, shuffle=True, verbose=0, callbacks=[cb])
-    return net, {"train_seconds": time.time() - t0, "final_loss": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
+    model.fit(data, steps_per_epoch=spe if full else batches, epochs=epochs, shuffle=False, verbose=0, callbacks=[cb])
+    if rest and cb.stopped_at is None:
+        model.fit(data, steps_per_epoch=rest, epochs=1, shuffle=False, verbose=0)
+    return model, {"train_seconds": time.time() - t0, "final_loss": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
 
 
 def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -151,12 +273,16 @@ def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output") -> d
     }
 
 
-def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, classification: bool = False) -> list[dict]:
+def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, classification: bool = False,
+             pool: Optional[TrainerPool] = None) -> list[dict]:
     """All three methods on one data draw; returns result rows (one per method × ridge; one for the DNN).
 
     ``cfg`` keys: depth, width, kare_ridge, kare_lr, kare_steps, dnn_lr,
-    dnn_steps, ridges, batch_size (None: paper rule), kernel.
+    dnn_steps, ridges, batch_size (None: paper rule), kernel (the NTK mode of
+    both KARE training and kernel ridge regression). A ``pool`` reuses compiled
+    models across seeds (:class:`TrainerPool`).
     """
+    kernel = cfg.get("kernel", "summed_output")
     outputs = 1 if y_tr.ndim == 1 else y_tr.shape[1]
     y_fit = y_tr if y_tr.ndim > 1 else y_tr.reshape(-1, 1)
     keras.utils.set_random_seed(seed)
@@ -167,14 +293,16 @@ def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, clas
     rows = []
     tag = f"seed {seed}"
     kare_model, info = train_kare(
-        net(), x_tr, y_fit, cfg["kare_ridge"], cfg["kare_lr"], cfg["kare_steps"], cfg.get("batch_size"), log, f"[{tag}] NTK-KARE"
+        net(), x_tr, y_fit, cfg["kare_ridge"], cfg["kare_lr"], cfg["kare_steps"], cfg.get("batch_size"), log,
+        f"[{tag}] NTK-KARE", kernel=kernel, pool=pool,
     )
-    res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], cfg.get("kernel", "summed_output"))
+    res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel)
     log(f"[{tag}] NTK-KARE: best test MSE {res['test_mse'].min():.4f} over the ridge grid "
         f"(train {info['train_seconds']:.0f}s, kernels {res['kernel_seconds']:.0f}s)")
     rows += _rows("kare", seed, res, info)
 
-    dnn, info = train_dnn(net(), x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log, f"[{tag}] DNN")
+    dnn, info = train_dnn(net(), x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log, f"[{tag}] DNN",
+                          pool=pool)
     pred = dnn.predict(x_te, batch_size=4096, verbose=0)
     mse, acc = score(pred if y_te.ndim > 1 else pred[:, 0], y_te)
     log(f"[{tag}] DNN: test MSE {mse:.4f} (train {info['train_seconds']:.0f}s)")
@@ -183,7 +311,7 @@ def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, clas
          "test_accuracy": acc if classification else None, "kare": None, "loo_mse": None, "train_mse": None,
          "train_seconds": info["train_seconds"], "stopped_at": info["stopped_at"]}
     )
-    res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], cfg.get("kernel", "summed_output"))
+    res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel)
     log(f"[{tag}] after-kernel: best test MSE {res['test_mse'].min():.4f} (kernels {res['kernel_seconds']:.0f}s)")
     rows += _rows("after_kernel", seed, res, {"train_seconds": None, "stopped_at": None})
     if not classification:

@@ -1,0 +1,127 @@
+"""Sweeps reuse compiled steps (TrainerPool) without changing what any configuration trains to."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_kare.reproduce import build_mlp, runner
+from keras_kare.reproduce.eta import ETA, format_seconds
+from keras_kare.reproduce.runner import TrainerPool, train_dnn, train_kare
+
+quiet = lambda msg: None  # noqa: E731
+
+
+def _data(rng, n=20, d=3, outputs=1):
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = np.tanh(x @ rng.normal(size=(d, outputs))).astype("float32")
+    return x, y
+
+
+def _net(seed, d=3, outputs=1):
+    return build_mlp(d, 1, 16, outputs, seed=seed)
+
+
+def _count_traces(monkeypatch, cls) -> list:
+    """``train_step`` runs in Python only while its tf.function is traced: count those runs."""
+    calls = []
+    original = cls.train_step
+
+    def counted(self, data):
+        calls.append(1)
+        return original(self, data)
+
+    monkeypatch.setattr(cls, "train_step", counted)
+    return calls
+
+
+def test_kare_sweep_traces_once_and_matches_fresh_models(rng, monkeypatch):
+    traces = _count_traces(monkeypatch, runner.KAREModel)
+    x, y = _data(rng)
+    pool = TrainerPool()
+    configs = [(0, 1.0), (1, 1.0), (0, 0.1), (2, 0.5)]
+    pooled = []
+    for seed, lr in configs:
+        model, info = train_kare(_net(seed), x, y, 0.1, lr, 3, None, quiet, pool=pool)
+        pooled.append((info["final_kare"], [w.copy() for w in model.base_model.get_weights()]))
+    assert pool.builds == 1
+    assert len(traces) == 1  # one trace for the whole sweep
+    for (seed, lr), (kare, weights) in zip(configs, pooled):
+        fresh, info = train_kare(_net(seed), x, y, 0.1, lr, 3, None, quiet)
+        assert info["final_kare"] == pytest.approx(kare, rel=1e-6)
+        for a, b in zip(weights, fresh.base_model.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # same ops, same inputs: float32 round-off at most
+
+
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_dnn_sweep_traces_once_and_matches_fresh_models(rng, monkeypatch, batch_size):
+    traces = _count_traces(monkeypatch, keras.Sequential)
+    x, y = _data(rng)
+    pool = TrainerPool()
+    configs = [(0, 0.1), (1, 0.05), (0, 0.01)]
+    pooled = []
+    for seed, lr in configs:
+        keras.utils.set_random_seed(seed)  # the batch shuffle draws from the global seed
+        net, info = train_dnn(_net(seed), x, y, lr, 7, batch_size, quiet, pool=pool)
+        pooled.append([w.copy() for w in net.get_weights()])
+    assert pool.builds == 1
+    assert len(traces) == 1
+    for (seed, lr), weights in zip(configs, pooled):
+        keras.utils.set_random_seed(seed)
+        fresh, _ = train_dnn(_net(seed), x, y, lr, 7, batch_size, quiet)
+        for a, b in zip(weights, fresh.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_pool_keys_separate_architectures_and_objectives(rng):
+    x, y = _data(rng)
+    pool = TrainerPool()
+    train_kare(_net(0), x, y, 0.1, 1.0, 1, None, quiet, pool=pool)
+    train_kare(build_mlp(3, 2, 16, 1, seed=0), x, y, 0.1, 1.0, 1, None, quiet, pool=pool)  # deeper
+    train_kare(_net(0), x, y, 0.2, 1.0, 1, None, quiet, pool=pool)  # another KARE ridge
+    train_dnn(_net(0), x, y, 0.1, 2, None, quiet, pool=pool)
+    assert pool.builds == 4
+
+
+def test_dnn_divergence_restores_last_finite_weights(rng):
+    x, y = _data(rng)
+    msgs = []
+    net, info = train_dnn(_net(0), x, y * 1e6, 1e3, 300, None, msgs.append)
+    assert info["stopped_at"] is not None
+    assert all(np.all(np.isfinite(w)) for w in net.get_weights())
+    assert any("not finite" in m for m in msgs)
+
+
+def test_run_seed_trains_and_predicts_with_the_same_kernel_mode(rng, monkeypatch):
+    """KARE training must use cfg['kernel'], the mode kernel ridge regression uses afterwards."""
+    seen = {"train": [], "krr": []}
+    model_cls, predictor_cls = runner.KAREModel, runner.KernelPredictor
+
+    def spy_model(*args, **kwargs):
+        seen["train"].append(kwargs.get("kernel", "trace"))
+        return model_cls(*args, **kwargs)
+
+    def spy_predictor(*args, **kwargs):
+        seen["krr"].append(kwargs.get("kernel"))
+        return predictor_cls(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "KAREModel", spy_model)
+    monkeypatch.setattr(runner, "KernelPredictor", spy_predictor)
+    x, y = _data(rng, n=30, outputs=3)
+    cfg = dict(depth=1, width=8, kare_ridge=0.1, kare_lr=1.0, kare_steps=2, dnn_lr=0.1, dnn_steps=2,
+               ridges=[1e-2, 1.0], batch_size=None, kernel="summed_output")
+    runner.run_seed(x[:20], y[:20], x[20:], y[20:], 0, cfg, log=quiet)
+    assert seen["train"] == ["summed_output"]
+    assert seen["krr"] == ["summed_output", "summed_output"]
+
+
+def test_eta_lines():
+    eta = ETA(4)
+    eta.skip()
+    assert eta.remaining_seconds() is None
+    line = eta.done(10.0)
+    assert line == "2/4 done, 10s elapsed, ETA 20s"  # 2 timed units left at 10 s each
+    assert eta.done(30.0).endswith("ETA 20s")  # mean 20 s, 1 left
+    assert "ETA" not in eta.done(5.0)
+    assert format_seconds(125) == "2m 05s" and format_seconds(7260) == "2h 01m"
+    with pytest.raises(ValueError, match="total"):
+        ETA(-1)
