@@ -217,14 +217,18 @@ def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info
     """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
 
     In-memory data go through :func:`keras_kare.in_memory.epoch_dataset` (one
-    pipeline for the whole run) and one compiled call runs a whole epoch
-    (``steps_per_execution``); a full batch runs 100 SGD steps per call. With a
-    ``pool`` the compiled network is reused across calls (see :class:`TrainerPool`).
+    pipeline for the whole run, reshuffled every pass for mini-batches) and one
+    compiled call runs about 100 SGD steps (``steps_per_execution``; whole
+    passes), so the per-call overhead of Keras is paid once per ~100 steps. The
+    loss is checked for divergence after every call. With a ``pool`` the
+    compiled network is reused across calls (see :class:`TrainerPool`).
     """
     n = len(x)
     bs = _batch(n, batch_size)
     full = bs >= n
-    spe = max(1, min(100, steps)) if full else math.ceil(n / bs)  # SGD steps per Keras epoch (= per call)
+    per_pass = math.ceil(n / bs)  # SGD steps per pass over the data
+    passes_per_call = max(1, min(steps, 100 // per_pass))
+    spe = per_pass * passes_per_call  # SGD steps per compiled call (= per Keras epoch)
 
     def build(network):
         network.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse", steps_per_execution=spe)
@@ -233,13 +237,14 @@ def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info
     key = ("dnn", _architecture(net), bs, spe)
     entry = pool.get(key, net, build, lr) if pool is not None else build(net)
     model = entry["model"]
-    data, batches = in_memory.epoch_dataset(x, y, batch_size=bs, shuffle=not full)
-    epochs, rest = divmod(steps, spe) if full else (steps, 0)
+    data, _ = in_memory.epoch_dataset(x, y, batch_size=bs, shuffle=not full)
+    epochs, rest = divmod(steps, passes_per_call)
     cb = _Progress(label, epochs, max(1, epochs // 5), "loss", log, steps_per_epoch=spe, snapshot=entry["snapshot"])
     t0 = time.time()
-    model.fit(data, steps_per_epoch=spe if full else batches, epochs=epochs, shuffle=False, verbose=0, callbacks=[cb])
+    model.fit(data, steps_per_epoch=spe, epochs=epochs, shuffle=False, verbose=0, callbacks=[cb])
     if rest and cb.stopped_at is None:
-        model.fit(data, steps_per_epoch=rest, epochs=1, shuffle=False, verbose=0)
+        # a call always runs `spe` steps on an endless dataset: the remaining passes come from a finite one
+        model.fit(data.take(rest * per_pass), epochs=1, shuffle=False, verbose=0)
     return model, {"train_seconds": time.time() - t0, "final_loss": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
 
 
