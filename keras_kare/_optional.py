@@ -46,7 +46,8 @@ def require(module: str, purpose: str) -> ModuleType:
         if err.name is not None and err.name.split(".")[0] != module:
             raise  # the package is installed but one of its own dependencies is missing: show that
         raise MissingExtraError(
-            f"{purpose} needs {dist}, which is not installed: pip install 'keras-kare[{extra}]' (or pip install {dist})."
+            f"{purpose} needs {dist}, which is not installed: "
+            f"pip install 'keras-kare[{extra}]' (or pip install {dist})."
         ) from err
 
 

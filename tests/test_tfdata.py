@@ -16,8 +16,7 @@ except ImportError:  # the [tfds] extra is not installed
 
 from keras_kare import KAREModel
 from keras_kare._optional import MissingExtraError
-from keras_kare.datasets import DatasetError, read_idx
-from keras_kare.datasets import tfdata
+from keras_kare.datasets import DatasetError, read_idx, tfdata
 
 needs_tfds = pytest.mark.skipif(tfds is None, reason="tensorflow-datasets not installed (the [tfds] extra)")
 

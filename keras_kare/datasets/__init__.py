@@ -12,11 +12,11 @@ All loaders return numpy arrays and raise :class:`DatasetError` (a ``ValueError`
 with a one-line message naming the file when data are missing or malformed.
 """
 
+from keras_kare.datasets import tfdata
 from keras_kare.datasets.errors import DatasetError
 from keras_kare.datasets.idx import read_idx
 from keras_kare.datasets.mnist import load_mnist_7v9, mnist_dir
 from keras_kare.datasets.synthetic import make_single_index
-from keras_kare.datasets import tfdata
 from keras_kare.datasets.tfdata import from_arrays, from_idx, from_tfds
 from keras_kare.datasets.uci import (
     UCIDataset,
