@@ -9,7 +9,6 @@ import pytest
 
 from keras_kare.datasets import (
     DatasetError,
-    decode_predictions,
     encode_targets,
     list_uci_datasets,
     load_mnist_7v9,
@@ -21,6 +20,7 @@ from keras_kare.datasets import (
     uci_split,
 )
 from keras_kare.datasets.synthetic import single_index_target
+from keras_kare.decision import class_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UCI_DIR = FIXTURES / "uci"
@@ -241,8 +241,9 @@ def test_uci_standardisation_branch_by_hand():
 def test_encode_decode():
     np.testing.assert_array_equal(encode_targets([0, 1, 1], 2), [-1, 1, 1])
     np.testing.assert_array_equal(encode_targets([2, 0], 3), [[-1, -1, 1], [1, -1, -1]])
-    np.testing.assert_array_equal(decode_predictions(np.array([0.3, -0.1, 0.0])), [1, 0, 0])
-    np.testing.assert_array_equal(decode_predictions(np.array([[0.1, 0.5, -1], [2, 0, 0]])), [1, 0])
+    labels = np.array([0, 1, 1, 0])
+    np.testing.assert_array_equal(class_index(encode_targets(labels, 2)), labels)  # decoding inverts encoding
+    np.testing.assert_array_equal(class_index(encode_targets([2, 0, 1], 3)), [2, 0, 1])
 
 
 def _copy_fixture(tmp_path, name="tiny2"):

@@ -20,7 +20,6 @@ from keras_kare.datasets.synthetic import make_single_index
 from keras_kare.datasets.tfdata import from_arrays, from_idx, from_tfds
 from keras_kare.datasets.uci import (
     UCIDataset,
-    decode_predictions,
     encode_targets,
     list_uci_datasets,
     load_uci,
@@ -31,7 +30,6 @@ from keras_kare.datasets.uci import (
 __all__ = [
     "DatasetError",
     "UCIDataset",
-    "decode_predictions",
     "encode_targets",
     "from_arrays",
     "from_idx",
