@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = exp.add_parser("mnist", help="Figure 2: MNIST 7 vs 9",
                        description="Figure 2: MNIST 7 (+1) vs 9 (−1), 2-pixel crop, per-image centring, 1000/1000.")
     _common(p)
-    p.add_argument("--data-dir", type=Path, help="folder with MNIST IDX files (default: TFDS if prepared, else known folders)")
+    p.add_argument("--data-dir", type=Path, help="folder with MNIST IDX files (default: $KERAS_KARE_DATA/mnist, else a prepared TFDS mnist)")
     p.add_argument("--n-train", type=_pos_int, help="training examples (paper 1000)")
     p.add_argument("--n-test", type=_pos_int, help="test examples (paper 1000)")
 
