@@ -1,7 +1,7 @@
 """Overhead of keras_kare.callbacks.KernelMonitor (and KernelRidgeEvaluation) as a % of epoch time.
 
-Workload (issue 6): KAREModel on an MLP 784-512-512-1 (GELU), batch 256, SGD,
-MNIST 7-vs-9 from the offline IDX test set (``../shared/data/mnist``; random
+Workload: KAREModel on an MLP 784-512-512-1 (GELU), batch 256, SGD,
+MNIST 7-vs-9 from the IDX test set in ``$KERAS_KARE_DATA/mnist`` (random
 data of the same shape if absent), ``steps`` steps per epoch (default 5: the offline set has 2037 7s and 9s). The monitor runs
 at its default frequency (every epoch) on a probe batch of 256 examples.
 
@@ -38,7 +38,8 @@ from keras_kare.callbacks import KernelMonitor, KernelRidgeEvaluation  # noqa: E
 from keras_kare.datasets import tfdata  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST = REPO.parent / "shared" / "data" / "mnist"
+_DATA = os.environ.get("KERAS_KARE_DATA")  # offline data sets; DATA/mnist holds MNIST's IDX files
+MNIST = Path(_DATA) / "mnist" if _DATA else None
 BATCH = 256
 
 
@@ -55,7 +56,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def data(n: int):
-    if MNIST.is_dir():
+    if MNIST is not None and MNIST.is_dir():
         x, y = tfdata.prepare_arrays(
             *tfdata.load_idx_arrays(MNIST, "t10k"), classes=(7, 9), encoding="pm1", seed=0,
             normalize_method="scale", flatten=True,

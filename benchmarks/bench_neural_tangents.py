@@ -1,11 +1,10 @@
 """neural-tangents (JAX) peer column for bench_ntk.py, workloads 1-3.
 
-Runs in a separate environment (neural-tangents 0.6.5 needs an older JAX):
+Runs in a separate environment (neural-tangents 0.6.5 needs an older JAX),
+made by ``benchmarks/make_peer_env.sh``:
 
-    python3 -m venv /work/venv-jax
-    /work/venv-jax/bin/pip install "jax==0.4.23" "jaxlib==0.4.23" neural-tangents \
-        "tf2jax==0.3.6" "numpy<2" "scipy<1.14"
-    /work/venv-jax/bin/python benchmarks/bench_neural_tangents.py --out benchmarks/results/neural_tangents.json
+    benchmarks/make_peer_env.sh .venv-nt
+    .venv-nt/bin/python benchmarks/bench_neural_tangents.py --out benchmarks/results/neural_tangents.json
 
 Same architectures as bench_ntk.py, written as plain JAX functions with Keras'
 default initialisation (Glorot-uniform kernels, zero biases) and Keras' exact

@@ -1,4 +1,4 @@
-"""Benchmark: structured vs jacobian NTK (issue 3 workloads 1-5).
+"""Benchmark: structured vs jacobian NTK (workloads 1-5 below).
 
 Every configuration runs in its own subprocess (fresh TensorFlow runtime, so
 its peak resident memory is its own); within one invocation of this script all
@@ -281,7 +281,7 @@ def main(argv=None):
     ap.add_argument("--mem-limit-gb", type=float, default=8.0,
                     help="abort a configuration whose resident memory exceeds this (reported as a lower bound)")
     ap.add_argument("--resume", default=None,
-                    help="a previous log of this script: configurations with a result there are not rerun")
+                    help="a JSON log written by this script: configurations with a result there are not rerun")
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.run_one:

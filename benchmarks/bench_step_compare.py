@@ -1,14 +1,13 @@
 """Interleaved step-time comparison: this tree vs a git revision vs a minimal prototype.
 
-The issue-3 step (KAREModel.train_step, MLP 784-512-512-1 GELU, batch 256,
+The benchmark step (KAREModel.train_step, MLP 784-512-512-1 GELU, batch 256,
 float32, graph mode) is timed for several arms *in one process*, calling the
 arms in turn, so that the shared machine's drift affects all of them alike:
 
 * ``work``: the package in this working tree;
 * ``rev``: the package at ``--rev`` (extracted with ``git archive`` into a
   temporary directory and imported under another name);
-* ``prototype``: the "30-line structured TensorFlow prototype" of the issue,
-  re-written from its description (explicit Δ by a tape, K = Σ (AAᵀ+1)⊙(ΔΔᵀ),
+* ``prototype``: a minimal structured TensorFlow step (explicit Δ by a tape, K = Σ (AAᵀ+1)⊙(ΔΔᵀ),
   KARE by Cholesky in float64, plain SGD update).
 
 All arms share one network and one batch (the learning rate is 1e-12, so the

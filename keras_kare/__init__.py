@@ -13,13 +13,18 @@ Public API:
     callbacks.KernelRidgeEvaluation(x, y, validation_data, every_n_epochs=1)
 """
 
-from keras_kare import callbacks, layers
-from keras_kare.model import KAREModel
-from keras_kare.ntk import ntk
-from keras_kare.predictor import KernelPredictor, NotFittedError
-from keras_kare.ridge import RidgePath
-from keras_kare.risk import kare
+from keras_kare._startup import tensorflow_startup
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "kare", "layers", "ntk", "__version__"]
+with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a no-op for library use
+    from keras_kare import callbacks, layers
+    from keras_kare.model import KAREModel
+    from keras_kare.ntk import ntk
+    from keras_kare.predictor import KernelPredictor, NotFittedError
+    from keras_kare.ridge import RidgePath
+    from keras_kare.risk import kare
+
+__all__ = [
+    "callbacks", "KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "kare", "layers", "ntk", "__version__",
+]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -101,7 +100,7 @@ def _common(p: argparse.ArgumentParser, single_net: bool = True):
     g.add_argument("--out", type=Path, default=None, help="results folder (default: results/<experiment>-<time>); never overwritten")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same settings)")
     g.add_argument("--quick", action="store_true", help="few seeds/steps: minutes on a CPU (not the paper's settings)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up log")
     g.add_argument("--ridges", type=_floats, help="relative ridge grid λ̃ for KRR, comma-separated")
     g.add_argument("--kare-ridge", type=_pos_float, help="KARE's ridge z (paper 0.1, absolute)")
     g.add_argument("--kare-steps", type=_pos_int, help="KARE SGD steps (passes over the data)")
@@ -136,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = exp.add_parser("mnist", help="Figure 2: MNIST 7 vs 9",
                        description="Figure 2: MNIST 7 (+1) vs 9 (−1), 2-pixel crop, per-image centring, 1000/1000.")
     _common(p)
-    p.add_argument("--data-dir", type=Path, help="folder with MNIST IDX files (default: TFDS if prepared, else known folders)")
+    p.add_argument("--data-dir", type=Path, help="folder with MNIST IDX files (default: $KERAS_KARE_DATA/mnist, else a prepared TFDS mnist)")
     p.add_argument("--n-train", type=_pos_int, help="training examples (paper 1000)")
     p.add_argument("--n-test", type=_pos_int, help="test examples (paper 1000)")
 
@@ -210,27 +209,22 @@ class _Logger:
                 f.write(line + "\n")
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import warnings
+def _quiet_tensorflow(debug: bool) -> None:
+    """TensorFlow's start-up and Python-side logs off unless ``--debug`` (see ``keras_kare._startup``)."""
+    from keras_kare._startup import quiet_python_logs, tensorflow_startup
 
-    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
-    try:
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:
+    if debug:
+        return
+    with tensorflow_startup(debug=False):  # loads TensorFlow quietly if the package has not yet
         pass
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # retracing notices are not progress
+    quiet_python_logs()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``keras-kare``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 and a one-line usage error on bad flags
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.debug)
     try:
         from keras_kare.datasets.errors import DatasetError
         from keras_kare.reproduce import experiments as E

@@ -15,7 +15,7 @@ Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
   backward pass per output row (vectorised by ``pfor``), and each of them holds
   activation cotangents for the *whole* batch: memory grows like s² · A, which
   dominates for convolutions (measured peak resident memory, runtime included:
-  2.0 GB for the issue-3 MLP at s = 256, 8.0 GB for its CNN at s = 128; this
+  2.0 GB for bench_ntk.py's MLP at s = 256, 8.0 GB for its CNN at s = 128; this
   formula gives 2.4 and 10.7 GiB). A ``KAREModel`` step keeps these Jacobians
   for its backward pass: twice that (measured: 3.5 GB for the MLP);
 - ``"structured"`` work per block pair: ``4 · L · s1 · s2 · (C² | 1) · b`` for L

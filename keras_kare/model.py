@@ -16,6 +16,7 @@ from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
 from keras_kare.memory import check_gram_memory
 from keras_kare.ntk import gram_bytes
+from keras_kare.risk import as_target_matrix
 
 _METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
 _COUNTER_NAMES = ("factor_retries", "nonfinite_steps")
@@ -268,11 +269,7 @@ class KAREModel(keras.Model):
         if implementation == "jacobian" and n_static is not None:
             self._check_jacobian_step_memory(x, n_static)
         k = gram(self.base_model, x, None, kernel=self.kernel, implementation=implementation)
-        y = tf.convert_to_tensor(y)
-        dtype = k.dtype
-        y = tf.cast(y, dtype)
-        if y.shape.rank == 1:
-            y = y[:, None]
+        y = as_target_matrix(y, k.dtype)
         if self.kernel == "full":
             c = tf.shape(k)[2]
             k = tf.reshape(tf.transpose(k, [0, 2, 1, 3]), [n * c, n * c])

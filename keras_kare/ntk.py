@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare.memory import GIB, available_bytes, check_gram_memory, estimate_gram_bytes
+from keras_kare.networks import unwrap_network
 from keras_kare.backend import block_gram, forward_profile, gram, resolve_implementation, swap_examples
 from keras_kare.progress import Progress, check_verbose
 
@@ -214,7 +215,7 @@ def compute_ntk(
     ``extra_copies`` is the number of float64 copies of the result the caller
     will make (``KernelPredictor`` keeps one), for the memory guard.
     """
-    model = _unwrap(v.check_model(model))
+    model = unwrap_network(v.check_model(model))
     v.check_kernel_mode(kernel)
     check_verbose(verbose)
     if batch_size is not None:
@@ -262,11 +263,6 @@ def gram_bytes(
         activations=profile.activations if implementation == "jacobian" else 0,
     )
     return result, work, profile.outputs
-
-
-def _unwrap(model):
-    base = getattr(model, "base_model", None)
-    return base if base is not None and getattr(model, "_is_kare_model", False) else model
 
 
 def _model_dtype(model):

@@ -1,6 +1,6 @@
 """Kernel ridge regression in float64: dual solve, spectral ridge path, LOO.
 
-Conventions (Schwab et al. 2025; ``shared/notes/method.md``):
+Conventions (Schwab et al. 2025):
 
     f̂(x) = (1/n) K(x, X) α,   α = (K/n + λ I)⁻¹ Y
 

@@ -9,21 +9,21 @@ import pytest
 
 from keras_kare.datasets import (
     DatasetError,
-    decode_predictions,
     encode_targets,
     list_uci_datasets,
     load_mnist_7v9,
     load_uci,
     make_single_index,
+    mnist_dir,
     preprocess_features,
     read_idx,
     uci_split,
 )
 from keras_kare.datasets.synthetic import single_index_target
+from keras_kare.decision import class_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UCI_DIR = FIXTURES / "uci"
-OFFLINE_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = False):
@@ -124,6 +124,39 @@ def test_mnist_train_and_test_files(tmp_path):
     assert "training set" in info["note"]
 
 
+def test_mnist_location_from_environment(tmp_path, monkeypatch):
+    fake_mnist_dir(tmp_path / "mnist", n=90)
+    monkeypatch.setenv("KERAS_KARE_DATA", str(tmp_path))
+    assert mnist_dir() == tmp_path / "mnist"
+    *_, info = load_mnist_7v9(n_train=10, n_test=10)
+    assert info["source"] == f"IDX files in {tmp_path / 'mnist'}"
+    other = fake_mnist_dir(tmp_path / "other", n=90)
+    assert mnist_dir(other) == other  # the argument wins over the environment
+    monkeypatch.setenv("KERAS_KARE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match=r"nowhere/mnist: MNIST data folder \(\$KERAS_KARE_DATA/mnist\) does not"):
+        load_mnist_7v9()
+
+
+def test_mnist_without_location_names_argument_and_variable(monkeypatch):
+    monkeypatch.delenv("KERAS_KARE_DATA", raising=False)
+    with pytest.raises(DatasetError, match=r"pass data_dir .* or set \$KERAS_KARE_DATA"):
+        mnist_dir()
+    with pytest.raises(DatasetError, match=r"pass data_dir .* or set \$KERAS_KARE_DATA"):
+        load_mnist_7v9(use_tfds=False)
+
+
+def test_mnist_from_prepared_tfds(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from keras_kare.datasets import mnist
+
+    monkeypatch.delenv("KERAS_KARE_DATA", raising=False)
+    monkeypatch.setattr(mnist, "tfds_prepared", lambda name: name == "mnist")  # mock data are never "prepared"
+    with tfds.testing.mock_data(num_examples=200):
+        x_tr, y_tr, x_te, y_te, info = load_mnist_7v9(n_train=5, n_test=5)
+    assert info["source"] == "tensorflow-datasets mnist" and "training set" in info["note"]
+    assert x_tr.shape == (5, 576) and set(np.unique(np.concatenate([y_tr, y_te]))) <= {-1.0, 1.0}
+
+
 def test_mnist_bad_folders(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_mnist_7v9(data_dir=tmp_path / "missing")
@@ -135,9 +168,8 @@ def test_mnist_bad_folders(tmp_path):
         load_mnist_7v9(n_train=2, n_test=2, data_dir=d)
 
 
-@pytest.mark.skipif(not OFFLINE_MNIST.is_dir(), reason="offline MNIST copy not present")
-def test_mnist_offline_copy():
-    x_tr, y_tr, x_te, y_te, info = load_mnist_7v9(n_train=1000, n_test=1000, seed=0, data_dir=OFFLINE_MNIST)
+def test_mnist_offline_copy(offline_mnist):
+    x_tr, y_tr, x_te, y_te, info = load_mnist_7v9(n_train=1000, n_test=1000, seed=0, data_dir=offline_mnist)
     assert x_tr.shape == (1000, 576) and x_te.shape == (1000, 576)
     assert 0.3 < np.mean(y_tr == 1) < 0.7
     assert "test set" in info["note"]
@@ -209,8 +241,9 @@ def test_uci_standardisation_branch_by_hand():
 def test_encode_decode():
     np.testing.assert_array_equal(encode_targets([0, 1, 1], 2), [-1, 1, 1])
     np.testing.assert_array_equal(encode_targets([2, 0], 3), [[-1, -1, 1], [1, -1, -1]])
-    np.testing.assert_array_equal(decode_predictions(np.array([0.3, -0.1, 0.0])), [1, 0, 0])
-    np.testing.assert_array_equal(decode_predictions(np.array([[0.1, 0.5, -1], [2, 0, 0]])), [1, 0])
+    labels = np.array([0, 1, 1, 0])
+    np.testing.assert_array_equal(class_index(encode_targets(labels, 2)), labels)  # decoding inverts encoding
+    np.testing.assert_array_equal(class_index(encode_targets([2, 0, 1], 3)), [2, 0, 1])
 
 
 def _copy_fixture(tmp_path, name="tiny2"):

@@ -264,7 +264,7 @@ def test_jacobian_memory_estimate_counts_whole_batch_activation_cotangents():
     p = cnn.count_params()
     _, work = estimate_gram_bytes(128, 128, 1, p, 6, "trace", "jacobian", None, activations=profile.activations,
                                   one_jacobian=True)
-    # measured peak of this Gram (benchmarks/RESULTS.md): 8.0 GB; the former O(n·P) estimate said 58 MB
+    # measured peak of this Gram (benchmarks/RESULTS.md): 8.0 GB; an O(n·P) estimate would say 58 MB
     assert 6 * 2**30 < work < 16 * 2**30
     _, small = estimate_gram_bytes(128, 128, 1, p, 6, "trace", "structured", None)
     assert small < 2**26

@@ -1,6 +1,6 @@
 """Structured NTK (per-layer Gram, no n×P Jacobian) against the per-example Jacobian oracle.
 
-Tolerances (issue 3): relative error ``max|K_s - K_j| / max|K_j|`` at most 1e-5
+Tolerances: relative error ``max|K_s - K_j| / max|K_j|`` at most 1e-5
 in float32 and 1e-10 in float64, on every model family the structured rules
 cover, every kernel mode, 1/3/10 outputs, and for KARE gradients through both.
 """

@@ -2,19 +2,23 @@
 
 import gzip
 import struct
-from pathlib import Path
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
+
+try:
+    import tensorflow_datasets as tfds
+except ImportError:  # the [tfds] extra is not installed
+    tfds = None
 
 from keras_kare import KAREModel
-from keras_kare.datasets import DatasetError, read_idx
-from keras_kare.datasets import tfdata
+from keras_kare._optional import MissingExtraError
+from keras_kare.datasets import DatasetError, read_idx, tfdata
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+needs_tfds = pytest.mark.skipif(tfds is None, reason="tensorflow-datasets not installed (the [tfds] extra)")
 
 
 def _labelled(n=120, seed=0):
@@ -97,6 +101,7 @@ def test_pipeline_shuffle_cache_prefetch_and_fit():
     assert np.isfinite(hist.history["kare"][0])
 
 
+@needs_tfds
 @pytest.mark.parametrize(
     "name, classes, encoding, flatten, x_shape, y_shape",
     [
@@ -119,6 +124,7 @@ def test_from_tfds_mock_data(name, classes, encoding, flatten, x_shape, y_shape)
     assert ds.cardinality().numpy() == 2  # 32 examples / 16, drop_remainder
 
 
+@needs_tfds
 def test_from_tfds_matches_arrays_under_mock():
     with tfds.testing.mock_data(num_examples=100):
         images, labels = tfdata.load_tfds_arrays("mnist", split="test")
@@ -149,28 +155,36 @@ def test_from_idx_local_files(tmp_path):
         tfdata.from_idx(tmp_path, 4, split="test")
 
 
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="offline MNIST copy not present")
-def test_from_idx_shared_mnist_test_set():
-    ds = tfdata.from_idx(SHARED_MNIST, 100, split="t10k", classes=(7, 9), encoding="pm1", count=400, seed=0, flatten=True)
+def test_from_idx_offline_mnist_test_set(offline_mnist):
+    ds = tfdata.from_idx(offline_mnist, 100, split="t10k", classes=(7, 9), encoding="pm1", count=400, seed=0, flatten=True)
     batches = _batches(ds)
     assert len(batches) == 4 and batches[0][0].shape == (100, 784)
     ys = np.concatenate([b[1] for b in batches])
-    labels = read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")
+    labels = read_idx(offline_mnist / "t10k-labels-idx1-ubyte.gz")
     share7 = np.mean(labels[np.isin(labels, (7, 9))] == 7)  # 1028 / 2037
     assert np.mean(ys == 1.0) == pytest.approx(share7, abs=0.08)
 
 
 # ---------------------------------------------------------------- bad input
+def test_from_tfds_without_tensorflow_datasets_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if not installed
+    with pytest.raises(MissingExtraError, match=r"tensorflow-datasets.*keras-kare\[tfds\]"):
+        tfdata.from_tfds("mnist", 16)
+
+
+@needs_tfds
 def test_unknown_tfds_name_raises():
     with pytest.raises(DatasetError, match=r"no data set named 'mnistt'.*Did you mean 'mnist'"):
         tfdata.from_tfds("mnistt", 16)
 
 
+@needs_tfds
 def test_unprepared_tfds_never_downloads(tmp_path):
     with pytest.raises(DatasetError, match="not prepared in data_dir=.*download=False"):
         tfdata.from_tfds("mnist", 16, data_dir=str(tmp_path))
 
 
+@needs_tfds
 def test_absent_classes_raise():
     x, labels = _labelled()
     with pytest.raises(DatasetError, match=r"classes \[10, 11\] are not present in the arrays"):

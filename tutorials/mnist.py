@@ -7,14 +7,14 @@ with KARE (z = 0.1, SGD lr 10 at depth 2 and 1 at depth 4, 300 steps) and
 compares KRR with the learned NTK against the network trained on the MSE and
 its after-kernel, over the relative ridges 1e-3 ... 1e3.
 
-MNIST comes from tensorflow-datasets when it is prepared locally; otherwise
-from IDX files (``--data-dir`` of the CLI, ``$KERAS_KARE_MNIST_DIR``, or the
-offline copy of the *test set* next to the repository, in which case train and
-test are disjoint draws from it; the output says which). This script runs a
+MNIST comes from IDX files in ``$KERAS_KARE_DATA/mnist`` (``--data-dir`` in
+the CLI), else from tensorflow-datasets when it is prepared locally. If the
+folder holds only the *test set* (``t10k-*``), train and test are disjoint
+draws from it; the output says which. This script runs a
 small version (depth 2, width 64, 300 training images); the paper's settings
 are ``keras-kare reproduce mnist --depth 4 --width 128 --seeds 10``.
 
-Run:  python tutorials/mnist.py [OUT_DIR]       (about 2-3 minutes)
+Run:  KERAS_KARE_DATA=DIR python tutorials/mnist.py [OUT_DIR]   (about 2-3 minutes; DIR/mnist holds the IDX files)
 """
 
 import sys

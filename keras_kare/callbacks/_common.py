@@ -9,23 +9,19 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
-
-
-def network_of(model):
-    """The network whose NTK is meant: a KAREModel's ``base_model``, else the model itself."""
-    return model.base_model if getattr(model, "_is_kare_model", False) else model
+from keras_kare.networks import is_kare_model, unwrap_network
 
 
 def default_kernel(model, kernel: Optional[str]) -> str:
     if kernel is not None:
         return v.check_kernel_mode(kernel)
-    return getattr(model, "kernel", "trace") if getattr(model, "_is_kare_model", False) else "trace"
+    return getattr(model, "kernel", "trace") if is_kare_model(model) else "trace"
 
 
 def default_implementation(model, implementation: Optional[str]) -> str:
     if implementation is not None:
         return implementation
-    return getattr(model, "implementation", "auto") if getattr(model, "_is_kare_model", False) else "auto"
+    return getattr(model, "implementation", "auto") if is_kare_model(model) else "auto"
 
 
 def as_probe(x, y, name: str, min_rows: int = 2):
@@ -59,7 +55,7 @@ def check_probe_against_model(model, x, name: str) -> None:
     compared directly; otherwise the network is run on the first two examples
     (inference mode) and any error is re-raised with the probe's shape.
     """
-    net = network_of(model)
+    net = unwrap_network(model)
     leaves = tf.nest.flatten(x)
     got = [tuple(np.shape(leaf)[1:]) for leaf in leaves]
     # declared shapes are compared only for single-input networks (the order of a
@@ -88,7 +84,7 @@ def check_targets_against_model(model, x, y: np.ndarray, kernel: str, name: str)
     """For ``kernel="full"`` the targets need one column per network output."""
     if kernel != "full":
         return
-    out = network_of(model)(tf.nest.map_structure(lambda t: t[:1], x), training=False)
+    out = unwrap_network(model)(tf.nest.map_structure(lambda t: t[:1], x), training=False)
     c = sum(int(np.prod(o.shape[1:])) for o in tf.nest.flatten(out))
     if y.shape[1] != c:
         raise ValueError(f"{name}: kernel='full' needs one target column per output: the model has {c}, y has {y.shape[1]}.")

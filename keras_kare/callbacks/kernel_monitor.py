@@ -145,7 +145,7 @@ class KernelMonitor(keras.callbacks.Callback):
         self.relative_ridge = default_relative if self._relative_arg is None else self._relative_arg
         grid = self._ridges_arg if self._ridges_arg is not None else self.reference_ridge * np.asarray(_RIDGE_FACTORS)
         self.ridges = np.unique(np.append(grid, self.reference_ridge))
-        if c.network_of(model).built:
+        if c.unwrap_network(model).built:
             self._check_model()
 
     def _check_model(self):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_kare.callbacks import _common as c
+from keras_kare.decision import accuracy
 from keras_kare.predictor import KernelPredictor
 
 TASKS = ("auto", "sign", "argmax", "regression")
@@ -26,15 +27,6 @@ def infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
-def accuracy(pred: np.ndarray, y: np.ndarray, task: str) -> float:
-    """Classification accuracy: sign agreement (``"sign"``) or argmax agreement (``"argmax"``)."""
-    pred = pred.reshape(pred.shape[0], -1)
-    y = y.reshape(y.shape[0], -1)
-    if task == "sign":
-        return float(np.mean(np.where(pred[:, 0] >= 0, 1.0, -1.0) == y[:, 0]))
-    return float(np.mean(np.argmax(pred, axis=1) == np.argmax(y, axis=1)))
-
-
 class KernelRidgeEvaluation(keras.callbacks.Callback):
     """Fit kernel ridge regression on the current NTK every N epochs and score it on validation data.
 
@@ -46,7 +38,8 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
     - ``<prefix>_mse`` (default ``val_krr_mse``): mean squared error over all
       validation targets;
     - ``<prefix>_accuracy`` (``val_krr_accuracy``): for classification tasks —
-      ±1 targets are classified by sign, one-hot targets by argmax;
+      ±1 targets are classified by sign, one-hot targets by argmax
+      (:func:`keras_kare.decision.accuracy`);
     - ``<prefix>_ridge`` (``val_krr_ridge``): the ridge used (the KARE-chosen
       one for ``ridge="auto"``, in the predictor's units).
 
@@ -117,6 +110,12 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, received {task!r}.")
         self.task = infer_task(self.y_val) if task == "auto" else task
+        columns = self.y_val.shape[1]
+        if (self.task == "sign" and columns != 1) or (self.task == "argmax" and columns < 2):
+            needed = "one target column" if self.task == "sign" else "two or more target columns"
+            raise ValueError(
+                f"KernelRidgeEvaluation: task={self.task!r} needs {needed}, the validation targets have {columns}."
+            )
         self.every_n_epochs = c.check_every(every_n_epochs)
         self._predictor_kwargs = dict(ridge=ridge, relative_ridge=relative_ridge, batch_size=batch_size)
         self._kernel_arg, self._implementation_arg = kernel, implementation
@@ -135,7 +134,7 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
         self.implementation = c.default_implementation(model, self._implementation_arg)
         # validates ridge / batch_size now rather than after the first epoch
         self._make_predictor()
-        if c.network_of(model).built:
+        if c.unwrap_network(model).built:
             self._check_model()
 
     def _make_predictor(self) -> KernelPredictor:
@@ -156,7 +155,7 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
         pred = kp.predict(self.x_val).reshape(self.y_val.shape)
         out = {"mse": float(np.mean((pred - self.y_val) ** 2)), "ridge": float(kp.ridge_)}
         if self.task in ("sign", "argmax"):
-            out["accuracy"] = accuracy(pred, self.y_val, self.task)
+            out["accuracy"] = accuracy(pred, self.y_val)
         return out
 
     def on_epoch_end(self, epoch, logs=None):

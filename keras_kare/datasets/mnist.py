@@ -5,41 +5,60 @@ Preprocessing (authors' code): pixels scaled to [0, 1], a 2-pixel border cropped
 label +1 for a 7 and −1 for a 9. ``n_train`` training and ``n_test`` test
 examples are drawn at random (without replacement) per seed.
 
-Sources, in order: an IDX folder given as ``data_dir``; else MNIST through
-tensorflow-datasets if it is already prepared locally (never downloaded); else
-the first folder of :func:`default_idx_dirs` that holds IDX files. When an IDX
-folder only has the *test* set (``t10k-*``, e.g. the offline copy), train and
-test are both drawn from it, disjointly, and ``info["note"]`` says so.
+Sources, in order: the IDX folder ``data_dir``; else ``$KERAS_KARE_DATA/mnist``
+(see :func:`mnist_dir`); else MNIST through tensorflow-datasets if it is already
+prepared locally (never downloaded; needs ``pip install 'keras-kare[tfds]'``).
+When an IDX folder only has the *test* set (``t10k-*``, e.g. an offline copy),
+train and test are both drawn from it, disjointly, and ``info["note"]`` says so.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from keras_kare.datasets.errors import DatasetError
 from keras_kare.datasets.idx import idx_exists, read_idx_pair
+from keras_kare.datasets.tfds_source import read_tfds, tfds_prepared
 
 POSITIVE, NEGATIVE = 7, 9
-ENV_VAR = "KERAS_KARE_MNIST_DIR"
+DATA_ENV = "KERAS_KARE_DATA"
 
 
-def default_idx_dirs() -> list[Path]:
-    """Where IDX files are looked for when no ``data_dir`` is given.
+def mnist_dir(data_dir=None) -> Path:
+    """The folder holding MNIST's IDX files: ``data_dir``, else ``$KERAS_KARE_DATA/mnist``.
 
-    ``$KERAS_KARE_MNIST_DIR``, ``~/.keras/datasets/mnist``, and the project's
-    offline copy ``../shared/data/mnist`` next to the repository.
+    Args:
+        data_dir: a folder with MNIST IDX files, or None.
+
+    Returns:
+        The folder as a ``Path`` (checked to exist).
+
+    Raises:
+        DatasetError: neither ``data_dir`` nor ``$KERAS_KARE_DATA`` is given,
+            or the folder does not exist.
+
+    Example:
+        >>> os.environ["KERAS_KARE_DATA"] = "/data"  # doctest: +SKIP
+        >>> mnist_dir()  # doctest: +SKIP
+        PosixPath('/data/mnist')
     """
-    dirs = []
-    if os.environ.get(ENV_VAR):
-        dirs.append(Path(os.environ[ENV_VAR]))
-    dirs.append(Path.home() / ".keras" / "datasets" / "mnist")
-    repo = Path(__file__).resolve().parents[2]
-    dirs.append(repo.parent / "shared" / "data" / "mnist")
-    return dirs
+    if data_dir is not None:
+        directory = Path(data_dir)
+        where = "data_dir"
+    elif os.environ.get(DATA_ENV):
+        directory = Path(os.environ[DATA_ENV]) / "mnist"
+        where = f"${DATA_ENV}/mnist"
+    else:
+        raise DatasetError(
+            f"no MNIST location given: pass data_dir (a folder with MNIST IDX files; CLI: --data-dir) or set "
+            f"${DATA_ENV} to a folder whose mnist/ sub-folder holds them."
+        )
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: MNIST data folder ({where}) does not exist.")
+    return directory
 
 
 def preprocess(images: np.ndarray, crop: int = 2) -> np.ndarray:
@@ -66,31 +85,29 @@ def _load_idx_split(directory: Path, split: str):
     return images, labels
 
 
-def _load_tfds(data_dir: Optional[str] = None):
-    """Both MNIST splits from an already-prepared TFDS copy, or None (never downloads)."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        return None
-    try:
-        import absl.logging
+def _load_tfds_splits() -> dict:
+    """Both MNIST splits from the prepared TFDS copy, as (images (n, 28, 28), labels)."""
+    out = {}
+    for split in ("train", "test"):
+        images, labels, _ = read_tfds("mnist", split)
+        out[split] = (images[..., 0], labels)
+    return out
 
-        level = absl.logging.get_verbosity()
-        absl.logging.set_verbosity(absl.logging.ERROR)  # an empty TFDS cache is the normal offline case
-        try:
-            builder = tfds.builder("mnist", data_dir=data_dir)
-            prepared = builder.is_prepared()
-        finally:
-            absl.logging.set_verbosity(level)
-        if not prepared:
-            return None
-        out = {}
-        for split in ("train", "test"):
-            arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-            out[split] = (arrays["image"][..., 0], arrays["label"])
-        return out
-    except Exception:  # a broken TFDS install or cache is a reason to fall back, not to fail
-        return None
+
+def _load_idx_splits(directory: Path) -> dict:
+    has_test = idx_exists(directory, "t10k-images-idx3-ubyte") and idx_exists(directory, "t10k-labels-idx1-ubyte")
+    has_train = idx_exists(directory, "train-images-idx3-ubyte") and idx_exists(directory, "train-labels-idx1-ubyte")
+    if not (has_train or has_test):
+        raise DatasetError(
+            f"{directory}: no MNIST found (expected t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], "
+            "and/or the train-* pair)."
+        )
+    splits = {}
+    if has_train:
+        splits["train"] = _load_idx_split(directory, "train")
+    if has_test:
+        splits["test"] = _load_idx_split(directory, "t10k")
+    return splits
 
 
 def load_mnist_7v9(
@@ -107,8 +124,8 @@ def load_mnist_7v9(
         n_train, n_test: sizes of the random draws (paper 1000 / 1000).
         seed: seed of the draw.
         data_dir: a folder with MNIST IDX files (``train-*`` and/or ``t10k-*``,
-            optionally ``.gz``). ``None``: TFDS if prepared, else
-            :func:`default_idx_dirs`.
+            optionally ``.gz``). ``None``: ``$KERAS_KARE_DATA/mnist`` if the
+            variable is set, else a prepared tensorflow-datasets ``mnist``.
         crop: border pixels removed on each side (paper 2).
         use_tfds: try tensorflow-datasets when ``data_dir`` is None.
 
@@ -118,39 +135,26 @@ def load_mnist_7v9(
         came from) and ``note`` (how train and test were drawn).
 
     Raises:
-        DatasetError: no usable source, corrupt IDX file, or not enough 7s and 9s.
+        DatasetError: no usable source (the message names ``data_dir`` and
+            ``$KERAS_KARE_DATA``), corrupt IDX file, or not enough 7s and 9s.
+
+    Example:
+        >>> x_tr, y_tr, x_te, y_te, info = load_mnist_7v9(data_dir="data/mnist")  # doctest: +SKIP
     """
     rng = np.random.RandomState(seed)
-    splits = None
-    source = None
-    if data_dir is not None:
-        directory = Path(data_dir)
-        if not directory.is_dir():
-            raise DatasetError(f"{directory}: MNIST data folder does not exist.")
-        candidates = [directory]
+    if data_dir is None and not os.environ.get(DATA_ENV) and use_tfds and tfds_prepared("mnist"):
+        splits, source = _load_tfds_splits(), "tensorflow-datasets mnist"
     else:
-        if use_tfds:
-            splits = _load_tfds()
-            source = "tensorflow-datasets mnist"
-        candidates = [] if splits is not None else [d for d in default_idx_dirs() if d.is_dir()]
-    if splits is None:
-        for directory in candidates:
-            has_test = idx_exists(directory, "t10k-images-idx3-ubyte") and idx_exists(directory, "t10k-labels-idx1-ubyte")
-            has_train = idx_exists(directory, "train-images-idx3-ubyte") and idx_exists(directory, "train-labels-idx1-ubyte")
-            if has_train or has_test:
-                splits = {}
-                if has_train:
-                    splits["train"] = _load_idx_split(directory, "train")
-                if has_test:
-                    splits["test"] = _load_idx_split(directory, "t10k")
-                source = f"IDX files in {directory}"
-                break
-        else:
-            where = candidates[0] if data_dir is not None else ", ".join(str(d) for d in default_idx_dirs())
-            raise DatasetError(
-                f"{where}: no MNIST found (expected t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], "
-                f"and/or the train-* pair; or a prepared tensorflow-datasets 'mnist'; or set ${ENV_VAR})."
-            )
+        try:
+            directory = mnist_dir(data_dir)
+        except DatasetError as err:
+            if data_dir is None and use_tfds:
+                raise DatasetError(
+                    f"{err} Or prepare tensorflow-datasets' 'mnist' locally (pip install 'keras-kare[tfds]'); "
+                    "none was found."
+                ) from None
+            raise
+        splits, source = _load_idx_splits(directory), f"IDX files in {directory}"
 
     if "train" in splits and "test" in splits:
         x_tr, y_tr = _select_7_9(*splits["train"])

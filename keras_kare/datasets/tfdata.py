@@ -28,19 +28,21 @@ Inputs are float32, targets float32 of shape (n,) for ``"pm1"``/``"index"``/
 
 Nothing here downloads unless asked: :func:`from_tfds` reads a prepared
 TFDS ``data_dir`` and raises if the data set is not there (``download=True``
-opts in); :func:`from_idx` reads MNIST-style IDX files (e.g. the offline
-``shared/data/mnist``) through :func:`keras_kare.datasets.idx.read_idx`.
+opts in; it needs the ``tfds`` extra, ``pip install 'keras-kare[tfds]'``);
+:func:`from_idx` reads MNIST-style IDX files (e.g. an offline copy in
+``$KERAS_KARE_DATA/mnist``, see :func:`keras_kare.datasets.mnist_dir`) through
+:func:`keras_kare.datasets.idx.read_idx`.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from keras_kare.datasets.errors import DatasetError
+from keras_kare.datasets.tfds_source import read_tfds
 
 ENCODINGS = ("pm1", "one_hot", "pm1_one_hot", "index", None)
 NORMALIZATIONS = ("scale", "standardize", "center_examples", None)
@@ -234,55 +236,10 @@ def load_tfds_arrays(
 ):
     """``(inputs, labels)`` numpy arrays of a TFDS split, read whole (for small data sets).
 
-    Never downloads unless ``download=True``.
-
-    Raises:
-        DatasetError: unknown name (with close matches), a data set not
-            prepared in ``data_dir``, or missing feature keys.
+    Never downloads unless ``download=True``; see
+    :func:`keras_kare.datasets.tfds_source.read_tfds` for the errors raised.
     """
-    return _load_tfds(name, split, data_dir, download, image_key, label_key)[:2]
-
-
-def _load_tfds(
-    name: str,
-    split: str = "train",
-    data_dir=None,
-    download: bool = False,
-    image_key: str = "image",
-    label_key: str = "label",
-):
-    """``(inputs, labels, num_classes)`` of a TFDS split (num_classes from the label feature, or None)."""
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as err:
-        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise DatasetError(f"tensorflow-datasets has no data set named {name!r}.{hint}") from err
-    try:
-        if download:
-            builder.download_and_prepare()
-        ds = builder.as_dataset(split=split)
-    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as err:
-        raise DatasetError(
-            f"TFDS data set {name!r} is not prepared in data_dir={str(data_dir or builder.data_dir)!r} and "
-            "download=False (no network access is attempted). Prepare it there, pass download=True, "
-            "or use from_idx/from_arrays with local files."
-        ) from err
-    except ValueError as err:  # unknown split
-        raise DatasetError(f"TFDS data set {name!r}: {err}") from err
-    features = sorted(ds.element_spec) if isinstance(ds.element_spec, dict) else []
-    for key in (image_key, label_key):
-        if key not in features:
-            raise DatasetError(f"TFDS data set {name!r} has no feature {key!r} (features: {features}).")
-    # chunks rather than batch_size=-1, which needs a known cardinality (not so for generated/mock data)
-    chunks = list(tfds.as_numpy(ds.map(lambda e: (e[image_key], e[label_key])).batch(4096)))
-    if not chunks:
-        raise DatasetError(f"TFDS data set {name!r} split {split!r} is empty.")
-    label_feature = builder.info.features[label_key] if label_key in builder.info.features else None
-    num_classes = getattr(label_feature, "num_classes", None)
-    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]), num_classes
+    return read_tfds(name, split, data_dir, download, image_key, label_key)[:2]
 
 
 def from_tfds(
@@ -309,8 +266,9 @@ def from_tfds(
     The split is read into memory (these data sets are small), then the steps
     of the module docstring are applied. For MNIST 7 vs 9 with ±1 targets:
     ``from_tfds("mnist", 256, classes=(7, 9), encoding="pm1", flatten=True)``.
+    Needs tensorflow-datasets (``pip install 'keras-kare[tfds]'``).
     """
-    images, labels, num_classes = _load_tfds(name, split, data_dir, download, image_key, label_key)
+    images, labels, num_classes = read_tfds(name, split, data_dir, download, image_key, label_key)
     source = f"TFDS {name!r} split {split!r}"
     xa, ya = prepare_arrays(
         images, labels, classes, encoding, count, seed, normalize, flatten, source=source, num_classes=num_classes
@@ -345,8 +303,9 @@ def from_idx(
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` from MNIST-style IDX files in ``directory`` (offline; never touches the network).
 
-    Example (the offline MNIST test set, 7 vs 9):
-        >>> ds = from_idx("../shared/data/mnist", 128, split="t10k", classes=(7, 9),
+    Example (the MNIST test set in ``$KERAS_KARE_DATA/mnist``, 7 vs 9):
+        >>> from keras_kare.datasets import mnist_dir
+        >>> ds = from_idx(mnist_dir(), 128, split="t10k", classes=(7, 9),
         ...               encoding="pm1", flatten=True)  # doctest: +SKIP
     """
     images, labels = load_idx_arrays(directory, split)

@@ -14,7 +14,8 @@ Classes are integers 0..C-1. Preprocessing follows the KARE paper's code
 5th-95th percentiles of the training rows and standardise with the training
 mean and standard deviation (a zero std becomes 1e-8); with fewer, robust
 scaling (training median and inter-quartile range; a zero range becomes 1).
-Targets are ±1 for two classes and ±1 one-hot (−1 off the class) for more.
+Targets are ±1 for two classes and ±1 one-hot (−1 off the class) for more;
+:func:`keras_kare.decision.class_index` turns predictions back into class labels.
 """
 
 from __future__ import annotations
@@ -174,14 +175,6 @@ def encode_targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
     y = -np.ones((len(labels), n_classes))
     y[np.arange(len(labels)), labels] = 1.0
     return y
-
-
-def decode_predictions(pred: np.ndarray) -> np.ndarray:
-    """Class labels from predictions: sign for (n,) (> 0 → 1, else 0), argmax for (n, C)."""
-    pred = np.asarray(pred)
-    if pred.ndim == 1 or pred.shape[1] == 1:
-        return (pred.reshape(-1) > 0).astype(np.int64)
-    return np.argmax(pred, axis=1)
 
 
 def uci_split(ds: UCIDataset, fold: Optional[int] = None, dtype=np.float32):

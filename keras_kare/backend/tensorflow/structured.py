@@ -3,7 +3,7 @@
 Entry points used by ``dispatch``: :func:`is_supported`, :func:`check_supported`
 and :func:`structured_gram` (same signature as ``jacobian.jacobian_gram``).
 
-How it works (``shared/notes/method.md``, Novak et al. 2022 "structured
+How it works (Novak et al. 2022 "structured
 derivatives"): one forward pass records, for every layer with trainable
 weights, its input A and its pre-activation output z (``structured_capture``,
 ``structured_rules``); one backward pass per output cotangent gives Δ = ∂f/∂z;

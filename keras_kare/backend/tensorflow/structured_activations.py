@@ -5,8 +5,8 @@ activation σ, and ``KAREModel`` then differentiates the Gram, which contains
 σ'(z), once more: every step evaluates σ''(z). Left to TensorFlow, the second
 derivative of a composite activation is the gradient of its gradient graph:
 for GELU (``0.5·z·erfc(−z/√2)``) about thirty elementwise ops per layer, which
-measured as a third of the Gram's forward-and-backward time for the issue-3
-MLP (784-512-512-1 GELU, batch 256) on a 2-core CPU.
+measured as a third of the Gram's forward-and-backward time for the benchmark
+MLP (784-512-512-1 GELU, batch 256; ``benchmarks/bench_ntk.py``) on a 2-core CPU.
 
 :func:`activate` applies ``activation(z)`` with the forward value of Keras'
 own function, but with a gradient ``dy·σ'(z)`` whose own gradient is

@@ -23,6 +23,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_kare.backend.tensorflow.outputs import flatten_outputs
 from keras_kare.backend.tensorflow.structured_factors import SUMMED, Factor, merge
 from keras_kare.backend.tensorflow.structured_rules import (
     Recorder,
@@ -83,15 +84,6 @@ def _apply(op, args, kwargs, rec: Recorder):
     if rule is not None and len(args) == 1 and not extra:
         return rule(op, args[0], rec)
     return fallback_site(op, args, kwargs, rec)
-
-
-def flatten_outputs(out) -> tf.Tensor:
-    """(n, C) view of the outputs, in the same order as ``outputs.flat_outputs``."""
-    parts = tf.nest.flatten(out)
-    n = tf.shape(parts[0])[0]
-    # A static width keeps C a Python int when the batch size is unknown (tf.function).
-    flat = [tf.reshape(p, [n, p.shape[1:].num_elements() if p.shape[1:].is_fully_defined() else -1]) for p in parts]
-    return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
 
 
 def capture(model, x, kernel: str) -> "OrderedDict[tuple, Factor]":

@@ -1,0 +1,112 @@
+"""Packaging: one version source, a small core install, optional extras named in errors, a quiet CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import keras_kare
+from keras_kare import _optional, _startup
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL_MODULES = ("matplotlib", "sklearn", "tensorflow_datasets")
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _names(requirements) -> set:
+    import re
+
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_one_version_source():
+    project = _pyproject()["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "keras_kare.__version__"}
+    assert not (ROOT / "setup.py").exists()
+    assert keras_kare.__version__.count(".") == 2
+
+
+def test_core_dependencies_and_extras():
+    project = _pyproject()["project"]
+    assert _names(project["dependencies"]) == {"tensorflow", "keras", "numpy", "tensorboard"}
+    extras = project["optional-dependencies"]
+    assert _names(extras["reproduce"]) == {"matplotlib", "scikit-learn"}
+    assert _names(extras["tfds"]) == {"tensorflow-datasets"}
+    assert {"pytest", "keras-kare"} <= _names(extras["test"]) and "reproduce,tfds" in " ".join(extras["test"])
+    # every optional import the code makes is installed by the extra its error names
+    for module, (dist, extra) in _optional.OPTIONAL.items():
+        assert dist in _names(extras[extra]), (module, extra)
+
+
+def test_missing_extra_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    with pytest.raises(_optional.MissingExtraError, match=r"plotting needs matplotlib.*keras-kare\[reproduce\]"):
+        _optional.require("matplotlib", "plotting")
+    assert not _optional.available("matplotlib")
+    with pytest.raises(ValueError, match="module must be one of"):
+        _optional.require("pandas", "x")
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # TensorFlow's default verbosity
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    env.update(extra)
+    return env
+
+
+def test_core_imports_without_optional_packages():
+    code = (
+        "import sys\n"
+        f"for m in {OPTIONAL_MODULES!r}: sys.modules[m] = None\n"
+        "import keras_kare, keras_kare.callbacks, keras_kare.cli, keras_kare.datasets, keras_kare.reproduce\n"
+        "print('imported')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and "imported" in out.stdout, out.stderr
+
+
+def _one_line_error(cmd, tmp_path):
+    out = subprocess.run(cmd + ["reproduce", "mnist", "--data-dir", str(tmp_path / "missing")], env=_env(),
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-kare: error:") and "missing" in lines[0], out.stderr
+
+
+def test_cli_prints_no_tensorflow_startup_noise(tmp_path):
+    _one_line_error([sys.executable, "-m", "keras_kare"], tmp_path)
+
+
+@pytest.mark.slow
+def test_console_script_prints_no_tensorflow_startup_noise(tmp_path):
+    script = tmp_path / "keras-kare"  # the name pip gives the console script
+    script.write_text("import sys\nfrom keras_kare.cli import main\nsys.exit(main())\n")
+    _one_line_error([sys.executable, str(script)], tmp_path)
+
+
+def test_invoked_as_cli(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/keras-kare", "reproduce"])
+    assert _startup.invoked_as_cli()
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "-X", "utf8", "-m", "keras_kare", "reproduce"], raising=False)
+    assert _startup.invoked_as_cli()
+    monkeypatch.setattr(sys, "argv", ["script.py"])
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "script.py", "-m", "x"], raising=False)
+    assert not _startup.invoked_as_cli()
+
+
+def test_library_import_leaves_stderr_alone(capfd):
+    with _startup.tensorflow_startup(debug=False):  # not the command: a no-op
+        os.write(2, b"kept\n")
+    assert capfd.readouterr().err == "kept\n"
+    with _startup.native_stderr_silenced():
+        os.write(2, b"dropped\n")
+    assert capfd.readouterr().err == ""
