@@ -125,3 +125,30 @@ def test_eta_lines():
     assert format_seconds(125) == "2m 05s" and format_seconds(7260) == "2h 01m"
     with pytest.raises(ValueError, match="total"):
         ETA(-1)
+
+
+def test_index_direction_replays_the_generator():
+    from keras_kare.datasets import index_direction, make_single_index
+
+    x_tr, y_tr, x_te, _ = make_single_index(1.0, 0.0, n=50, d=4, n_train=40, seed=5)
+    w = index_direction(5, n=50, d=4)
+    x = np.concatenate([x_tr, x_te]).astype(np.float64)
+    target = np.cos(x @ w) / (1.0 + np.exp(x @ w))
+    np.testing.assert_allclose(y_tr, target[:40], rtol=1e-5, atol=1e-6)  # float32 data
+
+
+def test_validated_run_seed_holds_out_training_rows(rng):
+    x, y = _data(rng, n=40)
+    cfg = dict(depth=1, width=8, kare_ridge=0.1, kare_lr=1.0, kare_steps=2, dnn_lr=0.1, dnn_steps=2,
+               ridges=[1e-2, 1.0], batch_size=None, kernel="summed_output", validation_fraction=0.25)
+    poisoned = y[:32].copy()
+    poisoned[24:] = 1e3  # held-out targets: would change every trained model if they reached training
+    rows = runner.run_seed(x[:32], poisoned, x[32:], y[32:], 0, cfg, log=quiet)
+    reference = runner.run_seed(x[:24], y[:24], x[32:], y[32:], 0, dict(cfg, validation_fraction=0.0), log=quiet)
+    for r, ref in zip(rows, reference):
+        assert (r["method"], r["ridge"]) == (ref["method"], ref["ridge"])
+        assert r["test_mse"] == pytest.approx(ref["test_mse"], rel=1e-6)
+    kernel_rows = [r for r in rows if r["method"] != "dnn"]
+    assert kernel_rows and all(r["val_mse"] > 1e4 for r in kernel_rows)  # scored against the poisoned rows
+    with pytest.raises(ValueError, match="validation_fraction"):
+        runner.run_seed(x[:32], y[:32], x[32:], y[32:], 0, dict(cfg, validation_fraction=1.5), log=quiet)

@@ -16,7 +16,7 @@ from keras_kare.datasets import tfdata
 from keras_kare.datasets.errors import DatasetError
 from keras_kare.datasets.idx import read_idx
 from keras_kare.datasets.mnist import load_mnist_7v9, mnist_dir
-from keras_kare.datasets.synthetic import make_single_index
+from keras_kare.datasets.synthetic import index_direction, make_single_index
 from keras_kare.datasets.tfdata import from_arrays, from_idx, from_tfds
 from keras_kare.datasets.uci import (
     UCIDataset,
@@ -37,6 +37,7 @@ __all__ = [
     "list_uci_datasets",
     "load_mnist_7v9",
     "load_uci",
+    "index_direction",
     "make_single_index",
     "mnist_dir",
     "preprocess_features",

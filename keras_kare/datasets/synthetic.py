@@ -57,3 +57,22 @@ def make_single_index(
     y = (single_index_target(gamma * x @ w) + noise)[:, 0]
     x, y = x.astype(dtype), y.astype(dtype)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def index_direction(seed: int = 0, n: int = 1000, d: int = 10) -> np.ndarray:
+    """The direction w that :func:`make_single_index` draws for ``seed`` (same stream: x first, then w).
+
+    ‖w‖ measures how hard a draw is: the larger γ‖w‖, the more oscillations
+    the target has along the index (the draws on which the MSE-trained network
+    fails in the paper's Figure 1 have large ‖w‖).
+
+    Returns:
+        float64 array of shape (d,).
+
+    Example:
+        >>> round(float(np.linalg.norm(index_direction(0))), 2)
+        2.9
+    """
+    rng = np.random.RandomState(seed)
+    rng.randn(n, d)
+    return rng.randn(d, 1)[:, 0]

@@ -27,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kare import in_memory
+from keras_kare.decision import accuracy
+from keras_kare.networks import unwrap_network
 from keras_kare.model import KAREModel
 from keras_kare.predictor import KernelPredictor
 from keras_kare.reproduce.initializers import build_mlp
@@ -169,7 +171,7 @@ class TrainerPool:
             self.builds += 1
             return entry
         model = entry["model"]
-        target = getattr(model, "base_model", model)
+        target = unwrap_network(model)
         target.set_weights(net.get_weights())
         _reset_optimizer(model.optimizer, lr)
         model.stop_training = False
@@ -251,22 +253,25 @@ def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info
 def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(MSE, accuracy) of predictions against ±1 / ±1-one-hot targets (accuracy by sign / argmax)."""
     pred = np.asarray(pred, dtype=np.float64).reshape(y.shape)
-    mse = float(np.mean((pred - y) ** 2))
-    if y.ndim == 1 or y.shape[1] == 1:
-        acc = float(np.mean(np.sign(pred.reshape(-1)) == np.sign(y.reshape(-1))))
-    else:
-        acc = float(np.mean(np.argmax(pred, 1) == np.argmax(y, 1)))
-    return mse, acc
+    return float(np.mean((pred - y) ** 2)), accuracy(pred, y)
 
 
-def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output") -> dict:
-    """KRR with ``model``'s NTK for every relative ridge: test MSE/accuracy, KARE, LOO, train MSE."""
+def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", validation=None) -> dict:
+    """KRR with ``model``'s NTK for every relative ridge: test MSE/accuracy, KARE, LOO, train MSE.
+
+    With ``validation=(x_val, y_val)`` (held out from the training rows) also
+    ``val_mse``/``val_accuracy`` per ridge, for choosing the ridge on held-out data.
+    """
     t0 = time.time()
     kp = KernelPredictor(model, ridge=1.0, relative_ridge=True, kernel=kernel, batch_size=1000).fit(x_tr, y_tr)
     path = kp.ridge_path(ridges)
     preds = kp.predict_path(x_te, ridges)
     mse, acc = zip(*(score(p, y_te) for p in preds))
-    return {
+    extra = {}
+    if validation is not None:
+        val = [score(p, validation[1]) for p in kp.predict_path(validation[0], ridges)]
+        extra = {"val_mse": np.array([v[0] for v in val]), "val_accuracy": np.array([v[1] for v in val])}
+    return {**extra,
         "ridge": np.asarray(ridges, dtype=np.float64),
         "effective_ridge": path.effective_ridges,
         "test_mse": np.array(mse),
@@ -286,8 +291,24 @@ def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, clas
     dnn_steps, ridges, batch_size (None: paper rule), kernel (the NTK mode of
     both KARE training and kernel ridge regression). A ``pool`` reuses compiled
     models across seeds (:class:`TrainerPool`).
+
+    With ``cfg["validation_fraction"] = f > 0`` (the *validated* protocol) the
+    last fraction f of the training rows is held out: every method trains on
+    the rest, and each kernel row also records the error on the held-out rows
+    (``val_mse``, ``val_accuracy``) so the ridge can be chosen without the
+    test set (the DNN, which has no ridge, is trained on the same rows).
     """
     kernel = cfg.get("kernel", "summed_output")
+    validation = None
+    fraction = float(cfg.get("validation_fraction") or 0.0)
+    if fraction:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), received {fraction}.")
+        cut = int(round(len(x_tr) * (1.0 - fraction)))
+        if not 2 <= cut < len(x_tr):
+            raise ValueError(f"validation_fraction={fraction} leaves {cut} of {len(x_tr)} training rows to train on.")
+        validation = (x_tr[cut:], y_tr[cut:])
+        x_tr, y_tr = x_tr[:cut], y_tr[:cut]
     outputs = 1 if y_tr.ndim == 1 else y_tr.shape[1]
     y_fit = y_tr if y_tr.ndim > 1 else y_tr.reshape(-1, 1)
     keras.utils.set_random_seed(seed)
@@ -301,7 +322,7 @@ def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, clas
         net(), x_tr, y_fit, cfg["kare_ridge"], cfg["kare_lr"], cfg["kare_steps"], cfg.get("batch_size"), log,
         f"[{tag}] NTK-KARE", kernel=kernel, pool=pool,
     )
-    res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel)
+    res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)
     log(f"[{tag}] NTK-KARE: best test MSE {res['test_mse'].min():.4f} over the ridge grid "
         f"(train {info['train_seconds']:.0f}s, kernels {res['kernel_seconds']:.0f}s)")
     rows += _rows("kare", seed, res, info)
@@ -316,7 +337,7 @@ def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, clas
          "test_accuracy": acc if classification else None, "kare": None, "loo_mse": None, "train_mse": None,
          "train_seconds": info["train_seconds"], "stopped_at": info["stopped_at"]}
     )
-    res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel)
+    res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)
     log(f"[{tag}] after-kernel: best test MSE {res['test_mse'].min():.4f} (kernels {res['kernel_seconds']:.0f}s)")
     rows += _rows("after_kernel", seed, res, {"train_seconds": None, "stopped_at": None})
     if not classification:
@@ -335,6 +356,8 @@ def _rows(method: str, seed: int, res: dict, info: dict) -> list[dict]:
              "loo_mse": _f(res["loo_mse"][i]), "train_mse": _f(res["train_mse"][i]),
              "train_seconds": info.get("train_seconds"), "stopped_at": info.get("stopped_at")}
         )
+        if "val_mse" in res:
+            out[-1].update(val_mse=float(res["val_mse"][i]), val_accuracy=float(res["val_accuracy"][i]))
     return out
 
 
