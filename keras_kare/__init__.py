@@ -11,6 +11,7 @@ Public API:
         .save(path) / KernelPredictor.load(path)
     callbacks.KernelMonitor(x, y, log_dir=None, every_n_epochs=1)
     callbacks.KernelRidgeEvaluation(x, y, validation_data, every_n_epochs=1)
+    fit_in_memory(model, x, y, **fit_kwargs)   # any Keras model: one input pipeline per fit
 """
 
 from keras_kare._startup import tensorflow_startup
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a no-op for library use
     from keras_kare import callbacks, layers
+    from keras_kare.in_memory import fit_in_memory
     from keras_kare.model import KAREModel
     from keras_kare.ntk import ntk
     from keras_kare.predictor import KernelPredictor, NotFittedError
@@ -26,5 +28,6 @@ with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a
     from keras_kare.risk import kare
 
 __all__ = [
-    "callbacks", "KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "kare", "layers", "ntk", "__version__",
+    "callbacks", "KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "fit_in_memory", "kare", "layers",
+    "ntk", "__version__",
 ]

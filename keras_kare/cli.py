@@ -85,6 +85,13 @@ def _number(kind, minimum, strict: bool, what: str):
 
 _pos_float = _number(float, 0, True, "a positive number")
 _nonneg_float = _number(float, 0, False, "a number >= 0")
+
+
+def _fraction(text: str) -> float:
+    value = _pos_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), received {text!r}")
+    return value
 _pos_int = _number(int, 1, False, "an integer >= 1")
 
 
@@ -113,6 +120,11 @@ def _common(p: argparse.ArgumentParser, single_net: bool = True):
         g.add_argument("--kare-lr", type=_pos_float, help="SGD learning rate of NTK-KARE")
         g.add_argument("--dnn-lr", type=_pos_float, help="SGD learning rate of the DNN")
         g.add_argument("--batch-size", type=_pos_int, help="batch size (default: full batch up to 5000 examples, else 32)")
+        g.add_argument("--protocol", choices=("paper", "validated"),
+                       help="paper: the ridge is picked on the test set (optimistic); validated: every method trains "
+                       "on the training rows minus a held-out fraction, on which the ridge is picked")
+        g.add_argument("--validation-fraction", type=_fraction,
+                       help="share of the training rows held out by --protocol validated (default 0.2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +192,8 @@ def make_settings(args: argparse.Namespace) -> dict:
     if args.experiment in ("mnist", "uci") and settings.get("data_dir") is not None:
         if not Path(settings["data_dir"]).is_dir():
             raise CLIError(f"{settings['data_dir']}: --data-dir does not exist or is not a folder.")
+    if settings.get("validation_fraction") is not None and settings.get("protocol") != "validated":
+        raise CLIError("--validation-fraction applies to --protocol validated only.")
     settings["quick"] = bool(args.quick)
     return settings
 

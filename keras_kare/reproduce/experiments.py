@@ -24,14 +24,14 @@ logger = logging.getLogger("keras_kare.reproduce")
 SYNTHETIC_DEFAULTS = dict(
     gamma=1.0, sigma=0.0, n=1000, n_train=800, d=10, depth=1, width=64, kare_ridge=0.1, kare_lr=100.0,
     kare_steps=100, dnn_lr=0.1, dnn_steps=10000, ridges=[10.0**k for k in range(-5, 6)], seeds=list(range(10)),
-    batch_size=None, kernel="summed_output",
+    batch_size=None, kernel="summed_output", protocol="paper", validation_fraction=None,
 )
 SYNTHETIC_QUICK = dict(seeds=[0], kare_steps=30, dnn_steps=2000)
 
 MNIST_DEFAULTS = dict(
     depth=4, width=128, n_train=1000, n_test=1000, kare_ridge=0.1, kare_lr=None, kare_steps=300, dnn_lr=0.1,
     dnn_steps=10000, ridges=[10.0**k for k in range(-3, 4)], seeds=list(range(10)), batch_size=None,
-    kernel="summed_output", data_dir=None,
+    kernel="summed_output", data_dir=None, protocol="paper", validation_fraction=None,
 )
 MNIST_QUICK = dict(seeds=[0], n_train=300, n_test=300, kare_steps=30, dnn_steps=1000)
 
@@ -93,7 +93,8 @@ def _run_seeds(out: Path, settings: dict, load: Callable[[int], tuple], cfg: dic
 
 def _quick_note(s: dict, log):
     if s.get("quick"):
-        log("--quick: reduced seeds/steps/sizes for a smoke run; these are not the paper's settings")
+        log("--quick: a smoke run with fewer seeds and steps than the paper. Its numbers are NOT evidence for or "
+            "against the paper's claim (one easy seed can favour any method); run without --quick for that.")
 
 
 def _finish(out: Path, rows, settings, paper, title, log, extra=None):
@@ -112,8 +113,11 @@ def _finish(out: Path, rows, settings, paper, title, log, extra=None):
 
 
 def _cfg(s: dict) -> dict:
-    return {k: s[k] for k in ("depth", "width", "kare_ridge", "kare_lr", "kare_steps", "dnn_lr", "dnn_steps",
-                              "ridges", "batch_size", "kernel")}
+    cfg = {k: s[k] for k in ("depth", "width", "kare_ridge", "kare_lr", "kare_steps", "dnn_lr", "dnn_steps",
+                             "ridges", "batch_size", "kernel")}
+    validated = s.get("protocol", "paper") == "validated"
+    cfg["validation_fraction"] = (s.get("validation_fraction") or 0.2) if validated else 0.0
+    return cfg
 
 
 def run_synthetic(settings: dict, out: Path, resume: bool = False, log=logger.info) -> dict:
