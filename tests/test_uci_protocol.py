@@ -173,3 +173,9 @@ def test_validated_protocol_end_to_end_real_training(tmp_path, capsys):
     unit = json.loads((out / "runs" / "tiny3.json").read_text())
     for m in ("kare", "after_kernel", "dnn", "krr-rbf", "svc"):
         assert 0 <= unit["accuracy"][m]["validated"] <= 1 and len(unit["accuracy"][m]["fold_accuracy"]) == 4
+
+
+def test_no_finite_kare_gives_no_number():
+    recs = [{"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, float("inf")]}]
+    assert P.kare_selected(recs, "kare")["accuracy"] is None
+    assert P.choose(recs, "kare") is None

@@ -227,7 +227,8 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
             a = done["accuracy"]
             parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
             log(f"[{k + 1}/{len(names)}] {name}: accuracy (paper" + ("/validated" if protocol == "validated" else "")
-                + f") {', '.join(parts)}; KARE-picked NTK-KARE {a['kare']['selected']:.3f} ({done['seconds']:.0f}s)")
+                + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
+                f"({done['seconds']:.0f}s; about {clock.eta()} left)")
         else:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
         per.append(done)
@@ -243,8 +244,10 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
 
 
 def _fmt_acc(entry: dict) -> str:
-    v = entry.get("validated")
-    return f"{entry['best']:.3f}" + ("" if "validated" not in entry else f"/{'–' if v is None else f'{v:.3f}'}")
+    text = "–" if entry["best"] is None else f"{entry['best']:.3f}"
+    if "validated" in entry:
+        text += "/" + ("–" if entry["validated"] is None else f"{entry['validated']:.3f}")
+    return text
 
 
 def _accuracy_matrix(per: list[dict], methods: list[str], key: str) -> np.ndarray:

@@ -150,9 +150,12 @@ def paper_best(records: list[dict], method: str) -> float:
 
 def kare_selected(records: list[dict], method: str) -> dict:
     """Configuration and ridge with the smallest training KARE over the whole grid (biased for NTK-KARE, whose
-    kernel was trained to make exactly this small); kept for comparison."""
+    kernel was trained to make exactly this small); kept for comparison. ``accuracy`` is None when no
+    configuration has a finite KARE."""
     recs = [r for r in records if r["method"] == method]
     k = np.array([[np.inf if v is None or not math.isfinite(v) else v for v in r["kare"]] for r in recs])
+    if not np.isfinite(k).any():
+        return {"accuracy": None, "config": None, "ridge_index": None}
     i, j = np.unravel_index(np.argmin(k), k.shape)
     return {"accuracy": float(recs[i]["accuracy"][j]), "config": _config(recs[i]), "ridge_index": int(j)}
 
@@ -178,6 +181,12 @@ class RunClock:
             est = seconds * self.total
             self.log(f"first configuration{(' (' + what + ')') if what else ''} took {seconds:.1f}s; estimated total "
                      f"for {self.total} trainings: {_duration(est)} (rough: assumes every training costs the same)")
+
+    def eta(self) -> str:
+        """Remaining time at the mean training time so far (trainings only, not the baselines)."""
+        if not self.done:
+            return "unknown"
+        return _duration(max(self.total - self.done, 0) * (time.time() - self.t0) / self.done)
 
 
 def _duration(seconds: float) -> str:
@@ -219,7 +228,8 @@ def run_dataset(ds, s: dict, kare_lrs_by_depth: dict, log=logger.info, trial: Op
     for m in ("kare", "after_kernel"):
         sel = kare_selected(records, m)
         acc[m]["selected"] = sel["accuracy"]
-        acc[m]["selected_config"] = {**sel["config"], "ridge": s["ridges"][sel["ridge_index"]]}
+        acc[m]["selected_config"] = None if sel["config"] is None else {
+            **sel["config"], "ridge": s["ridges"][sel["ridge_index"]]}
     out = {"dataset": ds.name, "n_train": len(x_tr), "n_test": len(x_ev), "n_classes": ds.n_classes,
            "n_examples": len(ds.x), "n_features": int(x_tr.shape[1]), "protocol": protocol, "accuracy": acc,
            "configs": records}
