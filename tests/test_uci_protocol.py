@@ -129,6 +129,9 @@ def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
     table = (tmp_path / "run" / "table.md").read_text()
     assert "| NTK-KARE | paper (optimistic) |" in table and "| KRR (RBF) | validated |" in table
     assert "| poison | 20 | 3 | 66.7 / 0.0 |" in table
+    pair = next(p for p in summary["paired_vs_kare"] if p["b"] == "dnn")
+    assert (pair["n"], pair["ties"], pair["protocol"]) == (1, 1, "validated")
+    assert "- NTK-KARE beats DNN (MSE) on 0/1 data sets (1 tied)" in table
     rows = list(csv.DictReader((tmp_path / "run" / "results.csv").open()))
     assert float(rows[0]["kare_paper"]) == pytest.approx(4 / 6) and float(rows[0]["kare_validated"]) == 0.0
     assert 0 <= float(rows[0]["krr-rbf_validated"]) <= 1

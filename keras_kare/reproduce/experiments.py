@@ -265,12 +265,28 @@ def _uci_summary(per: list[dict], methods: list[str], protocol: str, s: dict) ->
         summary[p] = score_table(_accuracy_matrix(per, methods, "best" if p == "paper" else "validated"), methods)
     headline = summary[protocols[-1]]
     summary.update({m: headline[m] for m in methods if m in headline})
+    summary["paired_vs_kare"] = _uci_pairs(per, methods, "best" if protocol == "paper" else "validated")
     sel_methods = ["kare", "after_kernel"]
     selected = score_table(_accuracy_matrix(per, sel_methods, "selected"), sel_methods)
     summary["selected_by_kare"] = {m: selected[m] for m in sel_methods if m in selected}
     summary["n_datasets"] = len(per)
     summary["settings"] = s
     return summary
+
+
+def _uci_pairs(per: list[dict], methods: list[str], key: str) -> list[dict]:
+    """NTK-KARE against every other method, paired by data set (accuracy; data sets missing a number dropped)."""
+    from keras_kare.reproduce.stats import paired_comparison
+
+    acc = _accuracy_matrix(per, methods, key)
+    pairs = []
+    for k, m in enumerate(methods[1:], start=1):
+        ok = np.isfinite(acc[:, 0]) & np.isfinite(acc[:, k])
+        if ok.any():
+            c = paired_comparison(acc[ok, 0], acc[ok, k], _uci_label("kare"), _uci_label(m), higher_is_better=True,
+                                  unit="data sets")
+            pairs.append({"a": "kare", "b": m, "protocol": key if key == "validated" else "paper", **c})
+    return pairs
 
 
 def _write_uci_rows(out: Path, per: list[dict], methods: list[str]) -> None:
@@ -311,6 +327,10 @@ def uci_table(summary: dict, per: list[dict], methods: list[str]) -> str:
     lines.append("- Ranks, P90/P95 and PMA are relative to the methods of this table within each protocol "
                  "(the paper's Table 1 also includes 179 classifiers of Fernández-Delgado et al.).")
     validated = "validated" in protocols
+    if summary.get("paired_vs_kare"):
+        lines += ["", f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
+                  "percentile bootstrap over data sets, exact sign test):"]
+        lines += [f"- {p['statement']}." for p in summary["paired_vs_kare"]]
     if not validated:
         lines.append("- The paper protocol picks on the data it reports on; run with --protocol validated for "
                      "numbers chosen without the evaluation folds.")

@@ -83,7 +83,7 @@ def bootstrap_ci(differences, level: float = 0.95, n_boot: int = N_BOOTSTRAP, se
 
 
 def paired_comparison(a, b, name_a: str = "a", name_b: str = "b", higher_is_better: bool = False,
-                      level: float = 0.95, seed: int = BOOTSTRAP_SEED) -> dict:
+                      level: float = 0.95, seed: int = BOOTSTRAP_SEED, unit: str = "seeds") -> dict:
     """Compare two methods seed by seed.
 
     Args:
@@ -92,6 +92,7 @@ def paired_comparison(a, b, name_a: str = "a", name_b: str = "b", higher_is_bett
         higher_is_better: True for accuracies (a "win" is the larger value).
         level: confidence level of the bootstrap interval.
         seed: bootstrap seed.
+        unit: what is paired, for the statement ("seeds", "data sets").
 
     Returns:
         ``{"n", "wins_a", "wins_b", "ties", "mean_difference", "ci_low", "ci_high",
@@ -108,7 +109,7 @@ def paired_comparison(a, b, name_a: str = "a", name_b: str = "b", higher_is_bett
            "ties": int(np.sum(d == 0)), "mean_difference": float(d.mean()), "ci_low": low, "ci_high": high,
            "level": level, "sign_test_p": sign_test_p(d)}
     out["statement"] = (
-        f"{name_a} beats {name_b} on {out['wins_a']}/{out['n']} seeds"
+        f"{name_a} beats {name_b} on {out['wins_a']}/{out['n']} {unit}"
         + (f" ({out['ties']} tied)" if out["ties"] else "")
         + f"; mean paired difference {_num(out['mean_difference'])} "
         f"[{100 * level:g}% bootstrap CI {_num(low)}, {_num(high)}], sign test p = {out['sign_test_p']:.3g}"
