@@ -328,8 +328,8 @@ def uci_table(summary: dict, per: list[dict], methods: list[str]) -> str:
                  "(the paper's Table 1 also includes 179 classifiers of Fernández-Delgado et al.).")
     validated = "validated" in protocols
     if summary.get("paired_vs_kare"):
-        lines += ["", f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
-                  "percentile bootstrap over data sets, exact sign test):"]
+        lines += ["", (f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
+                       "percentile bootstrap over data sets, exact sign test):")]
         lines += [f"- {p['statement']}." for p in summary["paired_vs_kare"]]
     if not validated:
         lines.append("- The paper protocol picks on the data it reports on; run with --protocol validated for "
