@@ -102,6 +102,15 @@ def _names(text: str) -> list[str]:
     return vals
 
 
+def _baseline_names(text: str) -> list[str]:
+    from keras_kare.reproduce.baselines import check_baselines
+
+    try:
+        return check_baselines(_names(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _common(p: argparse.ArgumentParser, single_net: bool = True):
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, default=None, help="results folder (default: results/<experiment>-<time>); never overwritten")
@@ -162,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnn-lrs", type=_floats, help="DNN learning rates (paper 0.1..1e-4)")
     p.add_argument("--dnn-batch-size", type=_pos_int, help="DNN batch size (paper 32)")
     p.add_argument("--seed", type=int, help="seed (paper 0)")
+    p.add_argument("--protocol", choices=("paper", "validated"),
+                   help="paper: best configuration and ridge picked on the evaluation split (optimistic, default); "
+                        "validated: configuration picked on conxuntos.dat's validation split, accuracy on the 4 "
+                        "conxuntos_kfold.dat test folds")
+    p.add_argument("--baselines", type=_baseline_names,
+                   help="classical baselines on the same splits, comma-separated: svc, rf, krr-rbf "
+                        "(svc and rf need scikit-learn: pip install 'keras-kare[reproduce]')")
     return parser
 
 

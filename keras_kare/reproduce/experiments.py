@@ -38,7 +38,7 @@ MNIST_QUICK = dict(seeds=[0], n_train=300, n_test=300, kare_steps=30, dnn_steps=
 UCI_DEFAULTS = dict(
     depths=[1, 2, 3, 4, 5], widths=[32, 64, 128, 256, 512], kare_lrs=None, dnn_lrs=[0.1, 0.01, 0.001, 0.0001],
     kare_ridge=0.1, kare_steps=300, dnn_steps=400, dnn_batch_size=32, ridges=[10.0**k for k in range(-4, 5)],
-    datasets=None, data_dir=None, seed=0, kernel="summed_output",
+    datasets=None, data_dir=None, seed=0, kernel="summed_output", protocol="paper", baselines=[],
 )
 UCI_QUICK = dict(depths=[1], widths=[32], kare_lrs=[10.0], dnn_lrs=[0.1], kare_steps=20, dnn_steps=20)
 
@@ -167,76 +167,45 @@ def run_mnist(settings: dict, out: Path, resume: bool = False, log=logger.info) 
 
 
 # ----------------------------------------------------------------------- UCI
-def _uci_configs(s: dict):
-    for depth in s["depths"]:
-        for width in s["widths"]:
-            for lr in (s["kare_lrs"] or UCI_KARE_LRS.get(depth, UCI_KARE_LRS[5])):
-                yield "kare", depth, width, lr
-            for lr in s["dnn_lrs"]:
-                yield "dnn", depth, width, lr
+def run_uci_dataset(data_dir, name: str, s: dict, log=logger.info, clock=None) -> dict:
+    """All configurations (and baselines) on one data set under ``s["protocol"]``.
 
-
-def run_uci_dataset(data_dir, name: str, s: dict, log=logger.info) -> dict:
-    """All configurations on one data set (paper protocol: train on conxuntos.dat's first line, test on its second).
-
-    Returns per-configuration records and per-method accuracies: ``best`` (max
-    over configurations and ridges, i.e. picked on the test split as in the
-    paper) and, for the kernel methods, ``selected`` (configuration and ridge
-    with the smallest training KARE).
+    See :mod:`keras_kare.reproduce.uci_protocol` for the two protocols. Returns
+    per-configuration records and per-method accuracies: ``best`` (max over
+    configurations and ridges on the ``conxuntos.dat`` evaluation half, the
+    paper's optimistic number), ``validated`` (with ``--protocol validated``)
+    and, for the kernel methods, ``selected`` (smallest training KARE).
     """
-    import keras
+    from keras_kare.datasets.uci import load_uci
+    from keras_kare.reproduce.uci_protocol import run_dataset
 
-    from keras_kare.datasets.uci import load_uci, uci_split
-    from keras_kare.reproduce.initializers import build_mlp
-    from keras_kare.reproduce.runner import krr_path, score, train_dnn, train_kare
+    return run_dataset(load_uci(data_dir, name), s, UCI_KARE_LRS, log, clock=clock)
 
-    ds = load_uci(data_dir, name)
-    x_tr, y_tr, x_te, y_te, _ = uci_split(ds)
-    y_fit = y_tr if y_tr.ndim > 1 else y_tr[:, None]
-    outputs = y_fit.shape[1]
-    records = []
-    quiet = lambda msg: None  # noqa: E731  (per-config training logs would drown the per-data-set log)
-    pool = TrainerPool()  # configurations of one architecture share their compiled steps
-    for method, depth, width, lr in _uci_configs(s):
-        keras.utils.set_random_seed(s["seed"])
-        net = build_mlp(x_tr.shape[1], depth, width, outputs, seed=s["seed"])
-        if method == "kare":
-            model, info = train_kare(net, x_tr, y_fit, s["kare_ridge"], lr, s["kare_steps"], None, quiet,
-                                     kernel=s["kernel"], pool=pool)
-            res = krr_path(model, x_tr, y_tr, x_te, y_te, s["ridges"], s["kernel"])
-            records.append({"method": "kare", "depth": depth, "width": width, "lr": lr,
-                            "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist(),
-                            "stopped_at": info["stopped_at"]})
-        else:
-            bs = len(x_tr) if len(x_tr) <= s["dnn_batch_size"] else s["dnn_batch_size"]
-            net, info = train_dnn(net, x_tr, y_fit, lr, s["dnn_steps"], bs, quiet, pool=pool)
-            pred = net.predict(x_te, batch_size=4096, verbose=0)
-            _, acc = score(pred if y_te.ndim > 1 else pred[:, 0], y_te)
-            records.append({"method": "dnn", "depth": depth, "width": width, "lr": lr, "accuracy": acc,
-                            "stopped_at": info["stopped_at"]})
-            res = krr_path(net, x_tr, y_tr, x_te, y_te, s["ridges"], s["kernel"])
-            records.append({"method": "after_kernel", "depth": depth, "width": width, "lr": lr,
-                            "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist()})
-    acc = {}
-    for method in ("kare", "after_kernel"):
-        recs = [r for r in records if r["method"] == method]
-        a = np.array([r["accuracy"] for r in recs], dtype=np.float64)
-        k = np.array([[np.inf if v is None or not np.isfinite(v) else v for v in r["kare"]] for r in recs])
-        i, j = np.unravel_index(np.argmin(k), k.shape)
-        acc[method] = {"best": float(a.max()), "selected": float(a[i, j]),
-                       "selected_config": {"depth": recs[i]["depth"], "width": recs[i]["width"], "lr": recs[i]["lr"],
-                                           "ridge": s["ridges"][j]}}
-    acc["dnn"] = {"best": float(max(r["accuracy"] for r in records if r["method"] == "dnn"))}
-    return {"dataset": name, "n_train": int(len(x_tr)), "n_test": int(len(x_te)), "n_classes": ds.n_classes,
-            "n_features": int(x_tr.shape[1]), "accuracy": acc, "configs": records}
+
+def _uci_methods(s: dict) -> list[str]:
+    from keras_kare.reproduce.uci_protocol import NEURAL
+
+    return list(NEURAL) + list(s.get("baselines") or [])
+
+
+def _uci_label(m: str) -> str:
+    from keras_kare.reproduce.baselines import BASELINE_LABELS
+
+    return R.METHOD_LABELS.get(m, BASELINE_LABELS.get(m, m))
 
 
 def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) -> dict:
     """Table 1: every requested data set, resumable (one ``runs/<name>.json`` per data set)."""
     from keras_kare.datasets.errors import DatasetError
     from keras_kare.datasets.uci import list_uci_datasets, load_uci
+    from keras_kare.reproduce import baselines as B
+    from keras_kare.reproduce import uci_protocol as P
 
     s = settings
+    protocol = P.check_protocol(s.get("protocol", "paper"))
+    B.check_baselines(s.get("baselines"))
+    if set(s.get("baselines") or []) & {"svc", "rf"}:
+        B._sklearn()  # a missing optional dependency fails before any training
     available = list_uci_datasets(s["data_dir"])
     names = available if not s["datasets"] else list(s["datasets"])
     unknown = [n for n in names if n not in available]
@@ -249,56 +218,147 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
         load_uci(s["data_dir"], name)
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
-    n_configs = len(list(_uci_configs(s)))
-    log(f"uci: {len(names)} data sets from {s['data_dir']}, {n_configs} trainings each "
-        f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}")
+    per_set = P.trainings_per_dataset(s, UCI_KARE_LRS)
+    log(f"uci: {len(names)} data sets from {s['data_dir']}, {per_set} trainings each "
+        f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}; {P.PROTOCOL_TEXT[protocol]}"
+        + (f"; baselines {', '.join(s['baselines'])}" if s.get("baselines") else ""))
+    todo = [n for n in names if R.load_unit(out, n) is None]
+    clock = P.RunClock(per_set * len(todo), log)
+    methods = _uci_methods(s)
     per = []
     for k, name in enumerate(names):
         done = R.load_unit(out, name)
         if done is None:
             t0 = time.time()
-            done = run_uci_dataset(s["data_dir"], name, s, log)
+            done = run_uci_dataset(s["data_dir"], name, s, log, clock)
             done["seconds"] = time.time() - t0
             R.save_unit(out, name, done)
             a = done["accuracy"]
-            log(f"[{k + 1}/{len(names)}] {name}: accuracy NTK-KARE {a['kare']['best']:.3f} "
-                f"(KARE-picked {a['kare']['selected']:.3f}), after-kernel {a['after_kernel']['best']:.3f}, "
-                f"DNN {a['dnn']['best']:.3f} ({done['seconds']:.0f}s)")
+            parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
+            log(f"[{k + 1}/{len(names)}] {name}: accuracy (paper" + ("/validated" if protocol == "validated" else "")
+                + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
+                f"({done['seconds']:.0f}s; about {clock.eta()} left)")
         else:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
         per.append(done)
-    methods = ["kare", "after_kernel", "dnn"]
-    best = np.array([[d["accuracy"][m]["best"] for m in methods] for d in per])
-    scores = score_table(best, methods)
-    sel_methods = ["kare", "after_kernel"]
-    selected = score_table(np.array([[d["accuracy"][m]["selected"] for m in sel_methods] for d in per]), sel_methods)
-    summary = {m: scores[m] for m in methods}
-    summary["selected_by_kare"] = {m: selected[m] for m in sel_methods}
-    summary["n_datasets"] = scores["n_datasets"]
-    summary["settings"] = s
+    summary = _uci_summary(per, methods, protocol, s)
     R.write_json(out / "summary.json", summary)
-    rows = [{"dataset": d["dataset"], **{f"{m}_best": d["accuracy"][m]["best"] for m in methods},
-             "kare_selected": d["accuracy"]["kare"]["selected"],
-             "after_kernel_selected": d["accuracy"]["after_kernel"]["selected"]} for d in per]
-    R.write_json(out / "results.json", rows)
+    _write_uci_rows(out, per, methods)
+    table = uci_table(summary, per, methods)
+    (out / "table.md").write_text(table)
+    _plot_uci(out / "accuracy_kare_vs_after_kernel.png",
+              np.array([[d["accuracy"][m]["best"] for m in ("kare", "after_kernel")] for d in per]))
+    log("results:\n" + table)
+    return summary
+
+
+def _fmt_acc(entry: dict) -> str:
+    text = "–" if entry["best"] is None else f"{entry['best']:.3f}"
+    if "validated" in entry:
+        text += "/" + ("–" if entry["validated"] is None else f"{entry['validated']:.3f}")
+    return text
+
+
+def _accuracy_matrix(per: list[dict], methods: list[str], key: str) -> np.ndarray:
+    return np.array([[np.nan if d["accuracy"][m].get(key) is None else d["accuracy"][m][key] for m in methods]
+                     for d in per], dtype=np.float64)
+
+
+def _uci_summary(per: list[dict], methods: list[str], protocol: str, s: dict) -> dict:
+    """Scores per protocol; the top-level method entries hold the headline protocol's scores."""
+    from keras_kare.reproduce.uci_protocol import PROTOCOL_TEXT
+
+    protocols = ["paper"] + (["validated"] if protocol == "validated" else [])
+    summary = {"protocol": protocol, "protocols": {p: PROTOCOL_TEXT[p] for p in protocols}, "methods": methods}
+    for p in protocols:
+        summary[p] = score_table(_accuracy_matrix(per, methods, "best" if p == "paper" else "validated"), methods)
+    headline = summary[protocols[-1]]
+    summary.update({m: headline[m] for m in methods if m in headline})
+    summary["paired_vs_kare"] = _uci_pairs(per, methods, "best" if protocol == "paper" else "validated")
+    sel_methods = ["kare", "after_kernel"]
+    selected = score_table(_accuracy_matrix(per, sel_methods, "selected"), sel_methods)
+    summary["selected_by_kare"] = {m: selected[m] for m in sel_methods if m in selected}
+    summary["n_datasets"] = len(per)
+    summary["settings"] = s
+    return summary
+
+
+def _uci_pairs(per: list[dict], methods: list[str], key: str) -> list[dict]:
+    """NTK-KARE against every other method, paired by data set (accuracy; data sets missing a number dropped)."""
+    from keras_kare.reproduce.stats import paired_comparison
+
+    acc = _accuracy_matrix(per, methods, key)
+    pairs = []
+    for k, m in enumerate(methods[1:], start=1):
+        ok = np.isfinite(acc[:, 0]) & np.isfinite(acc[:, k])
+        if ok.any():
+            c = paired_comparison(acc[ok, 0], acc[ok, k], _uci_label("kare"), _uci_label(m), higher_is_better=True,
+                                  unit="data sets")
+            pairs.append({"a": "kare", "b": m, "protocol": key if key == "validated" else "paper", **c})
+    return pairs
+
+
+def _write_uci_rows(out: Path, per: list[dict], methods: list[str]) -> None:
     import csv
 
+    rows = []
+    for d in per:
+        row = {k: d[k] for k in ("dataset", "n_train", "n_test", "n_classes")}
+        for m in methods:
+            row[f"{m}_paper"] = d["accuracy"][m]["best"]
+            row[f"{m}_validated"] = d["accuracy"][m].get("validated")
+        row["kare_selected"] = d["accuracy"]["kare"]["selected"]
+        row["after_kernel_selected"] = d["accuracy"]["after_kernel"]["selected"]
+        rows.append(row)
+    R.write_json(out / "results.json", rows)
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows(rows)
-    lines = ["| method | Friedman rank | mean accuracy (%) | P90 | P95 | PMA (%) |", "|---|---|---|---|---|---|"]
+        w.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+
+
+def uci_table(summary: dict, per: list[dict], methods: list[str]) -> str:
+    """Markdown: scores per method and protocol, then accuracies per data set."""
+    protocols = list(summary["protocols"])
+    plabel = {"paper": "paper (optimistic)", "validated": "validated"}
+    lines = ["| method | protocol | Friedman rank | mean accuracy (%) | P90 | P95 | PMA (%) |",
+             "|---|---|---|---|---|---|---|"]
     for m in methods:
-        v = scores[m]
-        lines.append(f"| {R.METHOD_LABELS[m]} | {v['friedman_rank']:.2f} | {v['mean_accuracy']:.2f} ± "
-                     f"{v['std_accuracy']:.2f} | {v['p90']:.1f} | {v['p95']:.1f} | {v['pma']:.2f} ± {v['pma_std']:.2f} |")
-    lines += ["", f"{scores['n_datasets']} data sets; accuracy at the best configuration and ridge picked on the test "
-              "split (paper protocol). Scores relative to the three methods above only."]
-    table = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(table)
-    _plot_uci(out / "accuracy_kare_vs_after_kernel.png", best)
-    log("results:\n" + table)
-    return summary
+        for p in protocols:
+            v = summary[p].get(m)
+            if v is None:
+                lines.append(f"| {_uci_label(m)} | {plabel[p]} | – | – | – | – | – |")
+                continue
+            lines.append(f"| {_uci_label(m)} | {plabel[p]} | {v['friedman_rank']:.2f} | {v['mean_accuracy']:.2f} ± "
+                         f"{v['std_accuracy']:.2f} | {v['p90']:.1f} | {v['p95']:.1f} | {v['pma']:.2f} ± "
+                         f"{v['pma_std']:.2f} |")
+    lines += [""] + [f"- {plabel[p]}: {summary['protocols'][p]}; {summary[p]['n_datasets']} data sets." for p in protocols]
+    lines.append("- Ranks, P90/P95 and PMA are relative to the methods of this table within each protocol "
+                 "(the paper's Table 1 also includes 179 classifiers of Fernández-Delgado et al.).")
+    validated = "validated" in protocols
+    if summary.get("paired_vs_kare"):
+        lines += ["", (f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
+                       "percentile bootstrap over data sets, exact sign test):")]
+        lines += [f"- {p['statement']}." for p in summary["paired_vs_kare"]]
+    if not validated:
+        lines.append("- The paper protocol picks on the data it reports on; run with --protocol validated for "
+                     "numbers chosen without the evaluation folds.")
+    what = "paper / validated" if validated else "paper protocol, optimistic"
+    lines += ["", f"#### Accuracy per data set (%, {what})", "",
+              "| data set | n | C | " + " | ".join(_uci_label(m) for m in methods) + " |",
+              "|---|---|---|" + "---|" * len(methods)]
+    for d in per:
+        lines.append(f"| {d['dataset']} | {d.get('n_examples', d['n_train'] + d['n_test'])} | {d['n_classes']} | "
+                     + " | ".join(_acc_cell(d["accuracy"][m], validated) for m in methods) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _acc_cell(entry: dict, validated: bool) -> str:
+    text = f"{100 * entry['best']:.1f}"
+    if validated:
+        v = entry.get("validated")
+        text += " / " + ("–" if v is None else f"{100 * v:.1f}")
+    return text
 
 
 def _plot_uci(path: Path, best: np.ndarray):
@@ -313,8 +373,8 @@ def _plot_uci(path: Path, best: np.ndarray):
     ax.scatter(best[:, 1], best[:, 0], s=12, label="per data set")
     lo = float(np.nanmin(best[:, :2])) if best.size else 0.0
     ax.plot([lo, 1], [lo, 1], "k--", lw=1)
-    ax.set_xlabel("after-kernel accuracy")
-    ax.set_ylabel("NTK-KARE accuracy")
+    ax.set_xlabel("after-kernel accuracy (paper protocol)")
+    ax.set_ylabel("NTK-KARE accuracy (paper protocol)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from keras_kare.datasets.errors import DatasetError
+from keras_kare.reproduce import stats as S
 
 ROW_FIELDS = ("method", "seed", "ridge", "effective_ridge", "test_mse", "test_accuracy", "kare", "loo_mse",
               "train_mse", "train_seconds", "stopped_at")
@@ -125,8 +126,8 @@ def write_rows(out: Path, rows: list[dict]) -> None:
     os.replace(tmp, out / "results.csv")
 
 
-def summarise(rows: list[dict], metric: str = "test_mse") -> dict:
-    """Per method: best-over-ridge and KARE-selected test errors (means and stds over seeds).
+def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optional[dict] = None) -> dict:
+    """Per method: best-over-ridge and KARE-selected test errors, over seeds, with paired statistics.
 
     For ``kare`` and ``after_kernel``:
       ``best_test_mse``: mean over seeds of min over the ridge grid (picked on test data, as the paper);
@@ -134,8 +135,16 @@ def summarise(rows: list[dict], metric: str = "test_mse") -> dict:
       ``best_ridge_of_mean_curve`` / ``mean_curve_min_test_mse``: the minimum of the seed-averaged curve
       (how the paper's figures read).
     For ``dnn``: ``test_mse``. With ``metric="test_accuracy"`` the same for accuracies (max instead of min).
+    Means come with their standard deviation (``_std``) and standard error (``_se``) over seeds.
+
+    ``seed_stats`` (see :mod:`keras_kare.reproduce.stats`) holds, for the
+    test-picked (``"best"``) and the KARE-picked (``"kare_selected"``) ridge,
+    the per-seed table, win counts and paired comparisons of every pair of
+    methods. ``per_seed_info`` (``{seed: {column: value}}``, e.g. a difficulty
+    indicator ``{"‖w‖": 2.9}``) adds columns to the per-seed table.
     """
     out = {}
+    per_seed = {}
     seeds = sorted({r["seed"] for r in rows})
     for method in ("kare", "after_kernel"):
         mr = [r for r in rows if r["method"] == method]
@@ -154,36 +163,56 @@ def summarise(rows: list[dict], metric: str = "test_mse") -> dict:
         sel_idx = np.argmin(np.where(np.isfinite(kare), kare, np.inf), axis=1)
         selected = table[np.arange(len(seeds)), sel_idx]
         curve = np.nanmean(table, axis=0)
+        per_seed[method] = {"best": best, "kare_selected": selected}
         entry = {
             "best_test_mse": float(np.mean(best)),
             "best_test_mse_std": float(np.std(best)),
+            "best_test_mse_se": S.standard_error(best),
             "selected_test_mse": float(np.mean(selected)),
             "selected_test_mse_std": float(np.std(selected)),
+            "selected_test_mse_se": S.standard_error(selected),
             "selected_ridges": [ridges[j] for j in sel_idx],
             "mean_curve_min_test_mse": float(np.nanmin(curve)),
             "best_ridge_of_mean_curve": ridges[int(np.nanargmin(curve))],
             "ridges": ridges,
             "mean_test_mse_per_ridge": curve.tolist(),
             "std_test_mse_per_ridge": np.nanstd(table, axis=0).tolist(),
+            "se_test_mse_per_ridge": [S.standard_error(col[np.isfinite(col)]) if np.isfinite(col).any() else None
+                                      for col in table.T],
         }
         if np.isfinite(acc).any():
             entry["best_test_accuracy"] = float(np.mean(np.nanmax(acc, axis=1)))
             entry["selected_test_accuracy"] = float(np.mean(acc[np.arange(len(seeds)), sel_idx]))
         out[method] = entry
-    dr = [r for r in rows if r["method"] == "dnn"]
+    dr = sorted((r for r in rows if r["method"] == "dnn"), key=lambda r: r["seed"])
     if dr:
         vals = np.array([r["test_mse"] for r in dr])
-        out["dnn"] = {"test_mse": float(vals.mean()), "test_mse_std": float(vals.std())}
+        out["dnn"] = {"test_mse": float(vals.mean()), "test_mse_std": float(vals.std()),
+                      "test_mse_se": S.standard_error(vals)}
+        if [r["seed"] for r in dr] == seeds:
+            per_seed["dnn"] = {"best": vals, "kare_selected": vals}
         accs = [r["test_accuracy"] for r in dr if r.get("test_accuracy") is not None]
         if accs:
             out["dnn"]["test_accuracy"] = float(np.mean(accs))
     out["n_seeds"] = len(seeds)
+    per_seed = {m: v for m, v in per_seed.items() if all(np.all(np.isfinite(x)) for x in v.values())}
+    if per_seed:
+        out["seed_stats"] = {
+            variant: S.seed_statistics({m: v[variant] for m, v in per_seed.items()}, seeds,
+                                       per_seed_info=per_seed_info, labels=METHOD_LABELS)
+            for variant in ("best", "kare_selected")
+        }
     return out
 
 
-def write_summary(out: Path, rows: list[dict], settings: dict, extra: Optional[dict] = None) -> dict:
-    """``summary.json``: {"kare": {...}, "after_kernel": {...}, "dnn": {...}, "settings": {...}}."""
-    summary = summarise(rows)
+def write_summary(out: Path, rows: list[dict], settings: dict, extra: Optional[dict] = None,
+                  per_seed_info: Optional[dict] = None) -> dict:
+    """``summary.json``: {"kare": {...}, "after_kernel": {...}, "dnn": {...}, "seed_stats": {...}, "settings": {...}}.
+
+    ``per_seed_info``: optional ``{seed: {column: value}}`` (e.g. ``{0: {"‖w‖": 2.9}}``)
+    shown beside each seed's errors in the per-seed table.
+    """
+    summary = summarise(rows, per_seed_info=per_seed_info)
     summary["settings"] = settings
     if extra:
         summary.update(extra)
@@ -191,12 +220,19 @@ def write_summary(out: Path, rows: list[dict], settings: dict, extra: Optional[d
     return summary
 
 
-def _pm(mean, std) -> str:
-    return f"{mean:.4f} ± {std:.4f}"
+def _pm(mean, spread) -> str:
+    if spread is None or not math.isfinite(spread):
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {spread:.4f}"
+
+
+def _se(entry: dict, key: str):
+    """The standard error stored next to ``key`` (older summaries only hold the std)."""
+    return entry.get(f"{key}_se", entry.get(f"{key}_std"))
 
 
 def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "") -> str:
-    """Mean ± std over seeds, best ridge per method, and the ridge KARE/GCV picks on training data."""
+    """Mean ± SE over seeds, best ridge per method, the ridge KARE/GCV picks, and paired per-seed statistics."""
     lines = []
     if title:
         lines += [f"### {title}", ""]
@@ -213,31 +249,76 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
         if not s:
             continue
         picked = sorted(set(s["selected_ridges"]))
-        row = (f"| {METHOD_LABELS[method]} | {_pm(s['best_test_mse'], s['best_test_mse_std'])} | "
-               f"{s['best_ridge_of_mean_curve']:g} | {_pm(s['selected_test_mse'], s['selected_test_mse_std'])} "
+        row = (f"| {METHOD_LABELS[method]} | {_pm(s['best_test_mse'], _se(s, 'best_test_mse'))} | "
+               f"{s['best_ridge_of_mean_curve']:g} | {_pm(s['selected_test_mse'], _se(s, 'selected_test_mse'))} "
                f"(λ̃ ∈ {{{', '.join(f'{p:g}' for p in picked)}}}) |")
         if has_paper:
             row += f" {paper.get(method, '–')} |"
         lines.append(row)
     if "dnn" in summary:
         s = summary["dnn"]
-        row = f"| {METHOD_LABELS['dnn']} | {_pm(s['test_mse'], s['test_mse_std'])} | – | – |"
+        row = f"| {METHOD_LABELS['dnn']} | {_pm(s['test_mse'], _se(s, 'test_mse'))} | – | – |"
         if has_paper:
             row += f" {paper.get('dnn', '–')} |"
         lines.append(row)
-    lines += ["", f"Test MSE, mean ± std over {n} seeds. The paper reports the best ridge picked on test data "
-              "(mean over 10 seeds); the KARE column picks λ̃ per seed from training data alone."]
+    lines += ["", (f"Test MSE, mean ± standard error over {n} seeds. The paper reports the best ridge picked on test "
+                   "data (mean over 10 seeds); the KARE column picks λ̃ per seed from training data alone.")]
     if "best_test_accuracy" in summary.get("kare", {}):
         acc = ", ".join(
             f"{METHOD_LABELS[m]} {summary[m]['best_test_accuracy' if m != 'dnn' else 'test_accuracy']:.4f}"
             for m in ("kare", "after_kernel", "dnn") if m in summary
         )
         lines.append(f"Test accuracy (best λ̃): {acc}.")
+    if "seed_stats" in summary:
+        lines += [""] + seed_stats_markdown(summary["seed_stats"])
     return "\n".join(lines) + "\n"
 
 
+_VARIANT_TEXT = {"best": "λ̃ picked on test data per seed (the paper's protocol)",
+                 "kare_selected": "λ̃ picked by KARE on training data per seed"}
+
+
+def seed_stats_markdown(seed_stats: dict) -> list[str]:
+    """Per-seed table (with any difficulty columns), win counts and paired statements, as markdown lines."""
+    best, sel = seed_stats["best"], seed_stats["kare_selected"]
+    methods = list(best["mean"])
+    info = best.get("info_columns", [])
+    cols = [f"{METHOD_LABELS.get(m, m)} best" for m in methods if m != "dnn"]
+    cols += [f"{METHOD_LABELS.get(m, m)} KARE-picked" for m in methods if m != "dnn"]
+    cols += [METHOD_LABELS.get(m, m) for m in methods if m == "dnn"]
+    lines = ["#### Per seed (test MSE)", "", "| seed | " + " | ".join(info + cols + ["lowest (best λ̃)"]) + " |",
+             "|" + "---|" * (2 + len(info) + len(cols))]
+    for rb, rs in zip(best["per_seed"], sel["per_seed"]):
+        vals = [rb[m] for m in methods if m != "dnn"] + [rs[m] for m in methods if m != "dnn"]
+        vals += [rb[m] for m in methods if m == "dnn"]
+        winner = min(methods, key=lambda m: rb[m])
+        tied = sum(rb[m] == rb[winner] for m in methods) > 1
+        cells = [_cell(rb.get(c)) for c in info] + [f"{v:.4f}" for v in vals]
+        cells.append("tie" if tied else METHOD_LABELS.get(winner, winner))
+        lines.append(f"| {rb['seed']} | " + " | ".join(cells) + " |")
+    for variant, st in (("best", best), ("kare_selected", sel)):
+        wins = st["wins"]
+        n = len(st["per_seed"])
+        lines += ["", f"**{_VARIANT_TEXT[variant]}** — seeds won: "
+                  + ", ".join(f"{METHOD_LABELS.get(m, m)} {wins[m]}/{n}" for m in methods)
+                  + (f", tied {wins['tied']}" if wins.get("tied") else "") + "."]
+        lines += [f"- {p['statement']}." for p in st["pairs"]]
+    lines += ["", ("Paired differences are per-seed test MSE (first − second; negative favours the first); the "
+                   "interval is a percentile bootstrap over seeds and the p-value an exact two-sided sign test.")]
+    return lines
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 def plot(out_png: Path, summary: dict, title: str = "") -> Optional[Path]:
-    """Test MSE vs relative ridge, one line per kernel method (±1 std band), DNN horizontal."""
+    """Test MSE vs relative ridge, one line per kernel method (mean ± standard error over seeds), DNN horizontal.
+
+    For non-negative errors mean − SE ≥ 0, so the band stays above zero (see :mod:`keras_kare.reproduce.stats`).
+    """
     try:
         import matplotlib
 
@@ -251,9 +332,11 @@ def plot(out_png: Path, summary: dict, title: str = "") -> Optional[Path]:
         s = summary.get(method)
         if not s:
             continue
-        r, m, sd = np.array(s["ridges"]), np.array(s["mean_test_mse_per_ridge"]), np.array(s["std_test_mse_per_ridge"])
-        ax.plot(r, m, "o-", color=colours[method], label=METHOD_LABELS[method], ms=4)
-        ax.fill_between(r, m - sd, m + sd, color=colours[method], alpha=0.15)
+        r, m = np.array(s["ridges"]), np.array(s["mean_test_mse_per_ridge"])
+        se = np.array([np.nan if v is None else v for v in s.get("se_test_mse_per_ridge", [None] * len(r))], dtype=float)
+        ax.plot(r, m, "o-", color=colours[method], label=f"{METHOD_LABELS[method]} (± SE)", ms=4)
+        if np.isfinite(se).any():
+            ax.fill_between(r, m - se, m + se, color=colours[method], alpha=0.15)
     if "dnn" in summary:
         ax.axhline(summary["dnn"]["test_mse"], color=colours["dnn"], ls="--", label=METHOD_LABELS["dnn"])
     ax.set_xscale("log")

@@ -1,0 +1,129 @@
+"""Paired statistics over seeds against hand-computed values and brute-force oracles."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from keras_kare.reproduce import results as R
+from keras_kare.reproduce import stats as S
+
+
+def _sign_test_by_enumeration(diffs):
+    """Two-sided p: share of all 2^n equally likely sign patterns at least as unbalanced as the observed one."""
+    d = [x for x in diffs if x != 0]
+    n = len(d)
+    if n == 0:
+        return 1.0
+    observed = abs(sum(x > 0 for x in d) - n / 2)
+    extreme = sum(abs(sum(p) - n / 2) >= observed for p in itertools.product((0, 1), repeat=n))
+    return extreme / 2**n
+
+
+@pytest.mark.parametrize("diffs", [[1.0], [1, 2, 3], [1, -1], [-1, 2, 3, 4, 5], [1, 1, 1, 1, 1, 1, -1, -1],
+                                   [0, 0, 1], [0.1, -0.2, 0, 0.3, 0.4, 0.5, -0.1], [-1] * 7 + [1]])
+def test_sign_test_matches_enumeration(diffs):
+    assert S.sign_test_p(diffs) == pytest.approx(_sign_test_by_enumeration(diffs), rel=1e-12)
+
+
+def test_sign_test_hand_values():
+    assert S.sign_test_p([-1, -2, -3]) == pytest.approx(0.25)  # 2 · (1/8)
+    assert S.sign_test_p([-1] * 8 + [1, 1]) == pytest.approx(2 * (1 + 10 + 45) / 1024)  # 8 of 10: 0.109375
+    assert S.sign_test_p([0, 0]) == 1.0
+    assert S.sign_test_p([1, -1, 0]) == 1.0
+
+
+def test_standard_error_formula():
+    assert S.standard_error([1, 2, 3, 4]) == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert math.isnan(S.standard_error([3.0]))
+    with pytest.raises(ValueError, match="empty"):
+        S.standard_error([])
+    with pytest.raises(ValueError, match="non-finite"):
+        S.standard_error([1.0, float("nan")])
+
+
+def test_mean_minus_se_never_below_zero_for_errors():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 10):
+        extreme = np.zeros(n)
+        extreme[0] = 1.0  # the worst case: equality mean = SE
+        assert np.mean(extreme) - S.standard_error(extreme) == pytest.approx(0.0, abs=1e-15)
+        for _ in range(50):
+            x = rng.exponential(size=n) ** 3
+            assert np.mean(x) - S.standard_error(x) >= -1e-15
+
+
+def test_bootstrap_ci_reproducible_and_exact_on_small_cases():
+    d = np.array([-0.3, -0.1, 0.05, -0.2, -0.15])
+    assert S.bootstrap_ci(d) == S.bootstrap_ci(d)
+    assert S.bootstrap_ci(d, seed=1) != S.bootstrap_ci(d, seed=2)
+    low, high = S.bootstrap_ci(d)
+    assert low < d.mean() < high and low >= d.min() and high <= d.max()
+    assert S.bootstrap_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
+    # two values 0 and 1: resampled means are 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4
+    assert S.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert S.bootstrap_ci([0.0, 1.0], level=0.4) == (0.5, 0.5)
+    # the vectorised resampling equals a replicate-by-replicate loop with the same generator
+    rng = np.random.default_rng(7)
+    means = [d[rng.integers(0, len(d), size=len(d))].mean() for _ in range(500)]
+    assert S.bootstrap_ci(d, n_boot=500, seed=7) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    with pytest.raises(ValueError, match="level"):
+        S.bootstrap_ci(d, level=1.5)
+
+
+def test_paired_comparison_statement_and_direction():
+    a = [0.1, 0.2, 0.05, 0.3]
+    b = [0.3, 0.25, 0.1, 0.3]
+    c = S.paired_comparison(a, b, "NTK-KARE", "DNN")
+    assert (c["n"], c["wins_a"], c["wins_b"], c["ties"]) == (4, 3, 0, 1)
+    assert c["mean_difference"] == pytest.approx(-0.3 / 4)
+    assert c["sign_test_p"] == pytest.approx(0.25)
+    assert c["statement"].startswith("NTK-KARE beats DNN on 3/4 seeds (1 tied); mean paired difference −0.075 [95% bootstrap CI")
+    assert "sign test p = 0.25" in c["statement"]
+    acc = S.paired_comparison([0.9, 0.8], [0.7, 0.85], "x", "y", higher_is_better=True)
+    assert (acc["wins_a"], acc["wins_b"]) == (1, 1)
+    with pytest.raises(ValueError, match="one entry per seed"):
+        S.paired_comparison([1, 2], [1, 2, 3])
+
+
+def test_win_counts_and_seed_statistics():
+    per = {"kare": [0.1, 0.5, 0.2], "dnn": [0.3, 0.4, 0.2]}
+    assert S.win_counts(per) == {"kare": 1, "dnn": 1, "tied": 1}
+    st = S.seed_statistics(per, [3, 4, 5], per_seed_info={"4": {"‖w‖": 2.5}})
+    assert st["per_seed"][1] == {"seed": 4, "‖w‖": 2.5, "kare": 0.5, "dnn": 0.4}
+    assert st["info_columns"] == ["‖w‖"]
+    assert st["se"]["kare"] == pytest.approx(S.standard_error([0.1, 0.5, 0.2]))
+    assert [(p["a"], p["b"]) for p in st["pairs"]] == [("kare", "dnn")]
+
+
+def _rows():
+    rows = []
+    kare = [[0.3, 0.1], [0.2, 0.4], [0.5, 0.6]]  # per seed, per ridge; KARE column picks ridge 0 each time
+    for seed in range(3):
+        for j, ridge in enumerate([0.1, 10.0]):
+            rows.append({"method": "kare", "seed": seed, "ridge": ridge, "test_mse": kare[seed][j], "kare": [1, 2][j]})
+            rows.append({"method": "after_kernel", "seed": seed, "ridge": ridge, "test_mse": kare[seed][j] + 0.05,
+                         "kare": [2, 1][j]})
+        rows.append({"method": "dnn", "seed": seed, "ridge": None, "test_mse": [0.2, 0.15, 0.9][seed]})
+    return rows
+
+
+def test_summary_gains_per_seed_statistics(tmp_path):
+    summary = R.write_summary(tmp_path, _rows(), {"x": 1}, per_seed_info={0: {"‖w‖": 1.0}, 1: {"‖w‖": 2.0},
+                                                                         2: {"‖w‖": 3.0}})
+    best = summary["seed_stats"]["best"]
+    assert [r["kare"] for r in best["per_seed"]] == pytest.approx([0.1, 0.2, 0.5])
+    assert best["wins"] == {"kare": 2, "after_kernel": 0, "dnn": 1, "tied": 0}
+    pair = next(p for p in best["pairs"] if (p["a"], p["b"]) == ("kare", "dnn"))
+    assert pair["mean_difference"] == pytest.approx(((0.1 - 0.2) + (0.2 - 0.15) + (0.5 - 0.9)) / 3)
+    sel = summary["seed_stats"]["kare_selected"]
+    assert [r["kare"] for r in sel["per_seed"]] == pytest.approx([0.3, 0.2, 0.5])
+    assert [r["after_kernel"] for r in sel["per_seed"]] == pytest.approx([0.15, 0.45, 0.65])
+    assert summary["kare"]["best_test_mse_se"] == pytest.approx(S.standard_error([0.1, 0.2, 0.5]))
+    table = R.markdown_table(summary)
+    assert "| seed | ‖w‖ | NTK-KARE best |" in table
+    assert "| 2 | 3 | 0.5000 |" in table
+    assert "NTK-KARE beats DNN (MSE) on 2/3 seeds; mean paired difference −0.15 [95% bootstrap CI" in table
+    assert "seeds won: NTK-KARE 2/3, after-kernel 0/3, DNN (MSE) 1/3" in table
+    assert R.plot(tmp_path / "p.png", summary, "t").stat().st_size > 1000

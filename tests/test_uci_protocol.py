@@ -1,0 +1,173 @@
+"""UCI protocols: the validated protocol never selects on evaluation folds; outputs carry both protocols."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_kare import cli
+from keras_kare.datasets.uci import load_uci
+from keras_kare.reproduce import experiments as E
+from keras_kare.reproduce import uci_protocol as P
+
+UCI_DIR = Path(__file__).parent / "fixtures" / "uci"
+LR_CLASS = {0.1: 0, 0.2: 1, 0.3: 2}  # the fake trial's configuration lr predicts this class everywhere
+
+
+def _poisoned_dataset(root: Path) -> Path:
+    """Rows 0-11 (the conxuntos split) hold classes 0 and 1, mostly 0 on the validation half; rows 12-19 appear
+    only in the k-fold test folds and are all class 2: selecting on those folds would pick the class-2 config."""
+    folder = root / "poison"
+    folder.mkdir(parents=True)
+    labels = [0, 1, 0, 1, 0, 1] + [0, 0, 0, 0, 1, 1] + [2] * 8
+    rng = np.random.default_rng(0)
+    lines = ["\tf1\tf2\tclase"] + [f"{i + 1}\t{a:.3f}\t{b:.3f}\t{c}" for i, ((a, b), c) in
+                                   enumerate(zip(rng.normal(size=(20, 2)), labels))]
+    (folder / "poison_R.dat").write_text("\n".join(lines) + "\n")
+    (folder / "poison.txt").write_text("n_entradas= 2\nn_clases= 3\n")
+    (folder / "conxuntos.dat").write_text(" ".join(map(str, range(6))) + "\n" + " ".join(map(str, range(6, 12))) + "\n")
+    train = " ".join(map(str, range(12)))
+    (folder / "conxuntos_kfold.dat").write_text(
+        "".join(f"{train}\n{12 + 2 * k} {13 + 2 * k}\n" for k in range(4)))
+    return root
+
+
+class FakeTrial:
+    """Predicts the class LR_CLASS[lr]; records which labels every call saw (calls are in protocol order)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, s, pool=None):
+        seen = set(np.argmax(y_tr, 1).tolist()) | set(np.argmax(y_ev, 1).tolist())
+        self.calls.append({"kind": kind, "lr": lr, "labels": seen, "n_train": len(x_tr)})
+        acc = float(np.mean(np.argmax(y_ev, 1) == LR_CLASS[lr]))
+        base = {"depth": depth, "width": width, "lr": lr}
+        kernel_rec = {**base, "accuracy": [acc, acc / 2], "kare": [1.0, 2.0]}  # KARE picks the first ridge
+        if kind == "kare":
+            return [{"method": "kare", **kernel_rec}]
+        return [{"method": "dnn", **base, "accuracy": acc}, {"method": "after_kernel", **kernel_rec}]
+
+
+def _settings(root, **kw):
+    s = dict(E.UCI_DEFAULTS, depths=[1], widths=[4], kare_lrs=[0.1, 0.2, 0.3], dnn_lrs=[0.1, 0.2, 0.3],
+             ridges=[0.1, 10.0], data_dir=str(root), protocol="validated", baselines=[], quick=False)
+    s.update(kw)
+    return s
+
+
+def test_selection_never_touches_evaluation_folds(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    ds = load_uci(root, "poison")
+    trial = FakeTrial()
+    res = P.run_dataset(ds, _settings(root), E.UCI_KARE_LRS, trial=trial)
+    n_grid = 6
+    selection, folds = trial.calls[:n_grid], trial.calls[n_grid:]
+    assert all(2 not in c["labels"] for c in selection)  # selection saw only conxuntos.dat rows
+    assert folds and all(2 in c["labels"] for c in folds)  # the fold phase did read the poisoned test folds
+    for m in ("kare", "after_kernel", "dnn"):
+        a = res["accuracy"][m]
+        assert a["validated_config"]["lr"] == 0.1  # class 0 is the validation majority (4 of 6)
+        assert a["validation_accuracy"] == pytest.approx(4 / 6)
+        assert a["fold_accuracy"] == [0.0] * 4 and a["validated"] == 0.0
+        assert a["best"] == pytest.approx(4 / 6)  # the paper number: max over the conxuntos evaluation half
+    # had the evaluation folds been used, the class-2 configuration (lr 0.3) would have won with accuracy 1
+    x_tr, y_tr, _, x_te, y_te, _ = P.split(ds, 0)
+    assert FakeTrial()("dnn", 1, 4, 0.3, x_tr, y_tr, x_te, y_te, {})[0]["accuracy"] == 1.0
+    # one training per fold for KARE, one per fold for the DNN shared by its after-kernel
+    assert len(folds) == 8 and {c["n_train"] for c in folds} == {12}
+
+
+def test_paper_protocol_trains_no_folds(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    trial = FakeTrial()
+    res = P.run_dataset(load_uci(root, "poison"), _settings(root, protocol="paper"), E.UCI_KARE_LRS, trial=trial)
+    assert len(trial.calls) == 6 and "validated" not in res["accuracy"]["kare"]
+    with pytest.raises(ValueError, match="protocol must be one of paper, validated"):
+        P.run_dataset(load_uci(root, "poison"), _settings(root, protocol="honest"), E.UCI_KARE_LRS, trial=trial)
+
+
+def test_choice_rules_by_hand():
+    recs = [{"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, 3.0]},
+            {"method": "kare", "depth": 1, "width": 4, "lr": 2.0, "accuracy": [0.9, 0.95], "kare": [1.0, 0.5]},
+            {"method": "kare", "depth": 2, "width": 4, "lr": 1.0, "accuracy": [0.95, 0.2], "kare": [float("nan"), 0.1]},
+            {"method": "kare", "depth": 2, "width": 8, "lr": 1.0, "accuracy": [0.7, 0.7], "kare": [None, None]}]
+    assert [P.kare_pick(r) for r in recs] == [1, 1, 1, None]
+    assert [P.validation_accuracy(r) for r in recs] == [0.9, 0.95, 0.2, None]
+    assert P.choose(recs, "kare") is recs[1]
+    assert P.choose(recs[:1] + [dict(recs[0], lr=3.0)], "kare")["lr"] == 1.0  # ties: first in grid order
+    assert P.paper_best(recs, "kare") == 0.95
+    sel = P.kare_selected(recs, "kare")
+    assert sel["accuracy"] == 0.2 and sel["config"] == {"depth": 2, "width": 4, "lr": 1.0} and sel["ridge_index"] == 1
+
+
+def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
+    root = _poisoned_dataset(tmp_path / "data")
+    monkeypatch.setattr(P, "neural_trial", FakeTrial())
+    logs = []
+    s = _settings(root, baselines=["krr-rbf"])
+    summary = E.run_uci(s, tmp_path / "run", log=logs.append)
+    methods = ["kare", "after_kernel", "dnn", "krr-rbf"]
+    assert summary["protocol"] == "validated" and summary["methods"] == methods
+    for p in ("paper", "validated"):
+        assert set(summary[p]) >= set(methods) and summary[p]["n_datasets"] == 1
+    assert summary["kare"] == summary["validated"]["kare"]
+    assert any("estimated total for 18 trainings" in line for line in logs)  # 6 grid + at most 3 × 4 fold trainings
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "| NTK-KARE | paper (optimistic) |" in table and "| KRR (RBF) | validated |" in table
+    assert "| poison | 20 | 3 | 66.7 / 0.0 |" in table
+    pair = next(p for p in summary["paired_vs_kare"] if p["b"] == "dnn")
+    assert (pair["n"], pair["ties"], pair["protocol"]) == (1, 1, "validated")
+    assert "- NTK-KARE beats DNN (MSE) on 0/1 data sets (1 tied)" in table
+    rows = list(csv.DictReader((tmp_path / "run" / "results.csv").open()))
+    assert float(rows[0]["kare_paper"]) == pytest.approx(4 / 6) and float(rows[0]["kare_validated"]) == 0.0
+    assert 0 <= float(rows[0]["krr-rbf_validated"]) <= 1
+    unit = json.loads((tmp_path / "run" / "runs" / "poison.json").read_text())
+    assert len(unit["accuracy"]["krr-rbf"]["fold_accuracy"]) == 4
+
+
+def test_paper_protocol_output_is_labelled_optimistic(tmp_path, monkeypatch):
+    root = _poisoned_dataset(tmp_path / "data")
+    monkeypatch.setattr(P, "neural_trial", FakeTrial())
+    summary = E.run_uci(_settings(root, protocol="paper"), tmp_path / "run", log=lambda m: None)
+    assert "validated" not in summary and summary["kare"] == summary["paper"]["kare"]
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "paper (optimistic)" in table and "--protocol validated" in table and "| validated |" not in table
+
+
+def _cli_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_cli_flags_reject_bad_values(tmp_path, capsys):
+    base = ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--out", str(tmp_path / "o")]
+    code, err = _cli_error(base + ["--protocol", "honest"], capsys)
+    assert code == 2 and "--protocol" in err and "validated" in err
+    code, err = _cli_error(base + ["--baselines", "svc,svm"], capsys)
+    assert code == 2 and "'svm'" in err and "krr-rbf" in err
+    args = cli.build_parser().parse_args(base + ["--protocol", "validated", "--baselines", "svc,krr-rbf"])
+    s = cli.make_settings(args)
+    assert s["protocol"] == "validated" and s["baselines"] == ["svc", "krr-rbf"]
+    assert cli.make_settings(cli.build_parser().parse_args(base))["protocol"] == "paper"
+
+
+@pytest.mark.slow
+def test_validated_protocol_end_to_end_real_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--datasets", "tiny3", "--depths", "1", "--widths", "4",
+            "--kare-lrs", "1", "--dnn-lrs", "0.1", "--kare-steps", "2", "--dnn-steps", "2", "--ridges", "0.1,10",
+            "--protocol", "validated", "--baselines", "krr-rbf,svc", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    unit = json.loads((out / "runs" / "tiny3.json").read_text())
+    for m in ("kare", "after_kernel", "dnn", "krr-rbf", "svc"):
+        assert 0 <= unit["accuracy"][m]["validated"] <= 1 and len(unit["accuracy"][m]["fold_accuracy"]) == 4
+
+
+def test_no_finite_kare_gives_no_number():
+    recs = [{"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, float("inf")]}]
+    assert P.kare_selected(recs, "kare")["accuracy"] is None
+    assert P.choose(recs, "kare") is None
