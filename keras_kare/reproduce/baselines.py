@@ -30,7 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from keras_kare.datasets.uci import decode_predictions, encode_targets
+from keras_kare.datasets.uci import encode_targets
+from keras_kare.decision import class_index
 from keras_kare.ridge import spectral_path
 
 BASELINES = ("svc", "rf", "krr-rbf")
@@ -153,7 +154,7 @@ def _krr_rbf(x_tr, labels_tr, x_eval, n_classes: int):
         proj = v.T @ y
         for lam in lambdas:
             pred = cross @ (proj / (s / n + lam)[:, None])
-            labels_eval.append(decode_predictions(pred if n_classes > 2 else pred[:, 0]))
+            labels_eval.append(class_index(pred if n_classes > 2 else pred[:, 0]))
     return np.array(loo), labels_eval
 
 
