@@ -152,3 +152,20 @@ def test_validated_run_seed_holds_out_training_rows(rng):
     assert kernel_rows and all(r["val_mse"] > 1e4 for r in kernel_rows)  # scored against the poisoned rows
     with pytest.raises(ValueError, match="validation_fraction"):
         runner.run_seed(x[:32], y[:32], x[32:], y[32:], 0, dict(cfg, validation_fraction=1.5), log=quiet)
+
+
+def test_summary_of_the_validated_protocol_picks_the_ridge_on_held_out_rows():
+    from keras_kare.reproduce import results as R
+
+    rows = []
+    for seed, (tests, vals, kares) in enumerate([([0.3, 0.1], [0.5, 0.2], [0.1, 0.9]), ([0.4, 0.2], [0.1, 0.6], [0.2, 0.1])]):
+        for ridge, t, v, k in zip([0.01, 1.0], tests, vals, kares):
+            rows.append({"method": "kare", "seed": seed, "ridge": ridge, "test_mse": t, "val_mse": v, "kare": k})
+        rows.append({"method": "dnn", "seed": seed, "ridge": None, "test_mse": 0.5})
+    s = R.summarise(rows)
+    # seed 0: held-out picks ridge 1.0 (0.2 < 0.5) -> test 0.1; seed 1: ridge 0.01 (0.1 < 0.6) -> test 0.4
+    assert s["kare"]["validated_ridges"] == [1.0, 0.01]
+    assert s["kare"]["validated_test_mse"] == pytest.approx(0.25)
+    assert s["kare"]["selected_test_mse"] == pytest.approx((0.3 + 0.2) / 2)  # KARE's picks differ
+    assert "validated" in s["seed_stats"]
+    assert "held-out training rows" in R.markdown_table(s)

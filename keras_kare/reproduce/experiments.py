@@ -97,9 +97,9 @@ def _quick_note(s: dict, log):
             "against the paper's claim (one easy seed can favour any method); run without --quick for that.")
 
 
-def _finish(out: Path, rows, settings, paper, title, log, extra=None):
+def _finish(out: Path, rows, settings, paper, title, log, extra=None, per_seed_info=None):
     R.write_rows(out, rows)
-    summary = R.write_summary(out, rows, settings, extra)
+    summary = R.write_summary(out, rows, settings, extra, per_seed_info=per_seed_info)
     if paper:
         summary["paper"] = paper
         R.write_json(out / "summary.json", summary)
@@ -122,7 +122,7 @@ def _cfg(s: dict) -> dict:
 
 def run_synthetic(settings: dict, out: Path, resume: bool = False, log=logger.info) -> dict:
     """Figure 1: single-index regression; three methods per seed."""
-    from keras_kare.datasets import make_single_index
+    from keras_kare.datasets import index_direction, make_single_index
 
     out = R.prepare_run_dir(out, settings, resume)
     s = settings
@@ -137,7 +137,11 @@ def run_synthetic(settings: dict, out: Path, resume: bool = False, log=logger.in
     rows = _run_seeds(out, s, load, _cfg(s), log, classification=False)
     paper = _paper_dict(PAPER_SYNTHETIC.get((float(s["gamma"]), float(s["sigma"]))))
     title = f"synthetic γ={s['gamma']:g}, σ={s['sigma']:g} ({len(s['seeds'])} seeds)"
-    return _finish(out, rows, settings, paper, title, log)
+    if _cfg(s)["validation_fraction"]:
+        title += f", validated (ridge picked on {_cfg(s)['validation_fraction']:g} of the training rows)"
+    # ‖w‖: the difficulty of a draw (large ‖w‖ = many oscillations along the index)
+    info = {seed: {"‖w‖": float(np.linalg.norm(index_direction(seed, n=s["n"], d=s["d"])))} for seed in s["seeds"]}
+    return _finish(out, rows, settings, paper, title, log, per_seed_info=info)
 
 
 def run_mnist(settings: dict, out: Path, resume: bool = False, log=logger.info) -> dict:
@@ -163,6 +167,8 @@ def run_mnist(settings: dict, out: Path, resume: bool = False, log=logger.info) 
     rows = _run_seeds(out, s, load, _cfg(s), log, classification=True)
     paper = _paper_dict(PAPER_MNIST.get((int(s["depth"]), int(s["width"]))))
     title = f"MNIST 7 vs 9, depth {s['depth']} width {s['width']} ({len(s['seeds'])} seeds)"
+    if _cfg(s)["validation_fraction"]:
+        title += f", validated (ridge picked on {_cfg(s)['validation_fraction']:g} of the training rows)"
     return _finish(out, rows, s, paper, title, log, extra={"data": info})
 
 

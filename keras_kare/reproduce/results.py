@@ -154,17 +154,27 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
         table = np.full((len(seeds), len(ridges)), np.nan)
         kare = np.full_like(table, np.nan)
         acc = np.full_like(table, np.nan)
+        val = np.full_like(table, np.nan)
         for r in mr:
             i, j = seeds.index(r["seed"]), ridges.index(r["ridge"])
             table[i, j] = r["test_mse"]
             kare[i, j] = np.inf if r["kare"] is None else r["kare"]
             acc[i, j] = np.nan if r.get("test_accuracy") is None else r["test_accuracy"]
+            val[i, j] = np.nan if r.get("val_mse") is None else r["val_mse"]
         best = np.nanmin(table, axis=1)
         sel_idx = np.argmin(np.where(np.isfinite(kare), kare, np.inf), axis=1)
         selected = table[np.arange(len(seeds)), sel_idx]
         curve = np.nanmean(table, axis=0)
         per_seed[method] = {"best": best, "kare_selected": selected}
-        entry = {
+        validated = {}
+        if np.isfinite(val).all():  # --protocol validated: the ridge with the smallest held-out error
+            val_idx = np.argmin(val, axis=1)
+            per_seed[method]["validated"] = table[np.arange(len(seeds)), val_idx]
+            validated = {"validated_test_mse": float(np.mean(per_seed[method]["validated"])),
+                         "validated_test_mse_std": float(np.std(per_seed[method]["validated"])),
+                         "validated_test_mse_se": S.standard_error(per_seed[method]["validated"]),
+                         "validated_ridges": [ridges[j] for j in val_idx]}
+        entry = {**validated,
             "best_test_mse": float(np.mean(best)),
             "best_test_mse_std": float(np.std(best)),
             "best_test_mse_se": S.standard_error(best),
@@ -190,17 +200,18 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
         out["dnn"] = {"test_mse": float(vals.mean()), "test_mse_std": float(vals.std()),
                       "test_mse_se": S.standard_error(vals)}
         if [r["seed"] for r in dr] == seeds:
-            per_seed["dnn"] = {"best": vals, "kare_selected": vals}
+            per_seed["dnn"] = {"best": vals, "kare_selected": vals, "validated": vals}  # no ridge to pick
         accs = [r["test_accuracy"] for r in dr if r.get("test_accuracy") is not None]
         if accs:
             out["dnn"]["test_accuracy"] = float(np.mean(accs))
     out["n_seeds"] = len(seeds)
     per_seed = {m: v for m, v in per_seed.items() if all(np.all(np.isfinite(x)) for x in v.values())}
     if per_seed:
+        variants = ["best", "kare_selected"] + (["validated"] if all("validated" in v for v in per_seed.values()) else [])
         out["seed_stats"] = {
             variant: S.seed_statistics({m: v[variant] for m, v in per_seed.items()}, seeds,
                                        per_seed_info=per_seed_info, labels=METHOD_LABELS)
-            for variant in ("best", "kare_selected")
+            for variant in variants
         }
     return out
 
@@ -243,6 +254,11 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
     if has_paper:
         head += " paper (best) |"
         sep += "---|"
+    validated = any("validated_test_mse" in summary.get(m, {}) for m in ("kare", "after_kernel"))
+    if validated:
+        head = head.replace(" (train data only) |", " (train data only) | test MSE at λ̃ picked on held-out "
+                            "training rows |")
+        sep += "---|"
     lines += [head, sep]
     for method in ("kare", "after_kernel"):
         s = summary.get(method)
@@ -252,12 +268,14 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
         row = (f"| {METHOD_LABELS[method]} | {_pm(s['best_test_mse'], _se(s, 'best_test_mse'))} | "
                f"{s['best_ridge_of_mean_curve']:g} | {_pm(s['selected_test_mse'], _se(s, 'selected_test_mse'))} "
                f"(λ̃ ∈ {{{', '.join(f'{p:g}' for p in picked)}}}) |")
+        if validated:
+            row += f" {_pm(s['validated_test_mse'], _se(s, 'validated_test_mse'))} |" if "validated_test_mse" in s else " – |"
         if has_paper:
             row += f" {paper.get(method, '–')} |"
         lines.append(row)
     if "dnn" in summary:
         s = summary["dnn"]
-        row = f"| {METHOD_LABELS['dnn']} | {_pm(s['test_mse'], _se(s, 'test_mse'))} | – | – |"
+        row = f"| {METHOD_LABELS['dnn']} | {_pm(s['test_mse'], _se(s, 'test_mse'))} | – | – |" + (" – |" if validated else "")
         if has_paper:
             row += f" {paper.get('dnn', '–')} |"
         lines.append(row)
@@ -275,7 +293,8 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
 
 
 _VARIANT_TEXT = {"best": "λ̃ picked on test data per seed (the paper's protocol)",
-                 "kare_selected": "λ̃ picked by KARE on training data per seed"}
+                 "kare_selected": "λ̃ picked by KARE on training data per seed",
+                 "validated": "λ̃ picked on held-out training rows per seed (validated protocol)"}
 
 
 def seed_stats_markdown(seed_stats: dict) -> list[str]:
@@ -296,7 +315,7 @@ def seed_stats_markdown(seed_stats: dict) -> list[str]:
         cells = [_cell(rb.get(c)) for c in info] + [f"{v:.4f}" for v in vals]
         cells.append("tie" if tied else METHOD_LABELS.get(winner, winner))
         lines.append(f"| {rb['seed']} | " + " | ".join(cells) + " |")
-    for variant, st in (("best", best), ("kare_selected", sel)):
+    for variant, st in seed_stats.items():
         wins = st["wins"]
         n = len(st["per_seed"])
         lines += ["", f"**{_VARIANT_TEXT[variant]}** — seeds won: "
