@@ -80,9 +80,28 @@ def _scaled_symmetric_part(k, scale):
     return (k + tf.transpose(k)) * (0.5 * scale), lambda dm: (dm * scale, None)
 
 
-@tf.custom_gradient
-def _kare_of_factor(m, chol, y):
+def _kare_of_factor(m, chol, y, product_dtype=None):
     """(KARE, numerator, denominator) of ``M = L Lᵀ`` with an analytic gradient w.r.t. M.
+
+    ``product_dtype`` (default: M's dtype) is the precision of the backward
+    pass's two n³ products (see :func:`_kare_of_factor_in`).
+    """
+    return _kare_of_factor_in(tf.as_dtype(product_dtype or m.dtype))(m, chol, y)
+
+
+_KARE_OF_FACTOR = {}
+
+
+def _kare_of_factor_in(product_dtype):
+    """The custom-gradient KARE of a factor whose backward n³ products run in ``product_dtype``."""
+    if product_dtype not in _KARE_OF_FACTOR:
+        _KARE_OF_FACTOR[product_dtype] = tf.custom_gradient(
+            lambda m, chol, y: _kare_of_factor_impl(m, chol, y, product_dtype))
+    return _KARE_OF_FACTOR[product_dtype]
+
+
+def _kare_of_factor_impl(m, chol, y, product_dtype):
+    """(KARE, numerator, denominator) of ``M = L Lᵀ`` and the gradient function w.r.t. M.
 
     Forward, from L⁻¹ (one triangular solve): ``M⁻¹Y = L⁻ᵀ(L⁻¹Y)``,
     numerator ``‖M⁻¹Y‖²/(nC)``, denominator ``‖L⁻¹‖²_F/n``.
@@ -95,6 +114,11 @@ def _kare_of_factor(m, chol, y):
     This costs two n³ matrix products instead of TensorFlow's generic
     Cholesky/triangular-solve gradients (about 5× faster on a CPU for n = 800,
     and it avoids XLA's slow CPU triangular kernels in the backward pass).
+    The forward pass (factor, solves, KARE) is in M's dtype; the two n³
+    products A = L⁻ᵀL⁻¹ and A² may run in a lower ``product_dtype``:
+    :func:`kare_terms` uses the kernel's own dtype, because the gradient is
+    cast to it on its way back to a float32 kernel anyway. The other terms of
+    the gradient (rank 2C, O(n²C)) stay in M's dtype.
     ``chol`` and ``y`` receive no gradient (callers pass them through
     ``stop_gradient``; M carries all of the dependence on the kernel).
     """
@@ -109,15 +133,17 @@ def _kare_of_factor(m, chol, y):
     value = numerator / tf.square(denominator)
 
     def grad(d_value, d_numerator, d_denominator):
-        a = tf.matmul(l_inv, l_inv, transpose_a=True)  # M⁻¹
-        a2_y = tf.matmul(a, a_y)
+        l_inv_p = tf.cast(l_inv, product_dtype)
+        a_p = tf.matmul(l_inv_p, l_inv_p, transpose_a=True)  # M⁻¹
+        a2_p = tf.cast(tf.matmul(a_p, a_p), m.dtype)  # M⁻²
+        a2_y = tf.matmul(l_inv, tf.matmul(l_inv, a_y), transpose_a=True)  # M⁻²Y in M's dtype (O(n²C))
         coef_num = (d_numerator + d_value / tf.square(denominator)) / (nf * c)
         coef_den = (d_denominator - 2.0 * d_value * numerator / denominator**3) / nf
         # coef_num·∂num + coef_den·∂den, the rank-2C part as one product (no n×n transpose):
         # (AY)(A²Y)ᵀ + (A²Y)(AY)ᵀ = [AY, A²Y] [A²Y, AY]ᵀ
         left = tf.concat([a_y, a2_y], axis=1) * -coef_num
         right = tf.concat([a2_y, a_y], axis=1)
-        g = tf.matmul(left, right, transpose_b=True) - coef_den * tf.matmul(a, a)
+        g = tf.matmul(left, right, transpose_b=True) - coef_den * a2_p
         return g, tf.zeros_like(chol), tf.zeros_like(y)
 
     return (value, numerator, denominator), grad
@@ -152,7 +178,9 @@ def kare_terms(
         z = z * tf.linalg.trace(k) / (n * n)
     m = _scaled_symmetric_part(k, 1.0 / n) + z * tf.eye(n_int, dtype=work)  # K symmetrised here
     chol, retries, factored = robust_cholesky(m)
-    value, numerator, denominator = _kare_of_factor(m, tf.stop_gradient(chol), tf.stop_gradient(y))
+    # the backward n³ products in the kernel's dtype (no coarser than float32); see _kare_of_factor
+    product = work if out_dtype.size >= work.size else (out_dtype if out_dtype.size >= 4 else tf.float32)
+    value, numerator, denominator = _kare_of_factor(m, tf.stop_gradient(chol), tf.stop_gradient(y), product)
     ok = tf.logical_and(factored, tf.math.is_finite(value))
     cast = lambda t: tf.cast(t, out_dtype)  # noqa: E731
     return KARETerms(cast(value), cast(numerator), cast(denominator), cast(z), retries, ok)

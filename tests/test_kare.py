@@ -87,6 +87,31 @@ def test_gradient_wrt_kernel_matches_finite_differences(rng, relative):
     assert np.abs(grad).max() > 1e-4  # not trivially zero
 
 
+@pytest.mark.parametrize("relative", [False, True])
+def test_gradient_wrt_float32_kernel_agrees_with_float64_to_single_precision(rng, relative):
+    """A float32 kernel's KARE gradient takes its two n³ backward products in float32.
+
+    Each entry of A = M⁻¹ and of A² is a sum of n products, so float32 rounding
+    gives a normwise relative error of at most about n·ε₃₂ (n = 256:
+    3e-5); the float64 gradient (checked against finite differences above) is
+    the reference.
+    """
+    n = 256
+    k64 = _psd(rng, n, rank=40, scale=3.0)
+    y = rng.normal(size=(n, 2))
+
+    def grad(k0):
+        k = tf.Variable(k0)
+        with tf.GradientTape() as tape:
+            val = keras_kare.kare(k, y.astype(k0.dtype), ridge=0.1, relative_ridge=relative)
+        return tape.gradient(val, k).numpy().astype(np.float64)
+
+    g64, g32 = grad(k64), grad(k64.astype(np.float32))
+    err = np.linalg.norm(g32 - g64) / np.linalg.norm(g64)
+    assert err < n * np.finfo(np.float32).eps
+    assert np.linalg.norm(g64) > 0
+
+
 def test_layer_matches_function_and_serialises(rng):
     k = _psd(rng, 10).astype(np.float32)
     y = rng.normal(size=10).astype(np.float32)
