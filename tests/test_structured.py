@@ -287,11 +287,11 @@ def test_non_trainable_weights_do_not_count(rng):
 def test_cost_model_choices():
     n = 16
     dense = sf.LinearFactor(tf.zeros([n, 1, 1, 512]), tf.zeros([1, n, 1, 1, 512]))
-    assert sf.linear_cost(dense, dense, "trace")[0]  # T = 1: ghost
+    assert dense.cost(dense, "trace")[0]  # T = 1: ghost
     conv = sf.LinearFactor(tf.zeros([n, 576, 1, 289]), tf.zeros([1, n, 576, 1, 64]))
-    assert not sf.linear_cost(conv, conv, "trace")[0]  # many positions: materialise
+    assert not conv.cost(conv, "trace")[0]  # many positions: materialise
     seq = sf.LinearFactor(tf.zeros([n, 4, 1, 64]), tf.zeros([1, n, 4, 1, 64]))
-    assert sf.linear_cost(seq, seq, "trace")[0]  # T² = 16 < d_in d_out / (d_in + d_out)
+    assert seq.cost(seq, "trace")[0]  # T² = 16 < d_in d_out / (d_in + d_out)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -299,15 +299,15 @@ def test_ghost_and_materialised_forms_agree(kernel, rng):
     c = 1 if kernel == "summed_output" else 3
     f1 = sf.LinearFactor(tf.constant(_x(rng, (4, 5, 2, 3), "float64")), tf.constant(_x(rng, (c, 4, 5, 2, 6), "float64")))
     f2 = sf.LinearFactor(tf.constant(_x(rng, (3, 2, 2, 3), "float64")), tf.constant(_x(rng, (c, 3, 2, 2, 6), "float64")))
-    ghost = sf._ghost_linear(f1, f2, kernel)
-    mat = sf.per_example_gram(sf.materialise_linear(f1), sf.materialise_linear(f2), kernel)
+    ghost = f1.ghost_gram(f2, kernel)
+    mat = sf.per_example_gram(f1.to_grad(), f2.to_grad(), kernel)
     assert rel_err(ghost, mat) < 1e-12
     ids1 = tf.constant(rng.integers(0, 5, size=(4, 3)))
     ids2 = tf.constant(rng.integers(0, 5, size=(3, 2)))
     e1 = sf.EmbeddingFactor(ids1, tf.constant(_x(rng, (c, 4, 3, 2), "float64")), 5)
     e2 = sf.EmbeddingFactor(ids2, tf.constant(_x(rng, (c, 3, 2, 2), "float64")), 5)
-    ghost_e = sf.embedding_gram(e1, e2, kernel)
-    mat_e = sf.per_example_gram(sf.materialise_embedding(e1), sf.materialise_embedding(e2), kernel)
+    ghost_e = e1.ghost_gram(e2, kernel)
+    mat_e = sf.per_example_gram(e1.to_grad(), e2.to_grad(), kernel)
     assert rel_err(ghost_e, mat_e) < 1e-12
 
 
