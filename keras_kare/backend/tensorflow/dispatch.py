@@ -17,6 +17,7 @@ import logging
 
 import tensorflow as tf
 
+from keras_kare._keras_compat import nested_layers
 from keras_kare.backend.tensorflow import structured
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
 
@@ -47,7 +48,7 @@ def resolve_implementation(model, implementation: str) -> str:
 
 
 def _compute_dtypes(model) -> list:
-    layers = [model] + list(getattr(model, "_flatten_layers", lambda **k: [])(include_self=False))
+    layers = [model] + nested_layers(model)
     return sorted({str(getattr(layer, "compute_dtype", "float32")) for layer in layers})
 
 

@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_kare._keras_compat import accepts_training, get_keras_mask, set_keras_mask
 from keras_kare.backend.tensorflow.structured_activations import activate
 from keras_kare.backend.tensorflow.structured_factors import (
     EmbeddingFactor,
@@ -41,11 +42,6 @@ from keras_kare.backend.tensorflow.structured_factors import (
 
 Key = tuple  # tuple of variable ids; one factor per key
 
-try:  # private Keras helpers; masks are propagated like Layer.__call__ does
-    from keras.src.backend import get_keras_mask, set_keras_mask
-except ImportError:  # pragma: no cover
-    get_keras_mask = lambda t: getattr(t, "_keras_mask", None)  # noqa: E731
-    set_keras_mask = lambda t, m: setattr(t, "_keras_mask", m)  # noqa: E731
 
 
 @dataclass
@@ -457,7 +453,7 @@ def batch_norm_site(layer, x, rec: Recorder):
 def call_layer(layer, args, kwargs):
     """Call a layer the way a Functional model does, in inference mode."""
     kwargs = dict(kwargs)
-    if "training" in getattr(layer, "_call_context_args", {"training"}):
+    if accepts_training(layer):
         kwargs["training"] = False
     return layer(*args, **kwargs)
 
