@@ -21,15 +21,21 @@ def unit_roundoff(dtype) -> float:
 U64, U32 = unit_roundoff("float64"), unit_roundoff("float32")
 
 
-def float32_gram_entry_rtol(n_params: int, roundings: int = 4) -> float:
-    """Bound γ on a float32 NTK Gram's entry errors, ``|ΔK_ij| ≤ γ·√(K_ii K_jj)``.
+def gram_entry_rtol(n_params: int, dtype="float32", roundings: int = 4) -> float:
+    """Bound γ on an NTK Gram's entry errors, ``|ΔK_ij| ≤ γ·√(K_ii K_jj)``, in ``dtype``.
 
-    ``K_ij = Σ_p J_ip J_jp`` over ``n_params`` parameters: a float32 sum of P
-    products errs by at most ``P·u`` times ``Σ_p |J_ip||J_jp| ≤ ‖J_i‖‖J_j‖``
+    ``K_ij = Σ_p J_ip J_jp`` over ``n_params`` parameters: a sum of P products
+    errs by at most ``P·u`` times ``Σ_p |J_ip||J_jp| ≤ ‖J_i‖‖J_j‖``
     (Cauchy–Schwarz), and each gradient entry carries ``roundings·u`` from the
-    forward/backward pass, which enters twice.
+    forward/backward pass, which enters twice. The structured form
+    ``(A Aᵀ + 1) ⊙ (Δ Δᵀ)`` regroups the same products and obeys the same bound.
     """
-    return (n_params + 2 * roundings) * U32
+    return (n_params + 2 * roundings) * unit_roundoff(dtype)
+
+
+def float32_gram_entry_rtol(n_params: int, roundings: int = 4) -> float:
+    """:func:`gram_entry_rtol` in float32."""
+    return gram_entry_rtol(n_params, "float32", roundings)
 
 
 def kare_rtol(k, y, ridge: float, entry_rtol: float) -> float:
@@ -53,3 +59,13 @@ def kare_rtol(k, y, ridge: float, entry_rtol: float) -> float:
     grad = d_num / den**2 - 2 * num / den**3 * d_den
     scale = np.sqrt(np.outer(np.diag(k), np.diag(k)))
     return float(np.sum(np.abs(grad) * scale) * entry_rtol / (num / den**2)) + U32
+
+
+def gram_atol(model, k) -> float:
+    """Absolute tolerance for two float32 computations of the NTK Gram ``k`` of ``model``.
+
+    ``|ΔK_ij| ≤ γ·√(K_ii K_jj) ≤ γ·max|K|`` with γ = :func:`float32_gram_entry_rtol`
+    of the model's parameter count (for the ``"full"`` kernel the same holds for
+    each (c, d) output pair).
+    """
+    return float32_gram_entry_rtol(model.count_params()) * float(np.abs(np.asarray(k)).max())

@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 from precision import float32_gram_entry_rtol
 
+# two fresh processes that import TensorFlow and train under MirroredStrategy
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent(
