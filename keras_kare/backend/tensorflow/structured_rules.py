@@ -17,7 +17,8 @@ formats), ``Embedding`` (index comparison / segment sum, no one-hot matmul),
 ``LayerNormalization`` and ``BatchNormalization`` (inference mode; scale and
 offset have explicit per-example gradients of size n × width). Any other layer
 with trainable weights goes through :func:`fallback_site`: per-example
-Jacobians of that layer's own weights only (cost ``O(n C p_layer)``).
+Jacobians of that layer's own weights only (cost ``O(n C p_layer)``). Each rule
+is registered for its layer classes by :func:`register_rule` where it is defined.
 """
 
 from __future__ import annotations
