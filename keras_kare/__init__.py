@@ -13,7 +13,7 @@ Public API:
     callbacks.KernelRidgeEvaluation(x, y, validation_data, every_n_epochs=1)
 """
 
-from keras_kare import backend  # noqa: I001 - first: fails clearly unless Keras runs on TensorFlow
+from keras_kare import backend  # noqa: F401, I001 - first: fails clearly unless Keras runs on TensorFlow
 from keras_kare import callbacks, layers
 from keras_kare.model import KAREModel
 from keras_kare.ntk import ntk
