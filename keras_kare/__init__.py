@@ -19,6 +19,7 @@ from keras_kare._startup import tensorflow_startup
 __version__ = "0.1.0"
 
 with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a no-op for library use
+    from keras_kare import backend  # noqa: F401, I001 - first: fails clearly unless Keras runs on TensorFlow
     from keras_kare import callbacks, layers
     from keras_kare.in_memory import fit_in_memory
     from keras_kare.model import KAREModel

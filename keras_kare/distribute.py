@@ -25,13 +25,14 @@ weights identical.
 
 Outside training, :func:`keras_kare.ntk` and :class:`~keras_kare.KernelPredictor`
 called inside ``strategy.scope()`` place their Gram blocks (``batch_size``)
-round-robin on the strategy's devices (:func:`keras_kare.ntk.strategy_devices`)
+round-robin on the strategy's devices (:func:`block_placement`)
 and concatenate them on the default device; the result is the same Gram. Only
 blocked computations are spread: give a ``batch_size`` smaller than n.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
@@ -168,3 +169,42 @@ def apply_or_else(optimizer, ok, grads: Sequence, variables: Sequence, on_fail: 
 
     ctx.merge_call(cross_replica, args=(ok, list(grads), tuple(on_fail_args)))
     return ok
+
+
+# ------------------------------------------------------------------ blocked Grams outside training
+def strategy_devices() -> Optional[list]:
+    """The devices of the active ``tf.distribute`` strategy (inside ``strategy.scope()``), if more than one.
+
+    Inside a replica context (a train step) nothing is redistributed: None.
+    """
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context() is False:
+        return None
+    devices = list(tf.distribute.get_strategy().extended.worker_devices)
+    return devices if len(devices) > 1 else None
+
+
+def compute_block(pair: Callable, i: int, j: int, device: Optional[str]) -> tf.Tensor:
+    """Block ``pair(i, j)`` of a blocked Gram, computed on ``device`` (None: the default placement)."""
+    with tf.device(device):
+        return pair(i, j)
+
+
+def block_placement() -> Callable:
+    """A function ``place(pair, i, j)`` computing successive Gram blocks round-robin on the strategy's devices.
+
+    Without a multi-device strategy every block gets the default placement.
+    The caller concatenates the blocks (on the default device).
+
+    Example::
+
+        place = block_placement()
+        blocks = [place(pair, i, j) for i, j in pairs]
+    """
+    devices = strategy_devices()
+    counter = itertools.count()
+
+    def place(pair: Callable, i: int, j: int) -> tf.Tensor:
+        k = next(counter)
+        return compute_block(pair, i, j, devices[k % len(devices)] if devices else None)
+
+    return place

@@ -52,7 +52,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         if failures <= self._seen_failures:
             return
         self._seen_failures = failures
-        min_eig = float(self.model._failure_min_eig.numpy())
+        min_eig = self.model.failure_min_eigenvalue()
         ridge = float(self.model.kare_layer.ridge)
         where = f"epoch {self._epoch + 1}, batch {batch}"
         if self.policy == "stop":

@@ -7,6 +7,7 @@ import inspect
 import keras
 import tensorflow as tf
 
+from keras_kare import _keras_compat as compat
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
 from keras_kare import in_memory
@@ -28,27 +29,6 @@ class _GoodStepMean(keras.metrics.Mean):
     def result(self):
         value = super().result()
         return tf.where(self.count > 0, value, tf.constant(float("nan"), value.dtype))
-
-
-def _metrics_group(trackers):
-    """Group the trackers the way compiled metrics are grouped.
-
-    Keras' monitor callbacks (ModelCheckpoint, EarlyStopping, ReduceLROnPlateau)
-    infer ``mode="min"`` from a metric's direction only for metrics inside such a
-    group, so grouping makes ``EarlyStopping(monitor="kare")`` work without
-    ``mode=``. If a future Keras drops the (private) class, the trackers are
-    returned ungrouped and users pass ``mode="min"``.
-    """
-    try:
-        from keras.src.trainers.compile_utils import MetricsList
-    except ImportError:  # pragma: no cover
-        return None
-
-    class _KAREMetrics(MetricsList):
-        def result(self):
-            return self.get_result()
-
-    return _KAREMetrics(trackers, name="kare_metrics")
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
@@ -149,8 +129,8 @@ class KAREModel(keras.Model):
         # smallest eigenvalue of K/n + zI at the last non-finite step (for the stop message)
         self._failure_min_eig = keras.Variable(float("nan"), dtype="float64", trainable=False, name="failure_min_eig")
         for name in ("loss", "kare", "kare_numerator"):
-            self._trackers[name]._direction = "down"  # lower is better
-        self._metrics_group = _metrics_group(list(self._trackers.values()))
+            compat.set_lower_is_better(self._trackers[name])
+        self._metrics_group = compat.metrics_group(list(self._trackers.values()), name="kare_metrics")
         if base_model.built and not base_model.trainable_variables:
             raise ValueError("base_model has no trainable weights: there is no NTK to train.")
 
@@ -170,7 +150,7 @@ class KAREModel(keras.Model):
         _distribute.check_replica_batch(x)  # equal KARE batch on every replica (no-op without a strategy)
         if not self.base_model.built:
             self.base_model(x, training=False)
-        if not self.built or getattr(self, "_build_shapes_dict", None) is None:
+        if not self.built or compat.build_shapes(self) is None:
             self._note_input_shape(tf.nest.map_structure(lambda t: tuple(t.shape), x))
 
     def _note_input_shape(self, input_shape):
@@ -180,10 +160,14 @@ class KAREModel(keras.Model):
         save a KAREModel as "unbuilt"; the shape (batch axis dropped) lets
         ``load_model`` rebuild a subclassed base network before loading weights.
         """
-        if getattr(self, "_build_shapes_dict", None) is None and input_shape is not None:
+        if compat.build_shapes(self) is None and input_shape is not None:
             shape = keras.tree.map_shape_structure(lambda s: (None,) + tuple(s)[1:], input_shape)
-            self._build_shapes_dict = {"input_shape": shape}
+            compat.record_build_shapes(self, shape)
         self.built = True
+
+    def failure_min_eigenvalue(self) -> float:
+        """Smallest eigenvalue of K/n + zI at the last non-finite step (NaN before any); for :mod:`keras_kare.guard`."""
+        return float(self._failure_min_eig.numpy())
 
     @property
     def metrics(self):

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
+from keras_kare import distribute as _distribute
 from keras_kare.memory import GIB, available_bytes, check_gram_memory, estimate_gram_bytes
 from keras_kare.networks import unwrap_network
 from keras_kare.backend import block_gram, forward_profile, gram, resolve_implementation, swap_examples
@@ -58,19 +59,6 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def strategy_devices() -> Optional[list]:
-    """The devices of the active ``tf.distribute`` strategy (inside ``strategy.scope()``), if more than one.
-
-    Blocked Gram computation places its blocks round-robin on these devices;
-    the blocks are then concatenated on the default device. Inside a replica
-    context (a train step) nothing is redistributed.
-    """
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context() is False:
-        return None
-    devices = list(tf.distribute.get_strategy().extended.worker_devices)
-    return devices if len(devices) > 1 else None
-
-
 def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Optional[int], verbose="auto"):
     """Gram assembled from (batch_size × batch_size) blocks; inputs already validated.
 
@@ -97,26 +85,17 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
                 return _gram(model, xi, None, kernel, implementation)  # symmetric diagonal block
             return _gram(model, xi, _slice(x1 if x2 is None else x2, *b2[j]), kernel, implementation)
 
-    devices = strategy_devices()
-    computed = 0
+    place = _distribute.block_placement()
     blocks: dict[tuple[int, int], tf.Tensor] = {}
     for i in range(len(b1)):
         for j in range(len(b2)):
             if x2 is None and j < i:
                 blocks[i, j] = swap_examples(blocks[j, i], kernel)
                 continue
-            # round-robin over the active strategy's devices (a no-op scope without one)
-            blocks[i, j] = _compute_block(pair, i, j, devices[computed % len(devices)] if devices else None)
-            computed += 1
+            blocks[i, j] = place(pair, i, j)
             progress.advance()
     rows = [tf.concat([blocks[i, j] for j in range(len(b2))], axis=1) for i in range(len(b1))]
     return tf.concat(rows, axis=0)
-
-
-def _compute_block(pair, i: int, j: int, device: Optional[str]) -> tf.Tensor:
-    """Block (i, j) of a blocked Gram, computed on ``device`` (None: the default placement)."""
-    with tf.device(device):
-        return pair(i, j)
 
 
 CAPTURE_MEMORY_FRACTION = 0.25

@@ -57,6 +57,7 @@ def _check_outputs(out: Path, n_rows: int, seeds: int):
     return summary
 
 
+@pytest.mark.slow
 def test_reproduce_synthetic_tiny(tmp_path, capsys):
     out = tmp_path / "syn"
     argv = ["reproduce", "synthetic", "--n", "60", "--n-train", "40", "--width", "8", "--seeds", "2",
@@ -79,6 +80,7 @@ def test_reproduce_synthetic_tiny(tmp_path, capsys):
     assert code == 2 and "settings differ" in err and "ridges" in err
 
 
+@pytest.mark.slow
 def test_reproduce_mnist_tiny(tmp_path, capsys, mnist_dir):
     out = tmp_path / "mn"
     argv = ["reproduce", "mnist", "--data-dir", str(mnist_dir), "--n-train", "15", "--n-test", "15", "--depth", "1",
@@ -91,6 +93,7 @@ def test_reproduce_mnist_tiny(tmp_path, capsys, mnist_dir):
     assert 0 <= summary["kare"]["best_test_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_reproduce_uci_tiny_and_resume(tmp_path, capsys):
     out = tmp_path / "uci_run"
     argv = ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--depths", "1", "--widths", "4", "--kare-lrs", "1",

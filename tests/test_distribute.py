@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from precision import float32_gram_entry_rtol
+
+# two fresh processes that import TensorFlow and train under MirroredStrategy
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent(
     r'''
-    import inspect, json, sys
+    import json, sys
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -92,36 +96,35 @@ WORKER = textwrap.dedent(
         out["runtime_indivisible_error"] = f"{type(err).__name__}: {err}"
 
     # a non-finite KARE on one replica skips the step on every replica
-    if "on_nonfinite" in inspect.signature(KAREModel).parameters:
-        with strategy.scope():
-            skip = KAREModel(net(), ridge=0.1, implementation=impl, on_nonfinite="skip")
-            skip.compile(optimizer=keras.optimizers.SGD(0.05))
-        y_nan = y[:16].copy()
-        y_nan[12] = np.nan  # in the second replica's share only
-        h = skip.fit(x[:16], y_nan, batch_size=16, epochs=1, verbose=0)
-        out["skip_weights_unchanged"] = all(
-            np.array_equal(a.numpy(), b) for a, b in zip(skip.base_model.trainable_variables, w0)
-        )
-        out["skip_nonfinite_steps"] = h.history.get("nonfinite_steps", [None])[0]
+    with strategy.scope():
+        skip = KAREModel(net(), ridge=0.1, implementation=impl, on_nonfinite="skip")
+        skip.compile(optimizer=keras.optimizers.SGD(0.05))
+    y_nan = y[:16].copy()
+    y_nan[12] = np.nan  # in the second replica's share only
+    h = skip.fit(x[:16], y_nan, batch_size=16, epochs=1, verbose=0)
+    out["skip_weights_unchanged"] = all(
+        np.array_equal(a.numpy(), b) for a, b in zip(skip.base_model.trainable_variables, w0)
+    )
+    out["skip_nonfinite_steps"] = h.history.get("nonfinite_steps", [None])[0]
 
     # KernelPredictor inside the strategy's scope: same predictions as without a strategy
     kp_ref = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
-    ntk_module = sys.modules["keras_kare.ntk"]  # (keras_kare.ntk the attribute is the function)
+    from keras_kare import distribute as dist_module
 
-    seen, original = [], ntk_module._compute_block
+    seen, original = [], dist_module.compute_block
 
     def recording(*args, **kwargs):
         k = original(*args, **kwargs)
         seen.append(k.device)
         return k
 
-    ntk_module._compute_block = recording
+    dist_module.compute_block = recording
     try:
         with strategy.scope():
             kp = KernelPredictor(ref, ridge=1e-2, batch_size=8, implementation=impl).fit(x[:24], y[:24])
             pred = kp.predict(x[24:])
     finally:
-        ntk_module._compute_block = original
+        dist_module.compute_block = original
     out["krr_block_devices"] = sorted({d.split("device:")[-1] for d in seen})
     out["krr_blocks"] = len(seen)
     out["krr_max_diff"] = float(np.max(np.abs(pred - kp_ref.predict(x[24:]))))
@@ -153,9 +156,13 @@ def test_two_logical_cpus(results):
 
 
 def test_mirrored_fit_matches_single_device_mean_of_replica_kares(results):
-    np.testing.assert_allclose(results["dist_kare"], results["ref_kare"], rtol=1e-5)
+    # The same float32 operations summed in another order (all-reduce vs add_n): per step the float32
+    # Gram entry error bound for the P = 57 parameters (precision.float32_gram_entry_rtol; KARE with
+    # z = 0.1 on 8 examples does not amplify it), over the 4 steps.
+    rtol = 4 * float32_gram_entry_rtol(57)
+    np.testing.assert_allclose(results["dist_kare"], results["ref_kare"], rtol=rtol)
     for a, b in zip(results["dist_weights"], results["ref_weights"]):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=rtol, atol=rtol * np.abs(np.array(b)).max())
     # and the per-replica semantics differ from KARE of the whole global batch
     assert abs(results["whole_batch_kare0"] - results["share_kare0"]) > 1e-3
 
@@ -169,8 +176,6 @@ def test_indivisible_global_batch_raises(results):
 
 
 def test_nonfinite_on_one_replica_skips_everywhere(results):
-    if "skip_weights_unchanged" not in results:
-        pytest.skip("KAREModel has no on_nonfinite option in this build")
     assert results["skip_weights_unchanged"]
     assert results["skip_nonfinite_steps"] >= 1
 

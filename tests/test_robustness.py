@@ -15,6 +15,7 @@ import keras_kare
 from keras_kare.factor import JITTER_LADDER, robust_cholesky, robust_cholesky_numpy
 from keras_kare.memory import GramMemoryError
 from oracles import kare_oracle, ntk_oracle
+from precision import U32, U64
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,9 @@ def test_ill_conditioned_kernels_match_closed_form(rng, cond):
     z = 1.0 / cond  # the ridge sits at the bottom of the spectrum: M has condition ~cond/2
     want = spectral_kare(s, q, y, z)
     got = float(keras_kare.kare(k, y, ridge=z))
-    assert got == pytest.approx(want, rel=1e-4)
+    # float64 Cholesky solves with M of condition κ ≈ cond/2 err by about κ·u64 relative; KARE = N/D²
+    # has two solves in N and D enters twice: about 4κ·u64 = 2·cond·u64 (2.2e-4 at cond 1e12).
+    assert got == pytest.approx(want, rel=2 * cond * U64)
 
 
 def test_rank_deficient_gram_from_few_parameters(rng):
@@ -198,13 +201,15 @@ def test_constant_output_model_trains_without_error(rng):
         ]
     )
     x = rng.normal(size=(10, 3)).astype("float32")
-    np.testing.assert_allclose(keras_kare.ntk(net, x).numpy(), np.ones((10, 10)), atol=1e-6)
+    # exact: the only non-zero gradient is the output bias' 1 (float32 sums of 1s and 0s)
+    np.testing.assert_allclose(keras_kare.ntk(net, x).numpy(), np.ones((10, 10)), atol=U32)
     model = keras_kare.KAREModel(net)
     model.compile(optimizer=keras.optimizers.SGD(1.0))
     y = rng.normal(size=10).astype("float32")
     hist = model.fit(x, y, batch_size=10, epochs=2, verbose=0)
     assert hist.history["nonfinite_steps"] == [0.0, 0.0]
-    assert hist.history["kare"][0] == pytest.approx(kare_oracle(np.ones((10, 10)), y, 0.1), rel=1e-5)
+    # exact Gram, float64 solve of a condition-11 matrix, logged in float32: two roundings
+    assert hist.history["kare"][0] == pytest.approx(kare_oracle(np.ones((10, 10)), y, 0.1), rel=2 * U32)
 
 
 def test_float64_end_to_end(rng):
@@ -319,6 +324,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_seeded_runs_are_bit_identical():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     runs = [

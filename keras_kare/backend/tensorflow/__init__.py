@@ -1,9 +1,10 @@
-"""TensorFlow autodiff for the empirical NTK (the only TF-specific module).
+"""TensorFlow autodiff for the empirical NTK.
 
 Everything that differentiates a network lives below this package; the rest of
-keras_kare only calls :func:`gram` (and :func:`block_gram`, which reuses
-per-block factors across the blocks of a large Gram). A JAX backend would
-provide the same functions.
+keras_kare calls :func:`gram` (and :func:`block_gram`, which reuses per-block
+factors across the blocks of a large Gram) through ``keras_kare.backend``.
+Other modules use TensorFlow too (linear algebra, training step, distribution):
+``keras_kare.backend``'s docstring lists them and what a JAX port would need.
 """
 
 from keras_kare.backend.tensorflow.blocks import BlockGram, block_gram

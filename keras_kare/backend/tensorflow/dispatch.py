@@ -17,19 +17,13 @@ import logging
 
 import tensorflow as tf
 
+from keras_kare._keras_compat import nested_layers
+from keras_kare.backend.tensorflow import structured
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
 
 logger = logging.getLogger("keras_kare")
 
 IMPLEMENTATIONS = ("auto", "jacobian", "structured")
-
-
-def _structured_module():
-    try:
-        from keras_kare.backend.tensorflow import structured
-    except ImportError:  # not built yet
-        return None
-    return structured
 
 
 def resolve_implementation(model, implementation: str) -> str:
@@ -39,15 +33,9 @@ def resolve_implementation(model, implementation: str) -> str:
             f"implementation must be one of {IMPLEMENTATIONS}, "
             f"received {implementation!r}."
         )
-    structured = _structured_module()
     if implementation == "structured":
-        if structured is None:
-            raise NotImplementedError(
-                "implementation='structured' is not available in this build; "
-                "use 'jacobian' or 'auto'."
-            )
         structured.check_supported(model)
-        if _low_precision(model) and not getattr(structured, "SUPPORTS_LOW_PRECISION", False):
+        if _low_precision(model):
             raise NotImplementedError(
                 f"implementation='structured' does not support the {_compute_dtypes(model)} compute dtype of this "
                 "model (a mixed_float16/mixed_bfloat16 policy) yet; use implementation='jacobian' or 'auto', whose "
@@ -55,16 +43,12 @@ def resolve_implementation(model, implementation: str) -> str:
             )
         return "structured"
     if implementation == "auto":
-        if structured is not None and structured.is_supported(model) and (
-            not _low_precision(model) or getattr(structured, "SUPPORTS_LOW_PRECISION", False)
-        ):
-            return "structured"
-        return "jacobian"
+        return "structured" if structured.is_supported(model) and not _low_precision(model) else "jacobian"
     return implementation
 
 
 def _compute_dtypes(model) -> list:
-    layers = [model] + list(getattr(model, "_flatten_layers", lambda **k: [])(include_self=False))
+    layers = [model] + nested_layers(model)
     return sorted({str(getattr(layer, "compute_dtype", "float32")) for layer in layers})
 
 
@@ -95,7 +79,7 @@ def gram(model, x1, x2=None, kernel: str = "trace", implementation: str = "jacob
     """
     implementation = resolve_implementation(model, implementation)
     if implementation == "structured":
-        k = _structured_module().structured_gram(model, x1, x2, kernel=kernel)
+        k = structured.structured_gram(model, x1, x2, kernel=kernel)
     else:
         k = jacobian_gram(model, x1, x2, kernel=kernel)
     if x2 is None:  # exactly symmetric, whatever the implementation's round-off

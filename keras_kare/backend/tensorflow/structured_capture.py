@@ -1,7 +1,7 @@
 """Capture of layer inputs A and pre-activation cotangents Δ for the structured NTK.
 
 The model's layer graph is executed by hand (Keras' own Functional graph
-runner, ``Functional._run_through_graph``, with a custom per-operation
+runner, ``_keras_compat.run_through_graph``, with a custom per-operation
 function): weightless layers and raw ops run as usual, layers with trainable
 weights go through their rule (``structured_rules``) which watches the
 pre-activation output on a ``GradientTape``. Nested Sequential/Functional
@@ -23,6 +23,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_kare._keras_compat import Functional, run_through_graph, sequential_graph
 from keras_kare.backend.tensorflow.outputs import flatten_outputs
 from keras_kare.backend.tensorflow.structured_factors import SUMMED, Factor, merge
 from keras_kare.backend.tensorflow.structured_rules import (
@@ -32,12 +33,6 @@ from keras_kare.backend.tensorflow.structured_rules import (
     find_rule,
 )
 
-try:  # Keras 3 internals: the graph model classes (no public alias for Functional)
-    from keras.src.models.functional import Functional
-    from keras.src.models.functional import unpack_singleton
-except ImportError:  # pragma: no cover
-    Functional = None
-    unpack_singleton = lambda x: x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x  # noqa: E731
 Sequential = keras.Sequential
 
 
@@ -58,18 +53,14 @@ def _run_model(model, inputs, rec: Recorder):
     """Forward pass of a graph model with every weighted layer replaced by its site."""
     kind = graph_kind(model)
     if kind == "sequential":
-        functional = getattr(model, "_functional", None)
+        functional = sequential_graph(model)
         if functional is not None:
             return _run_model(functional, inputs, rec)
         x = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         for layer in model.layers:
             x = _apply(layer, (x,), {}, rec)
         return x
-    flat = model._standardize_inputs(inputs)
-    outputs = model._run_through_graph(
-        flat, operation_fn=lambda op: (lambda *args, **kwargs: _apply(op, args, kwargs, rec))
-    )
-    return unpack_singleton(outputs)
+    return run_through_graph(model, inputs, lambda op: (lambda *args, **kwargs: _apply(op, args, kwargs, rec)))
 
 
 def _apply(op, args, kwargs, rec: Recorder):

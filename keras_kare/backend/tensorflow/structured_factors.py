@@ -25,8 +25,15 @@ Output-mode conventions: ``C`` is the number of cotangent passes (1 for
 ``kernel="summed_output"``). ``"trace"`` sums the per-pass Grams;
 ``"full"`` keeps the (C, C) output block, giving (n1, n2, C, C).
 
-Cost model (the ghost-vs-materialise choice is made in :func:`linear_gram`
-and :func:`embedding_gram`, counted in multiply-adds, ``Cg = C`` for
+Every factor class provides the same small interface, so a new kind of
+factor is one class here: ``to_grad()`` (explicit per-example gradients),
+``gram(other, kernel)`` (its Gram contribution with a factor of the same class),
+``compact(kernel, n)`` (the form to keep for blocked Grams), ``concat(factors)``
+(one factor for a variable used at several call sites, or None) and
+``tensors()``/``static``/``from_tensors()`` (``tf.function`` I/O).
+
+Cost model (the ghost-vs-materialise choice is made in ``LinearFactor.gram``
+and ``EmbeddingFactor.gram``, counted in multiply-adds, ``Cg = C`` for
 ``"trace"``/``"summed_output"`` and ``C²`` for ``"full"``):
 
 * ghost (never forms per-example gradients):
@@ -43,14 +50,14 @@ chosen form would need more than :data:`MEMORY_LIMIT_ELEMENTS` elements and the
 other would not, the other is used. When the batch size is unknown at trace
 time (``None`` in a ``tf.function``), :data:`ASSUMED_BATCH` is used. A blocked
 Gram that keeps each block's factors (``blocks.BlockGram``) makes the decision
-once per variable for pairs of full blocks (:func:`compact`) and stores the
+once per variable for pairs of full blocks (``compact``) and stores the
 chosen form.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import ClassVar, Optional, Sequence
 
 import tensorflow as tf
 
@@ -60,53 +67,6 @@ TRACE, SUMMED, FULL = "trace", "summed_output", "full"
 ASSUMED_BATCH = 256
 #: A form needing more elements than this is avoided if the other one fits (~1 GiB f32).
 MEMORY_LIMIT_ELEMENTS = 2**28
-
-
-@dataclass
-class LinearFactor:
-    """Kernel of a (possibly weight-shared, possibly grouped) linear map.
-
-    Attributes:
-        a: (n, T, H, d_in) layer inputs (patches).
-        delta: (C, n, T, H, d_out) cotangents of the pre-activation output.
-        ones: the bias is folded in as the weight of a constant input, i.e. ``a``
-            stands for ``[a, 1]`` (d_in + 1 columns). The column is kept implicit
-            so the ghost form adds 1 to ``A Aᵀ`` instead of copying ``a``;
-            :meth:`full_a` materialises it where a form needs it.
-    """
-
-    a: tf.Tensor
-    delta: tf.Tensor
-    ones: bool = False
-
-    @property
-    def d_in(self) -> int:
-        return int(self.a.shape[-1]) + int(self.ones)
-
-    def full_a(self) -> tf.Tensor:
-        """``a`` with the implicit column of ones appended (if any)."""
-        if not self.ones:
-            return self.a
-        return tf.concat([self.a, tf.ones_like(self.a[..., :1])], axis=-1)
-
-
-@dataclass
-class EmbeddingFactor:
-    """Embedding table of ``vocab`` rows; ids (n, T) int, delta (C, n, T, dim)."""
-
-    ids: tf.Tensor
-    delta: tf.Tensor
-    vocab: int
-
-
-@dataclass
-class GradFactor:
-    """Explicit per-example gradients (C, n, p) of one variable."""
-
-    grad: tf.Tensor
-
-
-Factor = Union[LinearFactor, EmbeddingFactor, GradFactor]
 
 
 # ---------------------------------------------------------------- helpers
@@ -154,179 +114,293 @@ def per_example_gram(g1: tf.Tensor, g2: tf.Tensor, kernel: str) -> tf.Tensor:
     return tf.einsum("cip,cjp->ij", g1, g2)
 
 
+# ---------------------------------------------------------------- factor interface
+class Factor:
+    """What every factor provides (see the module docstring)."""
+
+    #: the name recorded by :func:`flatten_factors`; each subclass registers under it
+    kind: ClassVar[str]
+    _KINDS: ClassVar[dict] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Factor._KINDS[cls.kind] = cls
+
+    def to_grad(self) -> tf.Tensor:
+        """Explicit per-example gradients (C, n, p)."""
+        raise NotImplementedError
+
+    def gram(self, other: "Factor", kernel: str) -> tf.Tensor:
+        """Gram contribution of this variable between two batches (``other`` of the same class)."""
+        raise NotImplementedError
+
+    def compact(self, kernel: str, n: int) -> "Factor":
+        """The form to keep when paired with many blocks of ``n`` examples (default: as is)."""
+        return self
+
+    @classmethod
+    def concat(cls, factors: Sequence["Factor"]) -> Optional["Factor"]:
+        """One factor of this class for several uses of a variable, or None to sum gradients."""
+        return None
+
+    def tensors(self) -> list:
+        raise NotImplementedError
+
+    @property
+    def static(self):
+        """The non-tensor state :meth:`from_tensors` needs."""
+        return None
+
+    @classmethod
+    def from_tensors(cls, tensors: Sequence[tf.Tensor], static) -> "Factor":
+        raise NotImplementedError
+
+
 # ---------------------------------------------------------------- linear
-def linear_cost(
-    f1: LinearFactor, f2: LinearFactor, kernel: str, n1: Optional[int] = None, n2: Optional[int] = None
-) -> tuple[bool, dict]:
-    """Decide ghost vs materialise for one kernel variable; returns (ghost?, costs).
+@dataclass
+class LinearFactor(Factor):
+    """Kernel of a (possibly weight-shared, possibly grouped) linear map.
 
-    ``n1``/``n2`` override the batch sizes read from the factors (used to make
-    one decision for every block of a blocked Gram, see :func:`compact`).
+    Attributes:
+        a: (n, T, H, d_in) layer inputs (patches).
+        delta: (C, n, T, H, d_out) cotangents of the pre-activation output.
+        ones: the bias is folded in as the weight of a constant input, i.e. ``a``
+            stands for ``[a, 1]`` (d_in + 1 columns). The column is kept implicit
+            so the ghost form adds 1 to ``A Aᵀ`` instead of copying ``a``;
+            :meth:`full_a` materialises it where a form needs it.
     """
-    n1_, t1, h, _ = f1.a.shape
-    d_in = f1.d_in
-    c, n2_, t2, _, d_out = f2.delta.shape
-    n1, n2 = _static(n1 if n1 is not None else n1_), _static(n2 if n2 is not None else n2_)
-    # Unknown position counts (dynamic sequence length) favour materialising.
-    t1, t2 = _static(t1, 1024), _static(t2, 1024)
-    cg = _output_multiplicity(int(c), kernel)
-    positions = n1 * n2 * t1 * t2 * h
-    ghost_flops = positions * (d_in + cg * d_out + cg)
-    mat_flops = (n1 * t1 + n2 * t2) * c * h * d_in * d_out + n1 * n2 * cg * h * d_in * d_out
-    ghost_mem = positions * cg
-    mat_mem = (n1 + n2) * c * h * d_in * d_out
-    ghost = _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem)
-    return ghost, dict(ghost_flops=ghost_flops, mat_flops=mat_flops, ghost_mem=ghost_mem, mat_mem=mat_mem)
 
+    a: tf.Tensor
+    delta: tf.Tensor
+    ones: bool = False
+    kind: ClassVar[str] = "linear"
 
-def materialise_linear(f: LinearFactor) -> tf.Tensor:
-    """Per-example kernel gradients (C, n, H·d_in·d_out) of a linear factor."""
-    c, n = tf.shape(f.delta)[0], tf.shape(f.delta)[1]
-    a = f.full_a()
-    if a.shape[2] == 1 and f.delta.shape[0] == 1:  # one block, one pass: a batched matmul
-        g = tf.matmul(tf.squeeze(a, 2), tf.squeeze(f.delta, [0, 3]), transpose_a=True)
-    else:
-        g = tf.einsum("nthk,cntho->cnhko", a, f.delta)
-    return tf.reshape(g, [c, n, -1])
+    @property
+    def d_in(self) -> int:
+        return int(self.a.shape[-1]) + int(self.ones)
 
+    def full_a(self) -> tf.Tensor:
+        """``a`` with the implicit column of ones appended (if any)."""
+        if not self.ones:
+            return self.a
+        return tf.concat([self.a, tf.ones_like(self.a[..., :1])], axis=-1)
 
-def _ghost_linear(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tf.Tensor:
-    a1, a2, d1, d2 = f1.a, f2.a, f1.delta, f2.delta
-    t1, h, t2 = a1.shape[1], a1.shape[2], a2.shape[1]
-    # The implicit ones column contributes 1 to every (t, s, h) inner product of A.
-    ones = 1.0 if f1.ones else 0.0
-    if t1 == 1 and t2 == 1 and h == 1:
-        same = f1 is f2
-        # (squeeze, not [:, 0, 0]: its gradient is a reshape, not a scatter into zeros)
-        a1 = tf.squeeze(a1, [1, 2])
-        ga = matmul_t(a1, a1 if same else tf.squeeze(a2, [1, 2]))  # (n1, n2)
+    def cost(
+        self, other: "LinearFactor", kernel: str, n1: Optional[int] = None, n2: Optional[int] = None
+    ) -> tuple[bool, dict]:
+        """Decide ghost vs materialise for pairing with ``other``; returns (ghost?, costs).
+
+        ``n1``/``n2`` override the batch sizes read from the factors (used to make
+        one decision for every block of a blocked Gram, see :meth:`compact`).
+        """
+        n1_, t1, h, _ = self.a.shape
+        d_in = self.d_in
+        c, n2_, t2, _, d_out = other.delta.shape
+        n1, n2 = _static(n1 if n1 is not None else n1_), _static(n2 if n2 is not None else n2_)
+        # Unknown position counts (dynamic sequence length) favour materialising.
+        t1, t2 = _static(t1, 1024), _static(t2, 1024)
+        cg = _output_multiplicity(int(c), kernel)
+        positions = n1 * n2 * t1 * t2 * h
+        ghost_flops = positions * (d_in + cg * d_out + cg)
+        mat_flops = (n1 * t1 + n2 * t2) * c * h * d_in * d_out + n1 * n2 * cg * h * d_in * d_out
+        ghost_mem = positions * cg
+        mat_mem = (n1 + n2) * c * h * d_in * d_out
+        ghost = _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem)
+        return ghost, dict(ghost_flops=ghost_flops, mat_flops=mat_flops, ghost_mem=ghost_mem, mat_mem=mat_mem)
+
+    def to_grad(self) -> tf.Tensor:
+        """Per-example kernel gradients (C, n, H·d_in·d_out)."""
+        c, n = tf.shape(self.delta)[0], tf.shape(self.delta)[1]
+        a = self.full_a()
+        if a.shape[2] == 1 and self.delta.shape[0] == 1:  # one block, one pass: a batched matmul
+            g = tf.matmul(tf.squeeze(a, 2), tf.squeeze(self.delta, [0, 3]), transpose_a=True)
+        else:
+            g = tf.einsum("nthk,cntho->cnhko", a, self.delta)
+        return tf.reshape(g, [c, n, -1])
+
+    def ghost_gram(self, other: "LinearFactor", kernel: str) -> tf.Tensor:
+        """``Σ_{t,s,h} (A Aᵀ) ⊙ (Δ Δᵀ)`` without per-example gradients."""
+        a1, a2, d1, d2 = self.a, other.a, self.delta, other.delta
+        t1, h, t2 = a1.shape[1], a1.shape[2], a2.shape[1]
+        # The implicit ones column contributes 1 to every (t, s, h) inner product of A.
+        ones = 1.0 if self.ones else 0.0
+        if t1 == 1 and t2 == 1 and h == 1:
+            same = self is other
+            # (squeeze, not [:, 0, 0]: its gradient is a reshape, not a scatter into zeros)
+            a1 = tf.squeeze(a1, [1, 2])
+            ga = matmul_t(a1, a1 if same else tf.squeeze(a2, [1, 2]))  # (n1, n2)
+            if ones:
+                ga = ga + ones
+            e1 = tf.squeeze(d1, [2, 3])  # (C, n, d_out)
+            e2 = e1 if same else tf.squeeze(d2, [2, 3])
+            if kernel == FULL:
+                return ga[:, :, None, None] * tf.einsum("cio,ejo->ijce", e1, e2)
+            if e1.shape[0] == 1:
+                e1 = tf.squeeze(e1, 0)
+                return ga * matmul_t(e1, e1 if same else tf.squeeze(e2, 0))
+            # Σ_c Δ_c Δ_cᵀ as one matmul over the (C·d_out) axis.
+            f1_ = tf.reshape(tf.transpose(e1, [1, 0, 2]), [tf.shape(e1)[1], -1])
+            f2_ = f1_ if same else tf.reshape(tf.transpose(e2, [1, 0, 2]), [tf.shape(e2)[1], -1])
+            return ga * matmul_t(f1_, f2_)
+        ga = tf.einsum("ithk,jshk->ijtsh", a1, a2)
         if ones:
             ga = ga + ones
-        e1 = tf.squeeze(d1, [2, 3])  # (C, n, d_out)
-        e2 = e1 if same else tf.squeeze(d2, [2, 3])
         if kernel == FULL:
-            return ga[:, :, None, None] * tf.einsum("cio,ejo->ijce", e1, e2)
-        if e1.shape[0] == 1:
-            e1 = tf.squeeze(e1, 0)
-            return ga * matmul_t(e1, e1 if same else tf.squeeze(e2, 0))
-        # Σ_c Δ_c Δ_cᵀ as one matmul over the (C·d_out) axis.
-        f1_ = tf.reshape(tf.transpose(e1, [1, 0, 2]), [tf.shape(e1)[1], -1])
-        f2_ = f1_ if same else tf.reshape(tf.transpose(e2, [1, 0, 2]), [tf.shape(e2)[1], -1])
-        return ga * matmul_t(f1_, f2_)
-    ga = tf.einsum("ithk,jshk->ijtsh", a1, a2)
-    if ones:
-        ga = ga + ones
-    if kernel == FULL:
-        gd = tf.einsum("citho,ejsho->ijcetsh", d1, d2)
-        return tf.einsum("ijtsh,ijcetsh->ijce", ga, gd)
-    gd = tf.einsum("citho,cjsho->ijtsh", d1, d2)
-    return tf.reduce_sum(ga * gd, axis=[2, 3, 4])
+            gd = tf.einsum("citho,ejsho->ijcetsh", d1, d2)
+            return tf.einsum("ijtsh,ijcetsh->ijce", ga, gd)
+        gd = tf.einsum("citho,cjsho->ijtsh", d1, d2)
+        return tf.reduce_sum(ga * gd, axis=[2, 3, 4])
 
+    def gram(self, other: "LinearFactor", kernel: str) -> tf.Tensor:
+        """Ghost or materialised per the cost model (:meth:`cost`)."""
+        if self.cost(other, kernel)[0]:
+            return self.ghost_gram(other, kernel)
+        g1 = self.to_grad()
+        g2 = g1 if other is self else other.to_grad()
+        return per_example_gram(g1, g2, kernel)
 
-def linear_gram(f1: LinearFactor, f2: LinearFactor, kernel: str) -> tf.Tensor:
-    """Gram contribution of a linear kernel; ghost or materialised per the cost model."""
-    ghost, _ = linear_cost(f1, f2, kernel)
-    if ghost:
-        return _ghost_linear(f1, f2, kernel)
-    g1 = materialise_linear(f1)
-    g2 = g1 if f2 is f1 else materialise_linear(f2)
-    return per_example_gram(g1, g2, kernel)
+    def compact(self, kernel: str, n: int) -> Factor:
+        return self if self.cost(self, kernel, n, n)[0] else GradFactor(self.to_grad())
+
+    @classmethod
+    def concat(cls, factors: Sequence["LinearFactor"]) -> "LinearFactor":
+        ones = {f.ones for f in factors}
+        a = [f.a for f in factors] if len(ones) == 1 else [f.full_a() for f in factors]
+        return cls(tf.concat(a, axis=1), tf.concat([f.delta for f in factors], axis=2), ones == {True})
+
+    def tensors(self) -> list:
+        return [self.a, self.delta]
+
+    @property
+    def static(self):
+        return self.ones
+
+    @classmethod
+    def from_tensors(cls, tensors, static) -> "LinearFactor":
+        return cls(tensors[0], tensors[1], ones=static)
 
 
 # ---------------------------------------------------------------- embedding
-def materialise_embedding(f: EmbeddingFactor) -> tf.Tensor:
-    """Per-example table gradients (C, n, vocab·dim) by a segment sum (no one-hot)."""
-    c, n, t, dim = tf.unstack(tf.shape(f.delta))
-    ids = tf.cast(f.ids, tf.int32)
-    rows = tf.range(n, dtype=tf.int32)[:, None] * f.vocab + ids  # (n, T)
-    data = tf.reshape(tf.transpose(f.delta, [1, 2, 0, 3]), [n * t, c * dim])
-    summed = tf.math.unsorted_segment_sum(data, tf.reshape(rows, [-1]), n * f.vocab)
-    g = tf.reshape(summed, [n, f.vocab, c, dim])
-    return tf.reshape(tf.transpose(g, [2, 0, 1, 3]), [c, n, -1])
+@dataclass
+class EmbeddingFactor(Factor):
+    """Embedding table of ``vocab`` rows; ids (n, T) int, delta (C, n, T, dim)."""
 
+    ids: tf.Tensor
+    delta: tf.Tensor
+    vocab: int
+    kind: ClassVar[str] = "embedding"
 
-def embedding_ghost(
-    f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str, n1: Optional[int] = None, n2: Optional[int] = None
-) -> bool:
-    """Ghost (index comparison) or materialised form for an embedding table (see :func:`embedding_gram`)."""
-    c, n1_, t1, dim = f1.delta.shape
-    n2_, t2 = f2.delta.shape[1], f2.delta.shape[2]
-    n1s, n2s = _static(n1 if n1 is not None else n1_), _static(n2 if n2 is not None else n2_)
-    t1, t2 = _static(t1, 1024), _static(t2, 1024)
-    cg = _output_multiplicity(int(c), kernel)
-    ghost_flops = n1s * n2s * t1 * t2 * (cg * dim + 1)
-    mat_flops = (n1s * t1 + n2s * t2) * c * dim + n1s * n2s * cg * f1.vocab * dim
-    ghost_mem = n1s * n2s * t1 * t2 * cg
-    mat_mem = (n1s + n2s) * c * f1.vocab * dim
-    return _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem)
+    def to_grad(self) -> tf.Tensor:
+        """Per-example table gradients (C, n, vocab·dim) by a segment sum (no one-hot)."""
+        c, n, t, dim = tf.unstack(tf.shape(self.delta))
+        ids = tf.cast(self.ids, tf.int32)
+        rows = tf.range(n, dtype=tf.int32)[:, None] * self.vocab + ids  # (n, T)
+        data = tf.reshape(tf.transpose(self.delta, [1, 2, 0, 3]), [n * t, c * dim])
+        summed = tf.math.unsorted_segment_sum(data, tf.reshape(rows, [-1]), n * self.vocab)
+        g = tf.reshape(summed, [n, self.vocab, c, dim])
+        return tf.reshape(tf.transpose(g, [2, 0, 1, 3]), [c, n, -1])
 
+    def ghost(self, other: "EmbeddingFactor", kernel: str, n1: Optional[int] = None, n2: Optional[int] = None) -> bool:
+        """Ghost (index comparison) or materialised form (see :meth:`gram`)."""
+        c, n1_, t1, dim = self.delta.shape
+        n2_, t2 = other.delta.shape[1], other.delta.shape[2]
+        n1s, n2s = _static(n1 if n1 is not None else n1_), _static(n2 if n2 is not None else n2_)
+        t1, t2 = _static(t1, 1024), _static(t2, 1024)
+        cg = _output_multiplicity(int(c), kernel)
+        ghost_flops = n1s * n2s * t1 * t2 * (cg * dim + 1)
+        mat_flops = (n1s * t1 + n2s * t2) * c * dim + n1s * n2s * cg * self.vocab * dim
+        ghost_mem = n1s * n2s * t1 * t2 * cg
+        mat_mem = (n1s + n2s) * c * self.vocab * dim
+        return _prefer(ghost_flops, mat_flops, ghost_mem, mat_mem)
 
-def embedding_gram(f1: EmbeddingFactor, f2: EmbeddingFactor, kernel: str) -> tf.Tensor:
-    """Gram contribution of an embedding table.
+    def ghost_gram(self, other: "EmbeddingFactor", kernel: str) -> tf.Tensor:
+        """``K[i, j] = Σ_{t, s} [id_it = id_js] <Δ_it, Δ_js>`` by index comparison."""
+        same = tf.cast(tf.equal(self.ids[:, None, :, None], other.ids[None, :, None, :]), self.delta.dtype)
+        if kernel == FULL:
+            gd = tf.einsum("citk,ejsk->ijcets", self.delta, other.delta)
+            return tf.einsum("ijts,ijcets->ijce", same, gd)
+        gd = tf.einsum("citk,cjsk->ijts", self.delta, other.delta)
+        return tf.reduce_sum(same * gd, axis=[2, 3])
 
-    Ghost: ``K[i, j] = Σ_{t, s} [id_it = id_js] <Δ_it, Δ_js>`` (index comparison,
-    cost ``n1 n2 T1 T2 (Cg·dim + 1)``); materialise: per-example gradients by a
-    segment sum (cost ``n1 n2 Cg·vocab·dim``). The cheaper one is used.
-    """
-    if not embedding_ghost(f1, f2, kernel):
-        g1 = materialise_embedding(f1)
-        g2 = g1 if f2 is f1 else materialise_embedding(f2)
+    def gram(self, other: "EmbeddingFactor", kernel: str) -> tf.Tensor:
+        """Ghost (cost ``n1 n2 T1 T2 (Cg·dim + 1)``) or materialised by a segment sum
+        (cost ``n1 n2 Cg·vocab·dim``), whichever is cheaper."""
+        if self.ghost(other, kernel):
+            return self.ghost_gram(other, kernel)
+        g1 = self.to_grad()
+        g2 = g1 if other is self else other.to_grad()
         return per_example_gram(g1, g2, kernel)
-    same = tf.cast(tf.equal(f1.ids[:, None, :, None], f2.ids[None, :, None, :]), f1.delta.dtype)
-    if kernel == FULL:
-        gd = tf.einsum("citk,ejsk->ijcets", f1.delta, f2.delta)
-        return tf.einsum("ijts,ijcets->ijce", same, gd)
-    gd = tf.einsum("citk,cjsk->ijts", f1.delta, f2.delta)
-    return tf.reduce_sum(same * gd, axis=[2, 3])
 
+    def compact(self, kernel: str, n: int) -> Factor:
+        return self if self.ghost(self, kernel, n, n) else GradFactor(self.to_grad())
 
-# ---------------------------------------------------------------- grouping
-def merge(factors: Sequence[Factor]) -> Factor:
-    """One factor for a variable used at several call sites (weight sharing).
-
-    Linear and embedding factors of the same variable are concatenated along
-    the position axis T (the per-example gradient is a sum over all positions
-    of all uses); anything mixed is materialised and summed.
-    """
-    if len(factors) == 1:
-        return factors[0]
-    kinds = {type(f) for f in factors}
-    if kinds == {LinearFactor}:
-        ones = {f.ones for f in factors}
-        a = [f.a for f in factors] if len(ones) == 1 else [f.full_a() for f in factors]
-        return LinearFactor(
-            tf.concat(a, axis=1), tf.concat([f.delta for f in factors], axis=2), ones == {True}
-        )
-    if kinds == {EmbeddingFactor}:
-        return EmbeddingFactor(
+    @classmethod
+    def concat(cls, factors: Sequence["EmbeddingFactor"]) -> "EmbeddingFactor":
+        return cls(
             tf.concat([tf.cast(f.ids, tf.int32) for f in factors], axis=1),
             tf.concat([f.delta for f in factors], axis=2),
             factors[0].vocab,
         )
-    return GradFactor(tf.add_n([to_grad(f) for f in factors]))
+
+    def tensors(self) -> list:
+        return [self.ids, self.delta]
+
+    @property
+    def static(self):
+        return self.vocab
+
+    @classmethod
+    def from_tensors(cls, tensors, static) -> "EmbeddingFactor":
+        return cls(tensors[0], tensors[1], static)
 
 
-def to_grad(f: Factor) -> tf.Tensor:
-    """Explicit per-example gradients (C, n, p) of any factor."""
-    if isinstance(f, LinearFactor):
-        return materialise_linear(f)
-    if isinstance(f, EmbeddingFactor):
-        return materialise_embedding(f)
-    return f.grad
+# ---------------------------------------------------------------- explicit gradients
+@dataclass
+class GradFactor(Factor):
+    """Explicit per-example gradients (C, n, p) of one variable."""
+
+    grad: tf.Tensor
+    kind: ClassVar[str] = "grad"
+
+    def to_grad(self) -> tf.Tensor:
+        return self.grad
+
+    def gram(self, other: "GradFactor", kernel: str) -> tf.Tensor:
+        return per_example_gram(self.grad, other.grad, kernel)
+
+    def tensors(self) -> list:
+        return [self.grad]
+
+    @classmethod
+    def from_tensors(cls, tensors, static) -> "GradFactor":
+        return cls(tensors[0])
+
+
+# ---------------------------------------------------------------- generic operations
+def merge(factors: Sequence[Factor]) -> Factor:
+    """One factor for a variable used at several call sites (weight sharing).
+
+    Factors of one class are joined by that class's ``concat`` (linear and
+    embedding factors along the position axis T: the per-example gradient is
+    a sum over all positions of all uses); anything else is materialised and summed.
+    """
+    if len(factors) == 1:
+        return factors[0]
+    kinds = {type(f) for f in factors}
+    if len(kinds) == 1:
+        joined = kinds.pop().concat(factors)
+        if joined is not None:
+            return joined
+    return GradFactor(tf.add_n([f.to_grad() for f in factors]))
 
 
 def factor_gram(f1: Factor, f2: Factor, kernel: str) -> tf.Tensor:
     """Gram contribution of one variable between two batches."""
     if type(f1) is not type(f2):  # cannot happen for one model, kept for safety
-        return per_example_gram(to_grad(f1), to_grad(f2), kernel)
-    if isinstance(f1, LinearFactor):
-        return linear_gram(f1, f2, kernel)
-    if isinstance(f1, EmbeddingFactor):
-        return embedding_gram(f1, f2, kernel)
-    return per_example_gram(f1.grad, f2.grad, kernel)
+        return per_example_gram(f1.to_grad(), f2.to_grad(), kernel)
+    return f1.gram(f2, kernel)
 
 
-# ---------------------------------------------------------------- reuse across blocks
 def compact(f: Factor, kernel: str, n: int) -> Factor:
     """The form of ``f`` to keep when it is paired with many blocks of ``n`` examples.
 
@@ -336,40 +410,23 @@ def compact(f: Factor, kernel: str, n: int) -> Factor:
     materialised form is stored as its per-example gradients (for a
     convolution these are far smaller than its patches), otherwise as is.
     """
-    if isinstance(f, LinearFactor) and not linear_cost(f, f, kernel, n, n)[0]:
-        return GradFactor(materialise_linear(f))
-    if isinstance(f, EmbeddingFactor) and not embedding_ghost(f, f, kernel, n, n):
-        return GradFactor(materialise_embedding(f))
-    return f
+    return f.compact(kernel, n)
 
 
 def flatten_factors(factors: "dict[tuple, Factor]") -> tuple[list, list]:
     """(static description, tensors) of an ordered mapping of factors (for ``tf.function`` I/O)."""
     meta, tensors = [], []
     for key, f in factors.items():
-        if isinstance(f, LinearFactor):
-            meta.append((key, "linear", f.ones))
-            tensors += [f.a, f.delta]
-        elif isinstance(f, EmbeddingFactor):
-            meta.append((key, "embedding", f.vocab))
-            tensors += [f.ids, f.delta]
-        else:
-            meta.append((key, "grad", None))
-            tensors.append(f.grad)
+        parts = f.tensors()
+        meta.append((key, f.kind, f.static, len(parts)))
+        tensors += parts
     return meta, tensors
 
 
 def unflatten_factors(meta: list, tensors: Sequence[tf.Tensor]) -> "dict[tuple, Factor]":
     """Inverse of :func:`flatten_factors`."""
     out, i = {}, 0
-    for key, kind, static in meta:
-        if kind == "linear":
-            out[key] = LinearFactor(tensors[i], tensors[i + 1], ones=static)
-            i += 2
-        elif kind == "embedding":
-            out[key] = EmbeddingFactor(tensors[i], tensors[i + 1], static)
-            i += 2
-        else:
-            out[key] = GradFactor(tensors[i])
-            i += 1
+    for key, kind, static, count in meta:
+        out[key] = Factor._KINDS[kind].from_tensors(tensors[i : i + count], static)
+        i += count
     return out

@@ -17,7 +17,8 @@ formats), ``Embedding`` (index comparison / segment sum, no one-hot matmul),
 ``LayerNormalization`` and ``BatchNormalization`` (inference mode; scale and
 offset have explicit per-example gradients of size n × width). Any other layer
 with trainable weights goes through :func:`fallback_site`: per-example
-Jacobians of that layer's own weights only (cost ``O(n C p_layer)``).
+Jacobians of that layer's own weights only (cost ``O(n C p_layer)``). Each rule
+is registered for its layer classes by :func:`register_rule` where it is defined.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_kare._keras_compat import accepts_training, get_keras_mask, set_keras_mask
 from keras_kare.backend.tensorflow.structured_activations import activate
 from keras_kare.backend.tensorflow.structured_factors import (
     EmbeddingFactor,
@@ -41,11 +43,6 @@ from keras_kare.backend.tensorflow.structured_factors import (
 
 Key = tuple  # tuple of variable ids; one factor per key
 
-try:  # private Keras helpers; masks are propagated like Layer.__call__ does
-    from keras.src.backend import get_keras_mask, set_keras_mask
-except ImportError:  # pragma: no cover
-    get_keras_mask = lambda t: getattr(t, "_keras_mask", None)  # noqa: E731
-    set_keras_mask = lambda t, m: setattr(t, "_keras_mask", m)  # noqa: E731
 
 
 @dataclass
@@ -70,6 +67,36 @@ class Recorder:
 
     def watch(self, t: tf.Tensor) -> None:
         self.tape.watch(t)
+
+
+# ------------------------------------------------------------------ registry
+_RULES: "dict[type, Callable]" = {}
+
+
+def register_rule(*layer_classes: type):
+    """Make the decorated function the structured rule for ``layer_classes``.
+
+    A rule is ``rule(layer, x, rec) -> output``: it computes the layer's output
+    exposing the pre-activation ``z``, watches ``z`` and appends a :class:`Site`
+    to ``rec.sites``. It also serves subclasses that keep the forward pass
+    (same ``call``/``convolution_op``, no LoRA, not quantised). A new layer type
+    is one decorated function.
+    """
+
+    def decorate(rule: Callable) -> Callable:
+        for cls in layer_classes:
+            _RULES[cls] = rule
+        return rule
+
+    return decorate
+
+
+def find_rule(layer) -> Optional[Callable]:
+    """The structured rule for ``layer``, or None (the layer then uses the fallback)."""
+    for base, rule in _RULES.items():
+        if _plain(layer, base):
+            return rule
+    return None
 
 
 # ------------------------------------------------------------------ helpers
@@ -137,6 +164,7 @@ def _plain(layer, base) -> bool:
 
 
 # ------------------------------------------------------------------ Dense
+@register_rule(keras.layers.Dense)
 def dense_site(layer, x, rec: Recorder):
     x = _as_compute(layer, x)
     kernel, bias = layer.kernel, layer.bias
@@ -209,6 +237,7 @@ def einsum_plan(layer, input_rank: int) -> Optional[_EinsumPlan]:
     )
 
 
+@register_rule(keras.layers.EinsumDense)
 def einsum_dense_site(layer, x, rec: Recorder):
     x = _as_compute(layer, x)
     plan = einsum_plan(layer, x.shape.rank)
@@ -284,6 +313,7 @@ def conv_patches(x: tf.Tensor, kernel_size, strides, dilation, padding: str) -> 
     return tf.stack(slices, axis=-2)
 
 
+@register_rule(keras.layers.Conv1D, keras.layers.Conv2D)
 def conv_site(layer, x, rec: Recorder):
     x = _as_compute(layer, x)
     rank = layer.rank
@@ -332,6 +362,7 @@ def conv_site(layer, x, rec: Recorder):
 
 
 # ------------------------------------------------------------------ Embedding
+@register_rule(keras.layers.Embedding)
 def embedding_site(layer, x, rec: Recorder):
     ids = tf.convert_to_tensor(x)
     if ids.dtype not in (tf.int32, tf.int64):
@@ -390,6 +421,7 @@ def _positive_axes(axis, rank: int) -> list[int]:
     return sorted(a % rank for a in axes)
 
 
+@register_rule(keras.layers.LayerNormalization)
 def layer_norm_site(layer, x, rec: Recorder):
     x = _as_compute(layer, x)
     rank = x.shape.rank
@@ -399,6 +431,7 @@ def layer_norm_site(layer, x, rec: Recorder):
     return _affine_site(layer, x, xhat, axes, layer.gamma, beta, rec)
 
 
+@register_rule(keras.layers.BatchNormalization)
 def batch_norm_site(layer, x, rec: Recorder):
     """Inference-mode batch normalisation (moving statistics): examples do not interact."""
     x = _as_compute(layer, x)
@@ -421,7 +454,7 @@ def batch_norm_site(layer, x, rec: Recorder):
 def call_layer(layer, args, kwargs):
     """Call a layer the way a Functional model does, in inference mode."""
     kwargs = dict(kwargs)
-    if "training" in getattr(layer, "_call_context_args", {"training"}):
+    if accepts_training(layer):
         kwargs["training"] = False
     return layer(*args, **kwargs)
 
@@ -475,27 +508,3 @@ def fallback_site(layer, args, kwargs, rec: Recorder):
     if variables:
         rec.sites.append(Site(layer, watched, finish))
     return tf.nest.pack_sequence_as(y, new_flat)
-
-
-# ------------------------------------------------------------------ registry
-_RULES: list[tuple[type, Callable]] = [
-    (keras.layers.Dense, dense_site),
-    (keras.layers.EinsumDense, einsum_dense_site),
-    (keras.layers.Conv1D, conv_site),
-    (keras.layers.Conv2D, conv_site),
-    (keras.layers.Embedding, embedding_site),
-    (keras.layers.LayerNormalization, layer_norm_site),
-    (keras.layers.BatchNormalization, batch_norm_site),
-]
-
-
-def find_rule(layer) -> Optional[Callable]:
-    """The structured rule for ``layer``, or None (the layer then uses the fallback)."""
-    for base, rule in _RULES:
-        if _plain(layer, base):
-            return rule
-    return None
-
-
-def rule_name(layer) -> str:
-    return "structured" if find_rule(layer) is not None else "per-example Jacobian fallback"

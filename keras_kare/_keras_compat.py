@@ -1,0 +1,107 @@
+"""Every use of Keras internals in keras_kare, in one place.
+
+Keras 3 has no public API for the few things below; each is wrapped here so a
+Keras upgrade that moves one breaks (or is fixed in) this module only.
+Tested with Keras 3.15 on TensorFlow 2.21; each wrapper says what it falls
+back to when the internal is missing (``pragma: no cover`` branches).
+
+=============================  ==================================================
+internal                       used for
+=============================  ==================================================
+``keras.src.backend``          ``get_keras_mask``/``set_keras_mask``: propagate
+                               masks through the structured NTK's layer rules
+``keras.src.models.functional`` ``Functional`` (no public alias) and
+                               ``unpack_singleton``: recognise graph models
+``Functional._standardize_inputs``, ``Functional._run_through_graph``
+                               run a model's layer graph with a custom
+                               per-operation function (structured capture)
+``Sequential._functional``     the Functional graph a built Sequential keeps
+``Layer._flatten_layers``      every nested layer (compute dtypes)
+``Layer._call_context_args``   whether a layer's ``call`` takes ``training``
+``Metric._direction``          "lower is better" for monitor callbacks
+``keras.src.trainers.compile_utils.MetricsList``
+                               group metrics so callbacks infer ``mode="min"``
+``Model._build_shapes_dict``   whether a model recorded its build input shape
+=============================  ==================================================
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import keras
+
+try:
+    from keras.src.backend import get_keras_mask, set_keras_mask
+except ImportError:  # pragma: no cover - older layout: the mask is a tensor attribute
+    def get_keras_mask(t):
+        return getattr(t, "_keras_mask", None)
+
+    def set_keras_mask(t, mask):
+        setattr(t, "_keras_mask", mask)
+
+try:  # the graph model class; keras.Model(inputs, outputs) returns one, but it has no public name
+    from keras.src.models.functional import Functional
+except ImportError:  # pragma: no cover
+    Functional = None
+
+
+def unpack_singleton(x):
+    """``x[0]`` for a one-element list/tuple (how Functional returns a single output), else ``x``."""
+    return x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x
+
+
+def run_through_graph(model, inputs, operation_fn: Callable):
+    """Outputs of a Functional ``model`` on ``inputs`` with every operation ``op`` run as ``operation_fn(op)(*args, **kwargs)``."""
+    flat = model._standardize_inputs(inputs)
+    return unpack_singleton(model._run_through_graph(flat, operation_fn=operation_fn))
+
+
+def sequential_graph(model) -> Optional[keras.Model]:
+    """The Functional graph a built ``keras.Sequential`` keeps, or None (not built with an Input)."""
+    return getattr(model, "_functional", None)
+
+
+def nested_layers(model) -> list:
+    """Every layer inside ``model`` (recursively), without ``model`` itself."""
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=False)) if flatten is not None else []
+
+
+def accepts_training(layer) -> bool:
+    """Whether ``layer.call`` takes a ``training`` argument (assumed yes if Keras does not say)."""
+    return "training" in getattr(layer, "_call_context_args", {"training"})
+
+
+def set_lower_is_better(metric) -> None:
+    """Tell Keras' monitor callbacks (EarlyStopping, ModelCheckpoint, ...) that lower values are better."""
+    metric._direction = "down"
+
+
+def metrics_group(trackers: list, name: str):
+    """Group ``trackers`` the way compiled metrics are grouped, or None if Keras lacks the class.
+
+    Keras' monitor callbacks (ModelCheckpoint, EarlyStopping, ReduceLROnPlateau)
+    infer ``mode="min"`` from a metric's direction only for metrics inside such
+    a group. Without it users pass ``mode="min"``.
+    """
+    try:
+        from keras.src.trainers.compile_utils import MetricsList
+    except ImportError:  # pragma: no cover
+        return None
+
+    class _Group(MetricsList):
+        def result(self):
+            return self.get_result()
+
+    return _Group(trackers, name=name)
+
+
+def build_shapes(model) -> Optional[dict]:
+    """The input shapes ``model`` was built with, as Keras records them (None if not recorded)."""
+    return getattr(model, "_build_shapes_dict", None)
+
+
+def record_build_shapes(model, input_shape) -> None:
+    """Record ``input_shape`` where ``Model.get_build_config`` (saving) reads it."""
+    model._build_shapes_dict = {"input_shape": input_shape}
