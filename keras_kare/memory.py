@@ -90,3 +90,25 @@ def check_gram_memory(
         f"{describe} needs about {result / GIB:.1f} GiB for the result and {work / GIB:.1f} GiB of work "
         f"per block, but only {available / GIB:.1f} GiB are available; {hint}.{' ' + advice if advice else ''}"
     )
+
+
+def estimate_exact_solve_bytes(n_rows: int, itemsize: int = 4) -> int:
+    """Peak bytes of an exact kernel ridge fit on an ``n_rows × n_rows`` Gram.
+
+    The Gram in the model's dtype (twice while blocks are concatenated) plus
+    three float64 copies: the kept training Gram, ``K/n + λI`` and its
+    Cholesky factor.
+    """
+    return n_rows * n_rows * (2 * itemsize + 3 * 8)
+
+
+def estimate_nystrom_bytes(n_center_rows: int, rows_per_block: int, itemsize: int = 4) -> int:
+    """Peak bytes of a Nyström fit, ``O(m² + block·m)``: the n × m cross-Gram is never held.
+
+    Six float64 (q × q) matrices (q centre rows): the centre Gram, its
+    eigenvectors, ``K_nCᵀK_nC``, the reduced system and its eigenvectors,
+    with one temporary; plus one row block of ``K_nC`` in the model's dtype
+    (twice) and in float64 (twice: the block and its product temporaries).
+    """
+    q = n_center_rows
+    return 6 * q * q * 8 + rows_per_block * q * (2 * itemsize + 2 * 8)
