@@ -35,6 +35,13 @@ AUTO_MEMORY_MARGIN = 0.5
 """... and only while the exact fit's estimated peak memory is below this share of the usable memory."""
 NYSTROM_ROWS_PER_BLOCK = 2048
 """Training rows per streamed block of the Nyström cross-Gram ``K(X, C)`` (at least ``batch_size``)."""
+NYSTROM_DIAGONAL_BLOCK = 256
+"""Size of the diagonal Gram blocks whose traces give the exact tr K for the relative ridge."""
+
+
+def _rows(x, start: int, stop: int):
+    """Rows ``start:stop`` of every leaf of a (possibly nested) input."""
+    return tf.nest.map_structure(lambda t: t[start:stop], x)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -355,16 +362,15 @@ class KernelPredictor:
         k_cc = self._gram(centers, verbose=0)
         eps = self._gram_eps
         acc = nystrom.Accumulator(k_cc.shape[0], self.y_fit_.shape[1])
-        diag_block = self.batch_size or block
+        diag_block = min(self.batch_size or block, NYSTROM_DIAGONAL_BLOCK)
         trace = 0.0
         starts = range(0, n, block)
         progress = Progress(len(starts), self.verbose, unit_name="row block")
         for s in starts:
             e = min(s + block, n)
-            xb = tf.nest.map_structure(lambda t: t[s:e], x_t)
-            acc.add(self._gram(xb, centers, verbose=0), self.y_fit_[s * rows:e * rows])
+            acc.add(self._gram(_rows(x_t, s, e), centers, verbose=0), self.y_fit_[s * rows:e * rows])
             for d in range(s, e, diag_block):  # tr K from the diagonal blocks of the true Gram
-                trace += float(np.trace(self._gram(tf.nest.map_structure(lambda t: t[d:min(d + diag_block, e)], x_t), verbose=0)))
+                trace += float(np.trace(self._gram(_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
             progress.advance()
         self._nystrom = nystrom.solve_system(k_cc, acc, trace, eps)
 

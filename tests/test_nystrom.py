@@ -5,11 +5,11 @@ import logging
 import keras
 import numpy as np
 import pytest
-
-from keras_kare import KernelPredictor, predictor as predictor_module
-from keras_kare import memory
-from keras_kare.memory import GramMemoryError
 from oracles import ntk_oracle
+
+from keras_kare import KernelPredictor, memory
+from keras_kare import predictor as predictor_module
+from keras_kare.memory import GramMemoryError
 
 
 def f64_net(c=1, d=3, width=10):

@@ -376,7 +376,7 @@ def test_exact_fit_at_16000_examples_exits_cleanly():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(
         [sys.executable, "-X", "faulthandler", "-c", LARGE_FIT_SCRIPT, "16000"],
-        capture_output=True, text=True, env=env, timeout=1800,
+        capture_output=True, text=True, env=env, timeout=1800, check=False,
     )
     assert r.returncode == 0, f"exit code {r.returncode} (negative: killed by that signal, -11 = SIGSEGV)\n{r.stderr[-3000:]}"
     assert "ok exact (16000, 16000)" in r.stdout
