@@ -1,6 +1,6 @@
 """The one place that factors ``M = K/n + z I`` (KARE) and ``K/n + λ I`` (prediction).
 
-Policy (issue: numerical robustness):
+Policy:
 
 1. Callers pass a symmetric M (``kare_terms`` symmetrises K; the Grams the
    ridge code factors are exactly symmetric by construction). The Cholesky

@@ -4,7 +4,7 @@ The estimate is deliberately simple and errs high (a factor of ~2 for
 temporaries). It exists so that asking for a 200 000 × 200 000 Gram raises a
 clear error instead of being killed by the out-of-memory killer.
 
-Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
+Cost model of a Gram (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
 
 - result: ``n1 · n2 · (C² if kernel == "full" else 1) · b``, twice while
   blocks are concatenated, plus ``extra_copies`` float64 copies requested by
@@ -15,11 +15,15 @@ Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
   backward pass per output row (vectorised by ``pfor``), and each of them holds
   activation cotangents for the *whole* batch: memory grows like s² · A, which
   dominates for convolutions (measured peak resident memory, runtime included:
-  2.0 GB for the issue-3 MLP at s = 256, 8.0 GB for its CNN at s = 128; this
+  2.0 GB for a 784-512-512-1 MLP at s = 256, 8.0 GB for a small CNN at s = 128; this
   formula gives 2.4 and 10.7 GiB). A ``KAREModel`` step keeps these Jacobians
   for its backward pass: twice that (measured: 3.5 GB for the MLP);
 - ``"structured"`` work per block pair: ``4 · L · s1 · s2 · (C² | 1) · b`` for L
   weighted layers (one Gram term per layer alive at once, with temporaries).
+
+``KernelPredictor`` checks its whole fit before starting it:
+:func:`estimate_exact_solve_bytes` (O(n²)) for the exact solver and
+:func:`estimate_nystrom_bytes` (O(m² + block·m), independent of n) for Nyström.
 """
 
 from __future__ import annotations

@@ -328,6 +328,11 @@ class KernelPredictor:
         self.X_fit_ = tf.nest.map_structure(lambda t: np.array(t), x_t)
         self.y_fit_ = y_mat.reshape(-1, 1) if self.kernel == "full" else y_mat
         if self.solver_ == "exact":
+            check_gram_memory(
+                estimate_exact_solve_bytes(n * rows, self._itemsize()), 0,
+                f"KernelPredictor(solver='exact'): the fit on {n * rows} Gram rows", self.batch_size,
+                advice="Use solver='nystrom' (memory O(m² + block·m) for m centres, never n²).",
+            )
             self.train_kernel_ = self._gram(x_t)  # exactly symmetric (compute_ntk mirrors blocks)
             self._eig = None
         else:

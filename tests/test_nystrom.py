@@ -162,6 +162,8 @@ def test_auto_solver_choice_is_logged(rng, caplog, monkeypatch):
 def test_nystrom_refuses_centres_that_do_not_fit(rng, monkeypatch):
     x, y, _ = data(rng)
     monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    with pytest.raises(GramMemoryError, match="Use solver='nystrom'"):
+        KernelPredictor(f64_net(), solver="exact").fit(x, y)
     with pytest.raises(GramMemoryError, match="smaller n_centers than 24"):
         KernelPredictor(f64_net(), solver="nystrom").fit(x, y)
 
