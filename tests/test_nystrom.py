@@ -153,7 +153,7 @@ def test_auto_solver_choice_is_logged(rng, caplog, monkeypatch):
     assert KernelPredictor(net).fit(x, y).solver_ == "nystrom"  # 24 rows > 20
     assert KernelPredictor(net, kernel="full").fit(x, y).solver_ == "nystrom"
     monkeypatch.setattr(predictor_module, "EXACT_MAX_N", 10_000)
-    # 24² · (2·8 + 3·8) B = 23 KB for the exact fit: more than half of a 40 KB machine's usable memory
+    # 24² · 32 B = 18 KB for the exact fit: more than half of a 40 KB machine's usable memory (32 KB)
     monkeypatch.setattr(predictor_module, "available_bytes", lambda: 40_000)
     assert KernelPredictor(net).fit(x, y).solver_ == "nystrom"
     assert KernelPredictor(net, solver="exact").fit(x, y).solver_ == "exact"  # an explicit choice is kept
