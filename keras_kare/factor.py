@@ -1,6 +1,6 @@
 """The one place that factors ``M = K/n + z I`` (KARE) and ``K/n + λ I`` (prediction).
 
-Policy (issue: numerical robustness):
+Policy:
 
 1. Callers pass a symmetric M (``kare_terms`` symmetrises K; the Grams the
    ridge code factors are exactly symmetric by construction). The Cholesky
@@ -96,14 +96,40 @@ def robust_cholesky(m: tf.Tensor) -> Factor:
     return Factor(chol, retries, _finite(chol))
 
 
+def _lapack_cholesky(m: np.ndarray) -> np.ndarray:
+    """``np.linalg.cholesky`` with the BLAS thread pool limited to one thread.
+
+    Multi-threaded ``dpotrf`` of the OpenBLAS that NumPy wheels bundle can
+    crash the process with a segmentation fault on large matrices on some CPUs
+    (observed on AVX-512 Intel Xeons at n = 16 000 with OpenBLAS 0.3.31; a
+    known class of OpenBLAS threading bugs). A crash cannot be caught, so the
+    factorisation never takes that path: LAPACK runs single-threaded through
+    ``threadpoolctl``. Measured cost on a shared 2-core CPU: 12.2 s against
+    10.9 s at n = 8 000 (``benchmarks/RESULTS.md``). Without ``threadpoolctl``
+    the factorisation runs in TensorFlow (Eigen's Cholesky, no OpenBLAS;
+    about 3× slower), which raises ``InvalidArgumentError`` on failure.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        try:
+            return tf.linalg.cholesky(tf.constant(m)).numpy()
+        except tf.errors.InvalidArgumentError as err:
+            raise np.linalg.LinAlgError(str(err)) from err
+    with threadpool_limits(limits=1, user_api="blas"):
+        return np.linalg.cholesky(m)
+
+
 def robust_cholesky_numpy(m: np.ndarray) -> tuple[Optional[np.ndarray], int]:
-    """Eager float64 twin of :func:`robust_cholesky` through NumPy's LAPACK: (L or None, rungs).
+    """Eager float64 twin of :func:`robust_cholesky` through LAPACK: (L or None, rungs).
 
     Same ladder and the same lower-triangle-only contract; used for the large
-    one-off solves of ``KernelPredictor`` (not differentiable, not traced), where
-    LAPACK's blocked multithreaded ``potrf`` is faster than TensorFlow's
-    Cholesky (measured at n = 10 000 on the 2-core CPU: 11.0 s against 17.7 s).
-    Returns ``(None, len(JITTER_LADDER))`` if every rung failed.
+    one-off solves of ``KernelPredictor`` (not differentiable, not traced).
+    LAPACK's blocked ``potrf`` runs single-threaded (:func:`_lapack_cholesky`:
+    the multi-threaded OpenBLAS path can crash the process); it is still
+    faster than TensorFlow's Cholesky (measured at n = 8 000 on a shared
+    2-core CPU: 12.2 s against 38.3 s). Returns ``(None, len(JITTER_LADDER))``
+    if every rung failed.
     """
     scale = float(np.trace(m)) / m.shape[0]
     for level in range(len(JITTER_LADDER) + 1):
@@ -113,7 +139,7 @@ def robust_cholesky_numpy(m: np.ndarray) -> tuple[Optional[np.ndarray], int]:
             attempt = m.copy()
             attempt[np.diag_indices_from(attempt)] += JITTER_LADDER[level - 1] * scale
         try:
-            chol = np.linalg.cholesky(attempt)
+            chol = _lapack_cholesky(attempt)
         except np.linalg.LinAlgError:
             continue
         if np.all(np.isfinite(np.diagonal(chol))):

@@ -4,7 +4,7 @@ The estimate is deliberately simple and errs high (a factor of ~2 for
 temporaries). It exists so that asking for a 200 000 × 200 000 Gram raises a
 clear error instead of being killed by the out-of-memory killer.
 
-Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
+Cost model of a Gram (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
 
 - result: ``n1 · n2 · (C² if kernel == "full" else 1) · b``, twice while
   blocks are concatenated, plus ``extra_copies`` float64 copies requested by
@@ -15,11 +15,15 @@ Cost model (bytes, b = itemsize, block sizes s1, s2 = min(batch_size, n)):
   backward pass per output row (vectorised by ``pfor``), and each of them holds
   activation cotangents for the *whole* batch: memory grows like s² · A, which
   dominates for convolutions (measured peak resident memory, runtime included:
-  2.0 GB for bench_ntk.py's MLP at s = 256, 8.0 GB for its CNN at s = 128; this
+  2.0 GB for a 784-512-512-1 MLP at s = 256, 8.0 GB for a small CNN at s = 128; this
   formula gives 2.4 and 10.7 GiB). A ``KAREModel`` step keeps these Jacobians
   for its backward pass: twice that (measured: 3.5 GB for the MLP);
 - ``"structured"`` work per block pair: ``4 · L · s1 · s2 · (C² | 1) · b`` for L
   weighted layers (one Gram term per layer alive at once, with temporaries).
+
+``KernelPredictor`` checks its whole fit before starting it:
+:func:`estimate_exact_solve_bytes` (O(n²)) for the exact solver and
+:func:`estimate_nystrom_bytes` (O(m² + block·m), independent of n) for Nyström.
 """
 
 from __future__ import annotations
@@ -90,3 +94,27 @@ def check_gram_memory(
         f"{describe} needs about {result / GIB:.1f} GiB for the result and {work / GIB:.1f} GiB of work "
         f"per block, but only {available / GIB:.1f} GiB are available; {hint}.{' ' + advice if advice else ''}"
     )
+
+
+def estimate_exact_solve_bytes(n_rows: int, itemsize: int = 4) -> int:
+    """Peak bytes of an exact kernel ridge fit on an ``n_rows × n_rows`` Gram.
+
+    The larger of two phases: assembling the Gram (three copies in the
+    model's dtype — blocks, rows, result — and its float64 copy) and solving
+    (four float64 matrices: the kept training Gram, ``K/n + λI``, its Cholesky
+    factor and LAPACK's working copy): 12.8 GB at n = 20 000. The runtime
+    (TensorFlow, Python, the inputs) comes on top.
+    """
+    return n_rows * n_rows * max(3 * itemsize + 8, 4 * 8)
+
+
+def estimate_nystrom_bytes(n_center_rows: int, rows_per_block: int, itemsize: int = 4) -> int:
+    """Peak bytes of a Nyström fit, ``O(m² + block·m)``: the n × m cross-Gram is never held.
+
+    Six float64 (q × q) matrices (q centre rows): the centre Gram, its
+    eigenvectors, ``K_nCᵀK_nC``, the reduced system and its eigenvectors,
+    with one temporary; plus one row block of ``K_nC`` in the model's dtype
+    (twice) and in float64 (twice: the block and its product temporaries).
+    """
+    q = n_center_rows
+    return 6 * q * q * 8 + rows_per_block * q * (2 * itemsize + 2 * 8)

@@ -3,11 +3,11 @@
 File format (a single zip archive, conventionally ``*.kkp``; any name works):
 
 ``metadata.json``
-    ``{"format": "keras_kare.KernelPredictor", "format_version": 1,
-    "keras_kare_version": ..., "keras_version": ..., "params": {ridge,
-    relative_ridge, kernel, batch_size, implementation, verbose}, "fitted": bool,
-    "state": {n_outputs_, ridge_, effective_ridge_, y_ndim}, "x_structure":
-    <nesting of the training inputs>, "arrays": [names in arrays.npz]}``
+    ``{"format": "keras_kare.KernelPredictor", "format_version": 2,
+    "keras_kare_version": ..., "keras_version": ..., "params": {the
+    constructor's arguments but the model}, "fitted": bool, "state": {the
+    scalars of KernelPredictor.fitted_state()}, "x_structure": <nesting of the
+    training inputs>, "arrays": [names in arrays.npz]}``
 ``model.keras``
     The model (a :class:`~keras_kare.KAREModel` or any Keras model) in Keras'
     native ``.keras`` format, so custom objects registered with
@@ -15,9 +15,15 @@ File format (a single zip archive, conventionally ``*.kkp``; any name works):
     ``custom_objects``.
 ``arrays.npz``
     ``x_fit_0 … x_fit_{k-1}`` (the leaves of ``X_fit_`` in ``tf.nest`` order),
-    ``y_fit``, ``dual_coef``, optionally ``train_kernel`` (the float64 training
-    Gram, needed by ``ridge_path``; recomputed on load if it was not stored)
-    and, for ``ridge="auto"``, the ``ridge_path_`` arrays.
+    and the arrays of ``KernelPredictor.fitted_state()``: ``y_fit``,
+    ``dual_coef``; for the exact solver optionally ``train_kernel`` (the
+    float64 training Gram, needed by ``ridge_path``; recomputed on load if it
+    was not stored); for Nyström ``centers_idx`` and the ``nystrom_*`` arrays
+    of its m-dimensional system; for ``ridge="auto"`` the ``ridge_path_*``
+    arrays.
+
+The archive layout lives here; what a fitted predictor consists of is the
+predictor's own business (``fitted_state`` / ``restore_fitted_state``).
 
 The predictor's training inputs are stored as given (not as features): the NTK
 of a new input against them needs the network's gradients at the training
@@ -36,10 +42,11 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 FORMAT_NAME = "keras_kare.KernelPredictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Format 1 predates the ``solver``/``n_centers``/``seed`` parameters; it loads as an exact predictor."""
 _LEAF = "__leaf__"
 
 
@@ -82,6 +89,13 @@ def _flatten(x) -> list:
 
 
 # ---------------------------------------------------------------- save
+def _json_scalar(value):
+    """NumPy scalars (e.g. an ``np.int64`` seed) as their Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {value!r} ({type(value).__name__}) in the predictor's metadata.")
+
+
 def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite: bool = True) -> None:
     """Write ``predictor`` to ``path`` (see the module docstring for the format).
 
@@ -103,49 +117,21 @@ def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite
     if os.path.exists(path) and not overwrite:
         raise ValueError(f"{path!r} exists; pass overwrite=True to replace it.")
     fitted = hasattr(predictor, "dual_coef_")
-    if fitted:
-        now = predictor._weights_snapshot()
-        if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, predictor._fit_weights)):
-            raise ValueError(
-                "the model's weights changed since fit(); the dual coefficients belong to the old NTK, so "
-                "saving would write an inconsistent predictor. Call fit again before saving."
-            )
-    params = {
-        "ridge": predictor.ridge,
-        "relative_ridge": predictor.relative_ridge,
-        "kernel": predictor.kernel,
-        "batch_size": predictor.batch_size,
-        "implementation": predictor.implementation,
-        "verbose": getattr(predictor, "verbose", "auto"),
-    }
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "keras_kare_version": __version__,
         "keras_version": keras.__version__,
-        "params": params,
+        "params": {k: v for k, v in predictor.get_params(deep=False).items() if k != "model"},
         "fitted": fitted,
     }
     arrays: dict[str, np.ndarray] = {}
     if fitted:
-        leaves = _flatten(predictor.X_fit_)
+        meta["state"], state_arrays = predictor.fitted_state(include_train_kernel=include_train_kernel)
         meta["x_structure"] = _structure_to_json(predictor.X_fit_)
-        for i, leaf in enumerate(leaves):
+        for i, leaf in enumerate(_flatten(predictor.X_fit_)):
             arrays[f"x_fit_{i}"] = np.asarray(leaf)
-        arrays["y_fit"] = np.asarray(predictor.y_fit_)
-        arrays["dual_coef"] = np.asarray(predictor.dual_coef_)
-        if include_train_kernel:
-            arrays["train_kernel"] = np.asarray(predictor.train_kernel_)
-        path_obj = getattr(predictor, "ridge_path_", None)
-        if path_obj is not None:
-            for field in ("ridges", "effective_ridges", "kare", "loo_mse", "train_mse"):
-                arrays[f"ridge_path_{field}"] = np.asarray(getattr(path_obj, field))
-        meta["state"] = {
-            "n_outputs_": int(predictor.n_outputs_),
-            "ridge_": float(predictor.ridge_),
-            "effective_ridge_": float(predictor.effective_ridge_),
-            "y_ndim": int(predictor._y_ndim),
-        }
+        arrays.update(state_arrays)
     meta["arrays"] = sorted(arrays)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = os.path.join(tmp, "model.keras")
@@ -154,7 +140,7 @@ def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite
         np.savez(buf, **arrays)
         tmp_out = path + ".tmp"
         with zipfile.ZipFile(tmp_out, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.writestr("metadata.json", json.dumps(meta, indent=2))
+            zf.writestr("metadata.json", json.dumps(meta, indent=2, default=_json_scalar))
             zf.write(model_path, "model.keras")
             zf.writestr("arrays.npz", buf.getvalue())
         os.replace(tmp_out, path)
@@ -175,19 +161,17 @@ def read_metadata(path) -> dict:
     if meta.get("format") != FORMAT_NAME:
         raise IncompatibleFormatError(f"{path!r} holds {meta.get('format')!r}, not a {FORMAT_NAME} archive.")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise IncompatibleFormatError(
             f"{path!r} was saved in KernelPredictor format version {version!r} "
-            f"(keras_kare {meta.get('keras_kare_version', 'unknown')}); this keras_kare reads format version "
-            f"{FORMAT_VERSION} only. Load it with the keras_kare version that wrote it, or refit the predictor."
+            f"(keras_kare {meta.get('keras_kare_version', 'unknown')}); this keras_kare reads format versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} only. Load it with the keras_kare version that wrote it, or refit the predictor."
         )
     return meta
 
 
 def load_predictor(cls, path, custom_objects=None, compile: bool = True):
     """Rebuild a predictor written by :func:`save_predictor`; see ``KernelPredictor.load``."""
-    from keras_kare.ridge import RidgePath
-
     meta = read_metadata(path)
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(os.fspath(path)) as zf:
         zf.extract("model.keras", tmp)
@@ -197,27 +181,6 @@ def load_predictor(cls, path, custom_objects=None, compile: bool = True):
     predictor = cls(model, **meta["params"])
     if not meta["fitted"]:
         return predictor
-    state = meta["state"]
     n_leaves = sum(1 for k in arrays if k.startswith("x_fit_"))
-    leaves = [arrays[f"x_fit_{i}"] for i in range(n_leaves)]
-    predictor.X_fit_ = _structure_from_json(meta["x_structure"], leaves)
-    predictor.y_fit_ = arrays["y_fit"]
-    predictor.dual_coef_ = arrays["dual_coef"]
-    predictor.n_outputs_ = state["n_outputs_"]
-    predictor.ridge_ = state["ridge_"]
-    predictor.effective_ridge_ = state["effective_ridge_"]
-    predictor._y_ndim = state["y_ndim"]
-    predictor._eig = None
-    if "ridge_path_ridges" in arrays:
-        predictor.ridge_path_ = RidgePath(
-            *(arrays[f"ridge_path_{f}"] for f in ("ridges", "effective_ridges", "kare", "loo_mse", "train_mse"))
-        )
-    network = predictor._network()
-    if not network.built:
-        network(tf.nest.map_structure(lambda t: t[:1], predictor.X_fit_), training=False)
-    if "train_kernel" in arrays:
-        predictor.train_kernel_ = arrays["train_kernel"]
-    else:
-        predictor.train_kernel_ = predictor._gram(predictor.X_fit_)
-    predictor._fit_weights = predictor._weights_snapshot()
-    return predictor
+    x_fit = _structure_from_json(meta["x_structure"], [arrays[f"x_fit_{i}"] for i in range(n_leaves)])
+    return predictor.restore_fitted_state(x_fit, meta["state"], arrays)

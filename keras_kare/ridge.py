@@ -44,6 +44,7 @@ def solve_dual(k: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     if chol is None:
         min_eig = float(min_eigenvalue(tf.constant(m)))
         raise FloatingPointError(failure_advice(min_eig, ridge, what="K/n + λI"))
+    del m  # n² float64 bytes freed before the factor is copied into TensorFlow for the triangular solves
     if retries > 0:
         logger.warning(
             "keras_kare: Cholesky of K/n + λI (λ=%.3e) needed jitter rung %d (keras_kare.factor).", ridge, retries

@@ -123,15 +123,22 @@ def test_bad_inputs(problem):
         KernelPredictor(net).ridge_path([1.0])
     with pytest.raises(ValueError, match="23 rows but the inputs have 24"):
         KernelPredictor(net).fit(x, y[:-1])
+    # scikit-learn contract: __init__ stores, fit validates (before any Gram is computed)
     for bad in (0.0, -1.0, float("nan")):
+        kp = KernelPredictor(net, ridge=bad)
+        assert kp.ridge is bad or np.isnan(kp.ridge)
         with pytest.raises(ValueError, match="ridge"):
-            KernelPredictor(net, ridge=bad)
+            kp.fit(x, y)
     with pytest.raises(ValueError, match="'auto'"):
-        KernelPredictor(net, ridge="best")
+        KernelPredictor(net, ridge="best").fit(x, y)
     with pytest.raises(ValueError, match="kernel must be one of"):
-        KernelPredictor(net, kernel="diag")
+        KernelPredictor(net, kernel="diag").fit(x, y)
     with pytest.raises(ValueError, match="batch_size"):
-        KernelPredictor(net, batch_size=-3)
+        KernelPredictor(net, batch_size=-3).fit(x, y)
+    with pytest.raises(TypeError, match="relative_ridge must be a bool"):
+        KernelPredictor(net, relative_ridge=1).fit(x, y)
+    with pytest.raises(TypeError):
+        KernelPredictor(net, 1e-3)  # keyword-only after the model
     xn = x.copy()
     xn[3, 1] = np.inf
     with pytest.raises(ValueError, match="x contains NaN or inf"):

@@ -239,8 +239,8 @@ def test_memory_guard_refuses_huge_gram_without_allocating(rng):
     x = np.zeros((200_000, 2), np.float32)  # 1.6 MB of inputs; the Gram would be 149 GiB
     with pytest.raises(GramMemoryError, match="the result alone does not fit"):
         keras_kare.ntk(net, x, batch_size=1024)
-    with pytest.raises(GramMemoryError, match="GiB"):
-        keras_kare.KernelPredictor(net).fit(x, np.zeros(200_000))
+    with pytest.raises(GramMemoryError, match=r"GiB.*Use solver='nystrom'"):
+        keras_kare.KernelPredictor(net, solver="exact").fit(x, np.zeros(200_000))
 
 
 def test_memory_guard_suggests_batch_size():
@@ -356,3 +356,51 @@ def test_failure_under_xla_reports_an_estimate(rng):
     with pytest.warns(RuntimeWarning, match="contains NaN or inf"):
         model.fit(_nan_dataset(rng), epochs=1, verbose=0)
     assert model.stop_reason_ is not None
+
+
+LARGE_FIT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import keras, numpy as np
+    from keras_kare import KernelPredictor
+    n = int(sys.argv[1])
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, "gelu"), keras.layers.Dense(1)])
+    x = np.random.default_rng(0).standard_normal((n, 4)).astype("float32")
+    y = np.sin(x[:, 0]) + 0.1 * x[:, 1]
+    kp = KernelPredictor(net, ridge=1e-3, batch_size=4096, solver="exact", verbose=0).fit(x, y)
+    pred = kp.predict(x[:100])
+    assert np.all(np.isfinite(pred)), pred
+    print("ok", kp.solver_, kp.train_kernel_.shape)
+    """
+)
+
+
+@pytest.mark.slow
+def test_exact_fit_at_16000_examples_exits_cleanly():
+    """A 16 000 × 16 000 float64 Cholesky crashed the process in multi-threaded OpenBLAS potrf on AVX-512 CPUs."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", LARGE_FIT_SCRIPT, "16000"],
+        capture_output=True, text=True, env=env, timeout=1800, check=False,
+    )
+    assert r.returncode == 0, f"exit code {r.returncode} (negative: killed by that signal, -11 = SIGSEGV)\n{r.stderr[-3000:]}"
+    assert "ok exact (16000, 16000)" in r.stdout
+
+
+def test_predictor_cholesky_runs_with_one_blas_thread(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from keras_kare import factor
+
+    seen = []
+    real = np.linalg.cholesky
+
+    def spy(a):
+        seen.append([p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"])
+        return real(a)
+
+    monkeypatch.setattr(np.linalg, "cholesky", spy)
+    m = np.eye(5) + 0.1
+    chol, retries = factor.robust_cholesky_numpy(m)
+    np.testing.assert_allclose(chol @ chol.T, m, rtol=1e-14)
+    assert retries == 0 and seen and all(threads == [1] * len(threads) for threads in seen)

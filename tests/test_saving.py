@@ -158,7 +158,7 @@ def test_load_incompatible_version_raises_clearly(tmp_path):
     kp = KernelPredictor(_net(), ridge=1e-2).fit(x, y)
     kp.save(tmp_path / "p.kkp")
     _rewrite_metadata(tmp_path / "p.kkp", tmp_path / "future.kkp", format_version=FORMAT_VERSION + 1, keras_kare_version="9.9")
-    with pytest.raises(IncompatibleFormatError, match=r"format version 2 \(keras_kare 9.9\).*reads format version 1"):
+    with pytest.raises(IncompatibleFormatError, match=r"format version 3 \(keras_kare 9.9\).*reads format versions 1, 2 only"):
         KernelPredictor.load(tmp_path / "future.kkp")
     _rewrite_metadata(tmp_path / "p.kkp", tmp_path / "other.kkp", format="something.else")
     with pytest.raises(IncompatibleFormatError, match="not a keras_kare.KernelPredictor archive"):
@@ -181,3 +181,17 @@ def test_save_after_weights_changed_raises(tmp_path):
     kp.fit(x, y).save(tmp_path / "p.kkp", overwrite=True)
     with pytest.raises(ValueError, match="exists"):
         kp.save(tmp_path / "p.kkp", overwrite=False)
+
+
+def test_format_1_archive_loads_as_exact_predictor(tmp_path):
+    x, y = _data(n=10)
+    kp = KernelPredictor(_net(), ridge=1e-2, solver="exact").fit(x, y)
+    kp.save(tmp_path / "p.kkp")
+    with zipfile.ZipFile(tmp_path / "p.kkp") as zf:
+        meta = json.loads(zf.read("metadata.json"))
+    params = {k: v for k, v in meta["params"].items() if k not in ("solver", "n_centers", "seed")}
+    state = {k: v for k, v in meta["state"].items() if k != "solver_"}
+    _rewrite_metadata(tmp_path / "p.kkp", tmp_path / "v1.kkp", format_version=1, params=params, state=state)
+    old = KernelPredictor.load(tmp_path / "v1.kkp")
+    assert old.solver == "auto" and old.solver_ == "exact"
+    np.testing.assert_array_equal(old.predict(x[:4]), kp.predict(x[:4]))

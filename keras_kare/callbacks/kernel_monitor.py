@@ -165,11 +165,12 @@ class KernelMonitor(keras.callbacks.Callback):
             kernel=self.kernel,
             batch_size=self.batch_size,
             implementation=self.implementation,
+            solver="exact",
             verbose=0,
         )
         kp.fit(self.x, self.y)
         path = kp.ridge_path(self.ridges)
-        eigenvalues = kp._eig[0]  # cached by ridge_path: one eigendecomposition serves all
+        eigenvalues = kp.kernel_eigenvalues()  # cached by ridge_path: one eigendecomposition serves all
         k, y = kp.train_kernel_, kp.y_fit_
         n = k.shape[0]
         z_abs = float(absolute_ridge(self.reference_ridge, float(np.trace(k)), n, self.relative_ridge))
