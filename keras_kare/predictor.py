@@ -19,6 +19,7 @@ from keras_kare.memory import (
     estimate_exact_solve_bytes,
     estimate_nystrom_bytes,
 )
+from keras_kare.networks import unwrap_network
 from keras_kare.ntk import compute_ntk
 from keras_kare.progress import Progress, check_verbose
 from keras_kare.ridge import RidgePath, absolute_ridge, solve_dual, spectral_path
@@ -208,8 +209,7 @@ class KernelPredictor:
     @property
     def network(self):
         """The network whose NTK is used (a ``KAREModel``'s base network, else ``model``)."""
-        base = getattr(self.model, "base_model", None)
-        return base if getattr(self.model, "_is_kare_model", False) else self.model
+        return unwrap_network(self.model)
 
     # ---------------------------------------------------------------- checks
     def _check_params(self):
