@@ -87,15 +87,33 @@ def main():
         print(f"{impl}: KernelPredictor.fit(n={args.n_fit}) {sec:.1f} s", flush=True)
         rows.append({"implementation": impl, "step_ms": ms, "fit_s": sec})
     base = rows[0]
-    print(f"\nMLP 784-512-512-1 GELU float32, batch {args.batch}, jit={args.jit}; fit n={args.n_fit}, block {args.block}")
-    print("| implementation | KAREModel step (ms, median) | KernelPredictor.fit (s) | step speed-up vs " + base["implementation"] + " |")
+    print(
+        f"\nMLP 784-512-512-1 GELU float32, batch {args.batch}, jit={args.jit}; fit n={args.n_fit}, block {args.block}"
+    )
+    print(
+        "| implementation | KAREModel step (ms, median) | KernelPredictor.fit (s) | step speed-up vs "
+        + base["implementation"]
+        + " |"
+    )
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['implementation']} | {r['step_ms']:.0f} | {r['fit_s']:.1f} | {base['step_ms'] / r['step_ms']:.1f}x |")
+        print(
+            f"| {r['implementation']} | {r['step_ms']:.0f} | {r['fit_s']:.1f} | {base['step_ms'] / r['step_ms']:.1f}x |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": vars(args), "machine": platform.platform(), "cpus": os.cpu_count(),
-                               "tensorflow": tf.__version__, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "settings": vars(args),
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "tensorflow": tf.__version__,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -8,11 +8,13 @@ Workloads (float32, random data of the stated shapes):
              --dnn-full-passes SGD steps
   dnn-b32    the same runner, 13-128-128-5, n = 152, batch 32 (5 batches per pass), --dnn-b32-passes passes
 
-For each, in one process: the steady-state step (median of ``--calls`` direct
-calls of the compiled train function on a ready iterator, after warm-up; per
-SGD step) and the wall time of the user's call (KAREModel.fit for ``--epochs``
+For each, in one process: the steady-state step (``--calls`` back-to-back
+direct calls of the compiled train function on a ready iterator, after
+warm-up; per SGD step) and the wall time of the user's call (KAREModel.fit for ``--epochs``
 epochs; train_dnn for the passes given), excluding tracing (a warm-up call runs
-first); the ratio is that wall time / (SGD steps × step).
+first); the ratio is that wall time / (SGD steps × step). Step and fit are
+measured alternately ``--repeats`` times (shared machines drift); the table
+gives medians and the range of the ratio.
 ``kare-*`` also time Keras' own array path (``keras.Model.fit`` on the arrays,
 bypassing keras_kare's pipeline) for comparison.
 
@@ -65,40 +67,63 @@ def _data(w):
 
 
 def _step_seconds(model, x, y, batch, calls: int, spe: int = 1) -> float:
-    """Median seconds of one compiled train-function call (``spe`` SGD steps) on a ready iterator."""
+    """Seconds per SGD step of ``calls`` back-to-back compiled train-function calls (``spe`` steps each).
+
+    A block mean, like the fit it is compared with (a median of single calls
+    would leave out the host's hiccups that a fit of the same length sees).
+    """
     dataset, _ = in_memory.epoch_dataset(x, y, batch_size=batch, shuffle=False)
     iterator = iter(dataset)
     model.make_train_function()
-    times = []
+    key = None
     for i in range(calls + 3):
-        t = time.perf_counter()
+        if i == 3:
+            t = time.perf_counter()
         logs = model.train_function(iterator)
-        float(keras.ops.convert_to_numpy(next(iter(logs.values()))))  # wait for the step
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) / spe
+        key = key or next(iter(logs))
+    float(keras.ops.convert_to_numpy(logs[key]))  # wait for the last step
+    return (time.perf_counter() - t) / (calls * spe)
 
 
-def bench_kare(w, epochs: int, calls: int) -> dict:
+def _repeated(measure, repeats: int) -> dict:
+    """``measure()`` -> dict of numbers, ``repeats`` times; medians, plus the spread of the ratios."""
+    runs = [measure() for _ in range(repeats)]
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["ratio_min"], out["ratio_max"] = min(r["ratio"] for r in runs), max(r["ratio"] for r in runs)
+    out["repeats"] = repeats
+    return out
+
+
+def bench_kare(w, epochs: int, calls: int, repeats: int) -> dict:
     x, y = _data(w)
     n = w["n"]
-    model = keras_kare.KAREModel(build_mlp(w["d"], w["depth"], w["width"], w["outputs"], seed=0),
-                                 ridge=0.1, kernel="summed_output")
+    model = keras_kare.KAREModel(
+        build_mlp(w["d"], w["depth"], w["width"], w["outputs"], seed=0), ridge=0.1, kernel="summed_output"
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     model.fit(x, y, batch_size=n, epochs=1, verbose=0)  # traces the step
-    step = _step_seconds(model, x, y, n, calls)
-    t = time.perf_counter()
-    model.fit(x, y, batch_size=n, epochs=epochs, verbose=0)
-    fit = time.perf_counter() - t
-    keras.Model.fit(model, x, y, batch_size=n, epochs=1, verbose=0)  # warm Keras' own path
-    t = time.perf_counter()
-    keras.Model.fit(model, x, y, batch_size=n, epochs=epochs, verbose=0, shuffle=False)
-    keras_fit = time.perf_counter() - t
-    return {"step_ms": 1e3 * step, "fit_s": fit, "ratio": fit / (epochs * step),
-            "keras_array_fit_s": keras_fit, "keras_array_ratio": keras_fit / (epochs * step)}
+    keras.Model.fit(model, x, y, batch_size=n, epochs=1, verbose=0)  # warms Keras' own array path
+
+    def measure():
+        step = _step_seconds(model, x, y, n, calls)
+        t = time.perf_counter()
+        model.fit(x, y, batch_size=n, epochs=epochs, verbose=0)
+        fit = time.perf_counter() - t
+        t = time.perf_counter()
+        keras.Model.fit(model, x, y, batch_size=n, epochs=epochs, verbose=0, shuffle=False)
+        keras_fit = time.perf_counter() - t
+        return {
+            "step_ms": 1e3 * step,
+            "fit_s": fit,
+            "ratio": fit / (epochs * step),
+            "keras_array_fit_s": keras_fit,
+            "keras_array_ratio": keras_fit / (epochs * step),
+        }
+
+    return _repeated(measure, repeats)
 
 
-def bench_dnn(w, passes: int, calls: int) -> dict:
+def bench_dnn(w, passes: int, calls: int, repeats: int) -> dict:
     x, y = _data(w)
     n, batch = w["n"], w["batch"]
     pool = runner.TrainerPool()
@@ -109,13 +134,16 @@ def bench_dnn(w, passes: int, calls: int) -> dict:
 
     model = runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)[0]  # traces
     spe = model.steps_per_execution  # SGD steps per compiled call
-    step = _step_seconds(model, x, y, batch or n, calls, spe=spe)
-    t = time.perf_counter()
-    runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)
-    fit = time.perf_counter() - t
     sgd_steps = passes * -(-n // (batch or n))
-    return {"step_ms": 1e3 * step, "fit_s": fit, "passes": passes, "sgd_steps": sgd_steps, "steps_per_call": spe,
-            "ratio": fit / (sgd_steps * step)}
+
+    def measure():
+        step = _step_seconds(model, x, y, batch or n, calls, spe=spe)
+        t = time.perf_counter()
+        runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)
+        fit = time.perf_counter() - t
+        return {"step_ms": 1e3 * step, "fit_s": fit, "ratio": fit / (sgd_steps * step)}
+
+    return {**_repeated(measure, repeats), "passes": passes, "sgd_steps": sgd_steps, "steps_per_call": spe}
 
 
 def _run(cmd: list[str]) -> float:
@@ -134,8 +162,22 @@ def bench_e2e(seeds: str, uci_dir, uci_dataset: str) -> dict:
         per_seed = [json.loads(p.read_text())["seconds"] for p in sorted(Path(tmp, "syn", "runs").glob("*.json"))]
         out["synthetic"] = {"seeds": seeds, "wall_s": secs, "per_seed_s": per_seed, "wall_per_seed_s": secs / n_seeds}
         if uci_dir:
-            secs = _run(cli + ["uci", "--data-dir", str(uci_dir), "--datasets", uci_dataset, "--depths", "1,2",
-                               "--widths", "128", "--out", f"{tmp}/uci"])
+            secs = _run(
+                cli
+                + [
+                    "uci",
+                    "--data-dir",
+                    str(uci_dir),
+                    "--datasets",
+                    uci_dataset,
+                    "--depths",
+                    "1,2",
+                    "--widths",
+                    "128",
+                    "--out",
+                    f"{tmp}/uci",
+                ]
+            )
             acc = json.loads(Path(tmp, "uci", "runs", f"{uci_dataset}.json").read_text())["accuracy"]
             out["uci"] = {"dataset": uci_dataset, "wall_s": secs, "trainings": 16, "accuracy": acc}
     return out
@@ -145,7 +187,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=5, help="alternating step/fit measurements; medians are reported")
     p.add_argument("--dnn-full-passes", type=int, default=2000, help="dnn-full: SGD steps (= passes)")
     p.add_argument("--dnn-b32-passes", type=int, default=400, help="dnn-b32: passes of 5 batches (UCI default)")
     p.add_argument("--e2e", action="store_true", help="also time the reproduction commands end to end")
@@ -155,27 +198,49 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/results/fit.json")
     a = p.parse_args(argv)
     a.dnn_passes = {"dnn-full": a.dnn_full_passes, "dnn-b32": a.dnn_b32_passes}
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                           "python": platform.python_version(), "keras": keras.__version__}, "workloads": {}}
-    rows = ["| workload | step (ms) | fit (s): KARE {e} epochs, DNN as set | fit / steps | Keras array fit / steps |"
-            .format(e=a.epochs),
-            "|---|---|---|---|---|"]
+    results = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+        },
+        "workloads": {},
+    }
+    rows = [
+        "| workload | step (ms) | fit (s): KARE {e} epochs, DNN as set | fit / steps (min–max) | "
+        "Keras array fit / steps |".format(e=a.epochs),
+        "|---|---|---|---|---|",
+    ]
     for name in a.workloads.split(","):
         w = WORKLOADS[name]
-        r = bench_kare(w, a.epochs, a.calls) if w["kind"] == "kare" else bench_dnn(w, a.dnn_passes[name], a.calls)
+        r = (
+            bench_kare(w, a.epochs, a.calls, a.repeats)
+            if w["kind"] == "kare"
+            else bench_dnn(w, a.dnn_passes[name], a.calls, a.repeats)
+        )
         results["workloads"][name] = r
         keras_col = f"{r['keras_array_ratio']:.2f}x" if "keras_array_ratio" in r else "–"
-        rows.append(f"| {name} | {r['step_ms']:.2f} | {r['fit_s']:.2f} | {r['ratio']:.2f}x | {keras_col} |")
+        rows.append(
+            f"| {name} | {r['step_ms']:.2f} | {r['fit_s']:.2f} | {r['ratio']:.2f}x "
+            f"({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {keras_col} |"
+        )
         print(rows[-1], flush=True)
     if a.e2e:
         results["e2e"] = bench_e2e(a.seeds, a.uci_dir, a.uci_dataset)
         e = results["e2e"]
-        rows += ["", "| command | wall (s) | note |", "|---|---|---|",
-                 f"| reproduce synthetic --seeds {a.seeds} | {e['synthetic']['wall_s']:.1f} | "
-                 f"per seed (in-process): {', '.join(f'{s:.1f}' for s in e['synthetic']['per_seed_s'])} s |"]
+        rows += [
+            "",
+            "| command | wall (s) | note |",
+            "|---|---|---|",
+            f"| reproduce synthetic --seeds {a.seeds} | {e['synthetic']['wall_s']:.1f} | "
+            f"per seed (in-process): {', '.join(f'{s:.1f}' for s in e['synthetic']['per_seed_s'])} s |",
+        ]
         if "uci" in e:
-            rows.append(f"| reproduce uci --depths 1,2 --widths 128 ({a.uci_dataset}) | {e['uci']['wall_s']:.1f} | "
-                        "16 trainings |")
+            rows.append(
+                f"| reproduce uci --depths 1,2 --widths 128 ({a.uci_dataset}) | {e['uci']['wall_s']:.1f} | "
+                "16 trainings |"
+            )
     table = "\n".join(rows)
     print("\n" + table)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

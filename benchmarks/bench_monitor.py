@@ -2,7 +2,8 @@
 
 Workload: KAREModel on an MLP 784-512-512-1 (GELU), batch 256, SGD,
 MNIST 7-vs-9 from the IDX test set in ``$KERAS_KARE_DATA/mnist`` (random
-data of the same shape if absent), ``steps`` steps per epoch (default 5: the offline set has 2037 7s and 9s). The monitor runs
+data of the same shape if absent), ``steps`` steps per epoch (default 5: the offline set has
+2037 7s and 9s). The monitor runs
 at its default frequency (every epoch) on a probe batch of 256 examples.
 
 Each configuration trains a fresh model for ``1 + epochs`` epochs; the first
@@ -58,8 +59,12 @@ class EpochTimer(keras.callbacks.Callback):
 def data(n: int):
     if MNIST is not None and MNIST.is_dir():
         x, y = tfdata.prepare_arrays(
-            *tfdata.load_idx_arrays(MNIST, "t10k"), classes=(7, 9), encoding="pm1", seed=0,
-            normalize_method="scale", flatten=True,
+            *tfdata.load_idx_arrays(MNIST, "t10k"),
+            classes=(7, 9),
+            encoding="pm1",
+            seed=0,
+            normalize_method="scale",
+            flatten=True,
         )
         return x, y, "MNIST 7 vs 9 (offline t10k IDX, 2037 examples)"
     r = np.random.default_rng(0)
@@ -97,29 +102,37 @@ def main():
     x, y, source = data(n + 512 + 256)
     x_train, y_train = x[:n], y[:n]
     probe = (x_train[:BATCH], y_train[:BATCH])
-    val = (x[n + 512:n + 768], y[n + 512:n + 768])
+    val = (x[n + 512 : n + 768], y[n + 512 : n + 768])
     configs = {
         "baseline (no monitor)": lambda m: [],
         "KernelMonitor (every epoch, probe 256)": lambda m: [KernelMonitor(*probe)],
         "KernelRidgeEvaluation (every epoch, 512 train / 256 val)": lambda m: [
-            KernelRidgeEvaluation(x[n:n + 512], y[n:n + 512], validation_data=val)
+            KernelRidgeEvaluation(x[n : n + 512], y[n : n + 512], validation_data=val)
         ],
     }
     rows = []
     for name, factory in configs.items():
         median, times, cb_seconds = run(x_train, y_train, args.epochs, args.implementation, factory)
-        rows.append({"config": name, "epoch_seconds_median": median, "epoch_seconds": times, "callback_seconds": cb_seconds})
+        rows.append(
+            {"config": name, "epoch_seconds_median": median, "epoch_seconds": times, "callback_seconds": cb_seconds}
+        )
     base = rows[0]["epoch_seconds_median"]
     for row in rows:
         row["overhead_percent"] = 100.0 * (row["epoch_seconds_median"] - base) / base
         cb = sum(row["callback_seconds"].values())
         row["callback_percent_of_baseline_epoch"] = 100.0 * cb / base
 
-    print(f"data: {source}; MLP 784-512-512-1, batch {BATCH}, {args.steps} steps/epoch, implementation={args.implementation}")
+    print(
+        f"data: {source}; MLP 784-512-512-1, batch {BATCH}, {args.steps} steps/epoch, "
+        f"implementation={args.implementation}"
+    )
     step = base / args.steps
     for row in rows:
         row["callback_seconds_in_training_steps"] = sum(row["callback_seconds"].values()) / step
-    print(f"{'configuration':58s} {'epoch s':>8s} {'epoch +%':>9s} {'callback s':>11s} {'cb % of base epoch':>19s} {'cb in steps':>12s}")
+    print(
+        f"{'configuration':58s} {'epoch s':>8s} {'epoch +%':>9s} {'callback s':>11s} "
+        f"{'cb % of base epoch':>19s} {'cb in steps':>12s}"
+    )
     for row in rows:
         cb = sum(row["callback_seconds"].values())
         print(
@@ -133,11 +146,21 @@ def main():
     )
     out = {
         "workload": {
-            "model": "MLP 784-512-512-1 gelu", "batch": BATCH, "steps_per_epoch": args.steps, "timed_epochs": args.epochs,
-            "implementation": args.implementation, "data": source, "probe": BATCH,
+            "model": "MLP 784-512-512-1 gelu",
+            "batch": BATCH,
+            "steps_per_epoch": args.steps,
+            "timed_epochs": args.epochs,
+            "implementation": args.implementation,
+            "data": source,
+            "probe": BATCH,
         },
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                    "keras_kare": keras_kare.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "keras_kare": keras_kare.__version__,
+        },
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

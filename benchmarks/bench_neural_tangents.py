@@ -132,8 +132,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/neural_tangents.json")
     args = ap.parse_args()
-    configs = [(1, 64 if args.quick else 256), (1, 256 if args.quick else 1024),
-               (2, 32 if args.quick else 128), (3, 64 if args.quick else 256)]
+    configs = [
+        (1, 64 if args.quick else 256),
+        (1, 256 if args.quick else 1024),
+        (2, 32 if args.quick else 128),
+        (3, 64 if args.quick else 256),
+    ]
     results, raw = {}, {}
     for wl, batch in configs:
         for what in ("step", "gram"):
@@ -145,8 +149,14 @@ def main():
             except Exception as err:  # noqa: BLE001 - report and continue
                 raw[key] = f"failed: {type(err).__name__}: {err}"
                 print(f"{key}: failed: {err}", flush=True)
-    meta = dict(jax=jax.__version__, neural_tangents=getattr(nt, "__version__", "?"), machine=platform.platform(),
-                cpus=os.cpu_count(), load_average=os.getloadavg(), quick=args.quick)
+    meta = dict(
+        jax=jax.__version__,
+        neural_tangents=getattr(nt, "__version__", "?"),
+        machine=platform.platform(),
+        cpus=os.cpu_count(),
+        load_average=os.getloadavg(),
+        quick=args.quick,
+    )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(dict(meta=meta, results=results, raw=raw), fh, indent=1)

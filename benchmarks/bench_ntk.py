@@ -66,8 +66,12 @@ def _mlp(width: int, outputs: int, d_in: int = 784):
     import keras
 
     return keras.Sequential(
-        [keras.Input((d_in,)), keras.layers.Dense(width, "gelu"), keras.layers.Dense(width, "gelu"),
-         keras.layers.Dense(outputs)]
+        [
+            keras.Input((d_in,)),
+            keras.layers.Dense(width, "gelu"),
+            keras.layers.Dense(width, "gelu"),
+            keras.layers.Dense(outputs),
+        ]
     )
 
 
@@ -76,8 +80,13 @@ def _cnn():
 
     L = keras.layers
     return keras.Sequential(
-        [keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"), L.Conv2D(64, 3, activation="relu"),
-         L.GlobalAveragePooling2D(), L.Dense(1)]
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(32, 3, activation="relu"),
+            L.Conv2D(64, 3, activation="relu"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(1),
+        ]
     )
 
 
@@ -97,8 +106,10 @@ def _memory_guard(limit_mb: float, cfg: dict) -> None:
             with open("/proc/self/statm") as fh:
                 rss = int(fh.read().split()[1]) * page_mb
             if rss > limit_mb:
-                err = (f"aborted: resident memory exceeded {limit_mb / 1024:.0f} GB after "
-                       f"{time.perf_counter() - t0:.0f} s (peak > {rss / 1024:.1f} GB)")
+                err = (
+                    f"aborted: resident memory exceeded {limit_mb / 1024:.0f} GB after "
+                    f"{time.perf_counter() - t0:.0f} s (peak > {rss / 1024:.1f} GB)"
+                )
                 print("RESULT " + json.dumps(dict(cfg, error=err, peak_rss_mb=rss)), flush=True)
                 os._exit(3)
             time.sleep(0.2)
@@ -178,7 +189,7 @@ def _spawn(cfg: dict, timeout: float) -> dict:
         return dict(cfg, error=f"timed out after {timeout:.0f} s")
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = (proc.stderr or "").strip().splitlines()[-3:]
     return dict(cfg, error=f"exit {proc.returncode} after {time.perf_counter() - t0:.0f} s: {' | '.join(tail)}")
 
@@ -193,18 +204,52 @@ def plan(quick: bool, steps: int, warmup: int) -> list[dict]:
     for impl in ("structured", "jacobian"):
         slow = few if impl == "jacobian" else s
         for what in ("step", "gram"):
-            cfgs.append(dict(workload=1, model="mlp", width=width, batch=64 if quick else 256, impl=impl, what=what,
-                             **(dict(steps=3, warmup=1) if impl == "jacobian" and quick else
-                                dict(steps=5, warmup=1) if impl == "jacobian" else s)))
+            cfgs.append(
+                dict(
+                    workload=1,
+                    model="mlp",
+                    width=width,
+                    batch=64 if quick else 256,
+                    impl=impl,
+                    what=what,
+                    **(
+                        dict(steps=3, warmup=1)
+                        if impl == "jacobian" and quick
+                        else dict(steps=5, warmup=1)
+                        if impl == "jacobian"
+                        else s
+                    ),
+                )
+            )
             cfgs.append(dict(workload=1, model="mlp", width=width, batch=big, impl=impl, what=what, **slow))
         cnn = few if impl == "jacobian" else s
         cfgs.append(dict(workload=2, model="cnn", batch=8 if quick else 128, impl=impl, what="step", **cnn))
         cfgs.append(dict(workload=2, model="cnn", batch=8 if quick else 128, impl=impl, what="gram", **cnn))
         for what in ("step", "gram"):
-            cfgs.append(dict(workload=3, model="mlp", width=width, outputs=10, kernel="trace",
-                             batch=32 if quick else 256, impl=impl, what=what, **slow))
-    cfgs.append(dict(workload=4, model="mlp", width=width, batch=500 if quick else 10000,
-                     test=100 if quick else 2000, impl="structured", what="predictor"))
+            cfgs.append(
+                dict(
+                    workload=3,
+                    model="mlp",
+                    width=width,
+                    outputs=10,
+                    kernel="trace",
+                    batch=32 if quick else 256,
+                    impl=impl,
+                    what=what,
+                    **slow,
+                )
+            )
+    cfgs.append(
+        dict(
+            workload=4,
+            model="mlp",
+            width=width,
+            batch=500 if quick else 10000,
+            test=100 if quick else 2000,
+            impl="structured",
+            what="predictor",
+        )
+    )
     return cfgs
 
 
@@ -223,7 +268,8 @@ def _find(results, **kv):
 
 def table(results: list[dict], nt: dict | None) -> str:
     rows = [
-        "| workload | measure | structured (ms) | jacobian (ms) | jacobian / structured | neural-tangents (ms) | nt / structured |",
+        "| workload | measure | structured (ms) | jacobian (ms) | jacobian / structured | neural-tangents (ms) "
+        "| nt / structured |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     keys = []
@@ -232,7 +278,7 @@ def table(results: list[dict], nt: dict | None) -> str:
             k = (r["workload"], r["model"], r.get("outputs", 1), r["batch"], r["what"])
             if k not in keys:
                 keys.append(k)
-    for wl, model, outputs, batch, what in keys:
+    for wl, model, _outputs, batch, what in keys:
         s = _find(results, workload=wl, batch=batch, what=what, impl="structured", model=model)
         j = _find(results, workload=wl, batch=batch, what=what, impl="jacobian", model=model)
         name = {1: "1 MLP 784-512-512-1", 2: "2 CNN 28x28", 3: "3 MLP 10 outputs (trace)"}[wl]
@@ -244,8 +290,10 @@ def table(results: list[dict], nt: dict | None) -> str:
         ntv = (nt or {}).get(f"{wl}:{batch}:{what}")
         nt_ms = f"{ntv:.1f}" if ntv else "—"
         nt_ratio = f"{ntv / s['ms']:.2f}" if ntv and s and "error" not in s else "—"
-        rows.append(f"| {name} | {measure} | {_fmt_ms(s) if s else '—'} | "
-                    f"{(_fmt_ms(j) + note) if j else '—'} | {ratio} | {nt_ms} | {nt_ratio} |")
+        rows.append(
+            f"| {name} | {measure} | {_fmt_ms(s) if s else '—'} | "
+            f"{(_fmt_ms(j) + note) if j else '—'} | {ratio} | {nt_ms} | {nt_ratio} |"
+        )
     p = _find(results, workload=4)
     if p:
         if "error" in p:
@@ -259,10 +307,12 @@ def table(results: list[dict], nt: dict | None) -> str:
     s = _find(results, workload=1, batch=big, what="step", impl="structured")
     j = _find(results, workload=1, batch=big, what="step", impl="jacobian")
     if s:
+
         def mem(r):
             if r is None or "error" in r:
                 return "failed" if r else "—"
             return f"{r['peak_rss_mb']:.0f} MB (runtime + model before the step: {r['rss_before_mb']:.0f} MB)"
+
         rows.append(f"| 5 peak RSS, workload 1 batch {big} | train-step process | {mem(s)} | {mem(j)} | | | |")
     return "\n".join(rows)
 
@@ -278,10 +328,17 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON results")
     ap.add_argument("--nt", default=None, help="JSON written by bench_neural_tangents.py (peer column)")
     ap.add_argument("--markdown", default=None, help="also write the table to this markdown file")
-    ap.add_argument("--mem-limit-gb", type=float, default=8.0,
-                    help="abort a configuration whose resident memory exceeds this (reported as a lower bound)")
-    ap.add_argument("--resume", default=None,
-                    help="a JSON log written by this script: configurations with a result there are not rerun")
+    ap.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=8.0,
+        help="abort a configuration whose resident memory exceeds this (reported as a lower bound)",
+    )
+    ap.add_argument(
+        "--resume",
+        default=None,
+        help="a JSON log written by this script: configurations with a result there are not rerun",
+    )
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.run_one:
@@ -317,7 +374,10 @@ def main(argv=None):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     meta = dict(
         command=" ".join([Path(sys.executable).name, "benchmarks/bench_ntk.py"] + (argv or sys.argv[1:])),
-        machine=platform.platform(), cpus=os.cpu_count(), load_average=os.getloadavg(), quick=args.quick,
+        machine=platform.platform(),
+        cpus=os.cpu_count(),
+        load_average=os.getloadavg(),
+        quick=args.quick,
     )
     path = out / f"bench_ntk-{'quick-' if args.quick else ''}{stamp}.json"
     path.write_text(json.dumps(dict(meta=meta, results=results, table=md), indent=1))

@@ -54,12 +54,14 @@ def make_net():
     import keras
 
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((FEATURES,)),
-        keras.layers.Dense(64, "gelu"),
-        keras.layers.Dense(64, "gelu"),
-        keras.layers.Dense(1),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(64, "gelu"),
+            keras.layers.Dense(64, "gelu"),
+            keras.layers.Dense(1),
+        ]
+    )
 
 
 def run_predictor(n, n_test, solver, n_centers=None, batch_size=2048):
@@ -77,8 +79,13 @@ def run_predictor(n, n_test, solver, n_centers=None, batch_size=2048):
     pred = kp.predict(xt)
     predict_s = time.perf_counter() - start
     return {
-        "n": n, "n_test": n_test, "solver": kp.solver_, "m": n_centers if solver == "nystrom" else None,
-        "fit_s": fit_s, "predict_s": predict_s, "test_mse": float(np.mean((pred - yt) ** 2)),
+        "n": n,
+        "n_test": n_test,
+        "solver": kp.solver_,
+        "m": n_centers if solver == "nystrom" else None,
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+        "test_mse": float(np.mean((pred - yt) ** 2)),
         "peak_rss_gib": peak_rss_gib(),
     }
 
@@ -104,8 +111,14 @@ def run_sklearn(n, n_test, batch_size=2048):
     pred = model.predict(kx)
     predict_s = time.perf_counter() - start
     return {
-        "n": n, "n_test": n_test, "solver": "sklearn KernelRidge (precomputed)", "m": None, "gram_s": gram_s,
-        "fit_s": fit_s, "predict_s": predict_s, "test_mse": float(np.mean((pred - yt) ** 2)),
+        "n": n,
+        "n_test": n_test,
+        "solver": "sklearn KernelRidge (precomputed)",
+        "m": None,
+        "gram_s": gram_s,
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+        "test_mse": float(np.mean((pred - yt) ** 2)),
         "peak_rss_gib": peak_rss_gib(),
     }
 
@@ -141,7 +154,9 @@ def main(argv=None) -> None:
     rows = []
     for workload in args.workloads:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", workload]
-        cmd += [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("exact_n", "sklearn_n", "nystrom_n", "mcurve_n")]
+        cmd += [
+            f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("exact_n", "sklearn_n", "nystrom_n", "mcurve_n")
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -149,15 +164,17 @@ def main(argv=None) -> None:
             rows.append({"workload": workload, "error": f"exit code {proc.returncode}", "stderr": proc.stderr[-2000:]})
             print(f"{workload}: FAILED with exit code {proc.returncode}\n{proc.stderr[-2000:]}", flush=True)
             continue
-        for row in json.loads(lines[-1][len("RESULT "):]):
+        for row in json.loads(lines[-1][len("RESULT ") :]):
             row["workload"] = workload
             row["process_wall_s"] = time.perf_counter() - start
             rows.append(row)
             print(format_row(row), flush=True)
     with open(args.json, "w") as fh:
         json.dump(rows, fh, indent=2)
-    print(f"\n{'workload':9} {'n':>7} {'solver':>10} {'m':>5} {'fit s':>8} {'pred s':>7} {'test MSE':>9} "
-          f"{'vs exact':>9} {'peak RSS GiB':>12}")
+    print(
+        f"\n{'workload':9} {'n':>7} {'solver':>10} {'m':>5} {'fit s':>8} {'pred s':>7} {'test MSE':>9} "
+        f"{'vs exact':>9} {'peak RSS GiB':>12}"
+    )
     for row in rows:
         if "error" not in row:
             print(format_row(row))

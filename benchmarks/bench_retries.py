@@ -70,17 +70,25 @@ def main():
         for seed in range(args.seeds):
             row = run(seed, args.steps, solve_dtype, args.gamma, args.sigma, args.lr)
             rows.append(row)
-            print(f"seed {seed} solve {solve_dtype}: {row['retry_steps']} retries, {row['failed_steps']} failures "
-                  f"in {args.steps} steps ({row['seconds']:.0f} s)", flush=True)
+            print(
+                f"seed {seed} solve {solve_dtype}: {row['retry_steps']} retries, {row['failed_steps']} failures "
+                f"in {args.steps} steps ({row['seconds']:.0f} s)",
+                flush=True,
+            )
     print("\n| solve dtype | seed | steps | steps needing a retry | failed steps | KARE first → last | time (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['solve_dtype']} | {r['seed']} | {r['steps']} | {r['retry_steps']} | {r['failed_steps']} | "
-              f"{r['kare_first']:.4f} → {r['kare_last_finite']:.4f} | {r['seconds']:.0f} |")
+        print(
+            f"| {r['solve_dtype']} | {r['seed']} | {r['steps']} | {r['retry_steps']} | {r['failed_steps']} | "
+            f"{r['kare_first']:.4f} → {r['kare_last_finite']:.4f} | {r['seconds']:.0f} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": vars(args), "machine": platform.platform(), "cpus": os.cpu_count(),
-                               "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"settings": vars(args), "machine": platform.platform(), "cpus": os.cpu_count(), "rows": rows}, indent=2
+        )
+    )
     print(f"\nwrote {out}")
 
 

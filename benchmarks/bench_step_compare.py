@@ -37,8 +37,9 @@ ROOT = HERE.parent
 
 def _import_revision(rev: str, tmp: str):
     """Import keras_kare as of ``rev`` under the name ``keras_kare_rev``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "keras_kare"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "keras_kare"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
     src, dst = Path(tmp) / "keras_kare", Path(tmp) / "keras_kare_rev"
     src.rename(dst)
@@ -76,8 +77,12 @@ def _prototype_step(net, tf):
                     inputs.append(h)
                 out = tf.reduce_sum(h)
             deltas = inner.gradient(out, pre)
-            k = tf.add_n([(tf.matmul(a, a, transpose_b=True) + 1.0) * tf.matmul(d, d, transpose_b=True)
-                          for a, d in zip(inputs[:-1], deltas)])
+            k = tf.add_n(
+                [
+                    (tf.matmul(a, a, transpose_b=True) + 1.0) * tf.matmul(d, d, transpose_b=True)
+                    for a, d in zip(inputs[:-1], deltas)
+                ]
+            )
             value = kare(k, y)
         grads = outer.gradient(value, variables)
         for v, g in zip(variables, grads):
@@ -109,8 +114,9 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     n = args.batch
-    net = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512, "gelu"), keras.layers.Dense(512, "gelu"),
-                            keras.layers.Dense(1)])
+    net = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(512, "gelu"), keras.layers.Dense(512, "gelu"), keras.layers.Dense(1)]
+    )
     x = tf.constant(rng.normal(size=(n, 784)).astype("float32"))
     y = tf.constant(rng.normal(size=(n, 1)).astype("float32"))
 
@@ -139,19 +145,32 @@ def main(argv=None):
                     tf.nest.map_structure(np.asarray, f(x, y))
                     times[name].append((time.perf_counter() - t0) * 1e3)
             for name, t in times.items():
-                rows.append(dict(repeat=rep, arm=name, median_ms=float(np.median(t)),
-                                 p25_ms=float(np.percentile(t, 25)), p75_ms=float(np.percentile(t, 75))))
+                rows.append(
+                    dict(
+                        repeat=rep,
+                        arm=name,
+                        median_ms=float(np.median(t)),
+                        p25_ms=float(np.percentile(t, 25)),
+                        p75_ms=float(np.percentile(t, 75)),
+                    )
+                )
     lines = ["| repeat | arm | median (ms) | p25 | p75 |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {r['repeat']} | {r['arm']} | {r['median_ms']:.1f} | {r['p25_ms']:.1f} | {r['p75_ms']:.1f} |"
-              for r in rows]
+    lines += [
+        f"| {r['repeat']} | {r['arm']} | {r['median_ms']:.1f} | {r['p25_ms']:.1f} | {r['p75_ms']:.1f} |" for r in rows
+    ]
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_step_compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    meta = dict(command=" ".join(["python", "benchmarks/bench_step_compare.py"] + (argv or sys.argv[1:])),
-                machine=platform.platform(), cpus=os.cpu_count(), load_average=os.getloadavg(), batch=n,
-                calls=args.calls)
+    meta = dict(
+        command=" ".join(["python", "benchmarks/bench_step_compare.py"] + (argv or sys.argv[1:])),
+        machine=platform.platform(),
+        cpus=os.cpu_count(),
+        load_average=os.getloadavg(),
+        batch=n,
+        calls=args.calls,
+    )
     path.write_text(json.dumps(dict(meta=meta, rows=rows, table=table), indent=1))
     print(f"\nwrote {path}")
 

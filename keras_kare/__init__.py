@@ -29,6 +29,14 @@ with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a
     from keras_kare.risk import kare
 
 __all__ = [
-    "callbacks", "KAREModel", "KernelPredictor", "NotFittedError", "RidgePath", "fit_in_memory", "kare", "layers",
-    "ntk", "__version__",
+    "callbacks",
+    "KAREModel",
+    "KernelPredictor",
+    "NotFittedError",
+    "RidgePath",
+    "fit_in_memory",
+    "kare",
+    "layers",
+    "ntk",
+    "__version__",
 ]

@@ -34,11 +34,13 @@ import keras
 try:
     from keras.src.backend import get_keras_mask, set_keras_mask
 except ImportError:  # pragma: no cover - older layout: the mask is a tensor attribute
+
     def get_keras_mask(t):
         return getattr(t, "_keras_mask", None)
 
     def set_keras_mask(t, mask):
-        setattr(t, "_keras_mask", mask)
+        t._keras_mask = mask
+
 
 try:  # the graph model class; keras.Model(inputs, outputs) returns one, but it has no public name
     from keras.src.models.functional import Functional
@@ -52,7 +54,10 @@ def unpack_singleton(x):
 
 
 def run_through_graph(model, inputs, operation_fn: Callable):
-    """Outputs of a Functional ``model`` on ``inputs`` with every operation ``op`` run as ``operation_fn(op)(*args, **kwargs)``."""
+    """Outputs of a Functional ``model`` on ``inputs`` through Keras' private graph runner.
+
+    Every operation ``op`` runs as ``operation_fn(op)(*args, **kwargs)``.
+    """
     flat = model._standardize_inputs(inputs)
     return unpack_singleton(model._run_through_graph(flat, operation_fn=operation_fn))
 

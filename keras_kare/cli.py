@@ -92,6 +92,8 @@ def _fraction(text: str) -> float:
     if value >= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), received {text!r}")
     return value
+
+
 _pos_int = _number(int, 1, False, "an integer >= 1")
 
 
@@ -113,7 +115,12 @@ def _baseline_names(text: str) -> list[str]:
 
 def _common(p: argparse.ArgumentParser, single_net: bool = True):
     g = p.add_argument_group("run")
-    g.add_argument("--out", type=Path, default=None, help="results folder (default: results/<experiment>-<time>); never overwritten")
+    g.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: results/<experiment>-<time>); never overwritten",
+    )
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same settings)")
     g.add_argument("--quick", action="store_true", help="few seeds/steps: minutes on a CPU (not the paper's settings)")
     g.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up log")
@@ -121,19 +128,29 @@ def _common(p: argparse.ArgumentParser, single_net: bool = True):
     g.add_argument("--kare-ridge", type=_pos_float, help="KARE's ridge z (paper 0.1, absolute)")
     g.add_argument("--kare-steps", type=_pos_int, help="KARE SGD steps (passes over the data)")
     g.add_argument("--dnn-steps", type=_pos_int, help="DNN SGD steps (passes over the data)")
-    g.add_argument("--kernel", choices=("summed_output", "trace"), help="NTK of multi-output nets (paper: summed_output)")
+    g.add_argument(
+        "--kernel", choices=("summed_output", "trace"), help="NTK of multi-output nets (paper: summed_output)"
+    )
     if single_net:
         g.add_argument("--seeds", type=_seeds, help="number of seeds (0..N-1) or a comma list")
         g.add_argument("--depth", type=_pos_int, help="hidden layers")
         g.add_argument("--width", type=_pos_int, help="hidden units per layer")
         g.add_argument("--kare-lr", type=_pos_float, help="SGD learning rate of NTK-KARE")
         g.add_argument("--dnn-lr", type=_pos_float, help="SGD learning rate of the DNN")
-        g.add_argument("--batch-size", type=_pos_int, help="batch size (default: full batch up to 5000 examples, else 32)")
-        g.add_argument("--protocol", choices=("paper", "validated"),
-                       help="paper: the ridge is picked on the test set (optimistic); validated: every method trains "
-                       "on the training rows minus a held-out fraction, on which the ridge is picked")
-        g.add_argument("--validation-fraction", type=_fraction,
-                       help="share of the training rows held out by --protocol validated (default 0.2)")
+        g.add_argument(
+            "--batch-size", type=_pos_int, help="batch size (default: full batch up to 5000 examples, else 32)"
+        )
+        g.add_argument(
+            "--protocol",
+            choices=("paper", "validated"),
+            help="paper: the ridge is picked on the test set (optimistic); validated: every method trains "
+            "on the training rows minus a held-out fraction, on which the ridge is picked",
+        )
+        g.add_argument(
+            "--validation-fraction",
+            type=_fraction,
+            help="share of the training rows held out by --protocol validated (default 0.2)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp = rep.add_subparsers(dest="experiment", metavar="EXPERIMENT")
     exp.required = True
 
-    p = exp.add_parser("synthetic", help="Figure 1: single-index regression (built-in data)",
-                       description="Figure 1: y = cos(γxᵀw)/(1+exp(γxᵀw)) + σε, d=10, 800/200 train/test.")
+    p = exp.add_parser(
+        "synthetic",
+        help="Figure 1: single-index regression (built-in data)",
+        description="Figure 1: y = cos(γxᵀw)/(1+exp(γxᵀw)) + σε, d=10, 800/200 train/test.",
+    )
     _common(p)
     p.add_argument("--gamma", type=_pos_float, help="index scale γ (paper 1, 1.25, 1.5)")
     p.add_argument("--sigma", type=_nonneg_float, help="noise std σ (paper 0, 0.1)")
@@ -153,17 +173,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=_pos_int, help="training samples, the first n-train (paper 800)")
     p.add_argument("--dim", type=_pos_int, dest="d", help="input dimension (paper 10)")
 
-    p = exp.add_parser("mnist", help="Figure 2: MNIST 7 vs 9",
-                       description="Figure 2: MNIST 7 (+1) vs 9 (−1), 2-pixel crop, per-image centring, 1000/1000.")
+    p = exp.add_parser(
+        "mnist",
+        help="Figure 2: MNIST 7 vs 9",
+        description="Figure 2: MNIST 7 (+1) vs 9 (−1), 2-pixel crop, per-image centring, 1000/1000.",
+    )
     _common(p)
-    p.add_argument("--data-dir", type=Path, help="folder with MNIST IDX files (default: $KERAS_KARE_DATA/mnist, else a prepared TFDS mnist)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with MNIST IDX files (default: $KERAS_KARE_DATA/mnist, else a prepared TFDS mnist)",
+    )
     p.add_argument("--n-train", type=_pos_int, help="training examples (paper 1000)")
     p.add_argument("--n-test", type=_pos_int, help="test examples (paper 1000)")
 
-    p = exp.add_parser("uci", help="Table 1: the 121 UCI data sets (user-provided)",
-                       description="Table 1: Fernández-Delgado et al.'s UCI collection in its published layout.")
+    p = exp.add_parser(
+        "uci",
+        help="Table 1: the 121 UCI data sets (user-provided)",
+        description="Table 1: Fernández-Delgado et al.'s UCI collection in its published layout.",
+    )
     _common(p, single_net=False)
-    p.add_argument("--data-dir", type=Path, required=True, help="folder holding <name>/<name>_R.dat, conxuntos.dat, conxuntos_kfold.dat")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="folder holding <name>/<name>_R.dat, conxuntos.dat, conxuntos_kfold.dat",
+    )
     p.add_argument("--datasets", type=_names, help="comma-separated subset of data set names")
     p.add_argument("--depths", type=_ints, help="hidden-layer counts of the grid (paper 1..5)")
     p.add_argument("--widths", type=_ints, help="widths of the grid (paper 32..512)")
@@ -171,13 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnn-lrs", type=_floats, help="DNN learning rates (paper 0.1..1e-4)")
     p.add_argument("--dnn-batch-size", type=_pos_int, help="DNN batch size (paper 32)")
     p.add_argument("--seed", type=int, help="seed (paper 0)")
-    p.add_argument("--protocol", choices=("paper", "validated"),
-                   help="paper: best configuration and ridge picked on the evaluation split (optimistic, default); "
-                        "validated: configuration picked on conxuntos.dat's validation split, accuracy on the 4 "
-                        "conxuntos_kfold.dat test folds")
-    p.add_argument("--baselines", type=_baseline_names,
-                   help="classical baselines on the same splits, comma-separated: svc, rf, krr-rbf "
-                        "(svc and rf need scikit-learn: pip install 'keras-kare[reproduce]')")
+    p.add_argument(
+        "--protocol",
+        choices=("paper", "validated"),
+        help="paper: best configuration and ridge picked on the evaluation split (optimistic, default); "
+        "validated: configuration picked on conxuntos.dat's validation split, accuracy on the 4 "
+        "conxuntos_kfold.dat test folds",
+    )
+    p.add_argument(
+        "--baselines",
+        type=_baseline_names,
+        help="classical baselines on the same splits, comma-separated: svc, rf, krr-rbf "
+        "(svc and rf need scikit-learn: pip install 'keras-kare[reproduce]')",
+    )
     return parser
 
 
@@ -268,8 +309,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         log(f"done in {time.time() - t0:.0f}s; results in {out}")
         return 0
     except KeyboardInterrupt:
-        print("keras-kare: interrupted; finished seeds/data sets are kept, continue with --resume and the same --out.",
-              file=sys.stderr)
+        print(
+            "keras-kare: interrupted; finished seeds/data sets are kept, continue with --resume and the same --out.",
+            file=sys.stderr,
+        )
         return 130
     except (CLIError, DatasetError) as err:
         if args.debug:

@@ -65,7 +65,8 @@ def accuracy(pred, targets) -> float:
     p, y = _as_columns(pred, "pred"), _as_columns(targets, "targets")
     if p.shape != y.shape:
         raise ValueError(
-            f"pred and targets need the same rows and columns, received shapes {np.shape(pred)} and {np.shape(targets)}."
+            f"pred and targets need the same rows and columns, received shapes {np.shape(pred)} "
+            f"and {np.shape(targets)}."
         )
     return float(np.mean(class_index(p) == class_index(y)))
 

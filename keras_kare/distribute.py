@@ -98,7 +98,8 @@ def check_global_batch(batch_size: Optional[int], strategy=None) -> None:
         raise ValueError(
             f"KAREModel: the global batch size {batch_size} is not divisible by the {replicas} replicas of the "
             f"distribution strategy; each replica computes KARE on its own share of the batch, so the shares must "
-            f"be equal. Use a batch size that is a multiple of {replicas} (e.g. {replicas * max(1, int(batch_size) // replicas)})."
+            f"be equal. Use a batch size that is a multiple of {replicas} "
+            f"(e.g. {replicas * max(1, int(batch_size) // replicas)})."
         )
 
 

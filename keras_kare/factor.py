@@ -172,9 +172,10 @@ def min_eigenvalue_estimate(m: tf.Tensor, iterations: int = 200) -> tf.Tensor:
     n = tf.shape(m64)[0]
     c = tf.reduce_max(tf.reduce_sum(tf.abs(m64), axis=1))
     b = c * tf.eye(n, dtype=tf.float64) - m64
-    v0 = tf.ones([n, 1], tf.float64) / tf.sqrt(tf.cast(n, tf.float64)) + tf.cast(
-        tf.range(n)[:, None] % 7, tf.float64
-    ) * 1e-3
+    v0 = (
+        tf.ones([n, 1], tf.float64) / tf.sqrt(tf.cast(n, tf.float64))
+        + tf.cast(tf.range(n)[:, None] % 7, tf.float64) * 1e-3
+    )
 
     def body(i, v):
         w = tf.matmul(b, v)

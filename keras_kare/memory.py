@@ -54,9 +54,18 @@ def available_bytes() -> int:
 
 
 def estimate_gram_bytes(
-    n1: int, n2: int, n_outputs: int, n_params: int, n_layers: int, kernel: str,
-    implementation: str, batch_size, itemsize: int = 4, extra_copies: int = 0,
-    activations: int = 0, one_jacobian: bool = False,
+    n1: int,
+    n2: int,
+    n_outputs: int,
+    n_params: int,
+    n_layers: int,
+    kernel: str,
+    implementation: str,
+    batch_size,
+    itemsize: int = 4,
+    extra_copies: int = 0,
+    activations: int = 0,
+    one_jacobian: bool = False,
 ) -> tuple[int, int]:
     """(result bytes, per-block work bytes) of a Gram computation; see module docstring.
 

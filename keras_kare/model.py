@@ -247,7 +247,9 @@ class KAREModel(keras.Model):
             )
         n = tf.shape(tf.nest.flatten(x)[0])[0]
         tf.debugging.assert_greater_equal(
-            n, 2, message="KAREModel needs at least 2 examples per batch (last partial batch of 1? use drop_remainder=True)."
+            n,
+            2,
+            message="KAREModel needs at least 2 examples per batch (last partial batch of 1? use drop_remainder=True).",
         )
         implementation = self._resolved_implementation()
         if implementation == "jacobian" and n_static is not None:
@@ -272,7 +274,10 @@ class KAREModel(keras.Model):
         one = tf.nest.map_structure(lambda t: t[:1], x)
         result, work, _ = gram_bytes(self.base_model, one, n, n, self.kernel, "jacobian", None, one_jacobian=True)
         check_gram_memory(
-            result, 2 * work, f"KAREModel: a training step on a batch of {n} with the jacobian NTK", n,
+            result,
+            2 * work,
+            f"KAREModel: a training step on a batch of {n} with the jacobian NTK",
+            n,
             advice="A Sequential or Functional network uses the structured NTK instead (implementation='auto'), "
             "whose memory grows like n² + n·(sum of layer widths).",
         )
@@ -377,5 +382,7 @@ class KAREModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["base_model"] = keras.saving.deserialize_keras_object(config["base_model"], custom_objects=custom_objects)
+        config["base_model"] = keras.saving.deserialize_keras_object(
+            config["base_model"], custom_objects=custom_objects
+        )
         return cls(**config)

@@ -15,11 +15,10 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
+from keras_kare.backend import block_gram, forward_profile, gram, resolve_implementation, swap_examples
 from keras_kare.memory import GIB, available_bytes, check_gram_memory, estimate_gram_bytes
 from keras_kare.networks import unwrap_network
-from keras_kare.backend import block_gram, forward_profile, gram, resolve_implementation, swap_examples
 from keras_kare.progress import Progress, check_verbose
-
 
 logger = logging.getLogger("keras_kare")
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -79,6 +78,7 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     progress = Progress(n_computed, verbose, unit_name="block")
     pair = _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size)
     if pair is None:  # recapture both blocks for every pair
+
         def pair(i, j):
             xi = _slice(x1, *b1[i])
             if x2 is None and i == j:
@@ -124,7 +124,9 @@ def _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size):
         logger.info(
             "keras_kare.ntk: keeping the layer factors of all %d blocks would take %.1f GiB of the %.1f GiB "
             "available; recomputing them for every block pair instead (about twice the work).",
-            n_blocks, needed / GIB, available / GIB,
+            n_blocks,
+            needed / GIB,
+            available / GIB,
         )
         return None
     f1 = [first] + [engine.features(_slice(x1, s, e)) for s, e in b1[1:]]
@@ -225,8 +227,15 @@ def _check_memory(model, x1, x2, kernel, implementation, batch_size, extra_copie
 
 
 def gram_bytes(
-    model, x_one, n1: int, n2: int, kernel: str, implementation: str, batch_size: Optional[int],
-    extra_copies: int = 0, one_jacobian: bool = False,
+    model,
+    x_one,
+    n1: int,
+    n2: int,
+    kernel: str,
+    implementation: str,
+    batch_size: Optional[int],
+    extra_copies: int = 0,
+    one_jacobian: bool = False,
 ) -> tuple[int, int, int]:
     """(result bytes, work bytes, output width C) of an n1 × n2 Gram of ``model`` (``keras_kare.memory``).
 
@@ -237,8 +246,17 @@ def gram_bytes(
     variables = model.trainable_variables
     n_params = sum(int(np.prod(w.shape)) for w in variables)
     result, work = estimate_gram_bytes(
-        n1, n2, profile.outputs, n_params, len(variables), kernel, implementation, batch_size,
-        itemsize=_model_dtype(model).size, extra_copies=extra_copies, one_jacobian=one_jacobian,
+        n1,
+        n2,
+        profile.outputs,
+        n_params,
+        len(variables),
+        kernel,
+        implementation,
+        batch_size,
+        itemsize=_model_dtype(model).size,
+        extra_copies=extra_copies,
+        one_jacobian=one_jacobian,
         activations=profile.activations if implementation == "jacobian" else 0,
     )
     return result, work, profile.outputs

@@ -247,9 +247,7 @@ class KernelPredictor:
     def _check_weights_unchanged(self, what: str):
         now = self._weights_snapshot()
         if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, self._fit_weights)):
-            raise ValueError(
-                f"the model's weights changed since fit(); {what} belong to the old NTK. Call fit again."
-            )
+            raise ValueError(f"the model's weights changed since fit(); {what} belong to the old NTK. Call fit again.")
 
     def _weights_snapshot(self):
         return [np.array(w) for w in self.network.trainable_variables]
@@ -258,7 +256,13 @@ class KernelPredictor:
     def _gram(self, x1, x2=None, verbose=None) -> np.ndarray:
         """The float64 Gram (``kernel="full"``: (n1·C, n2·C), rows example-major)."""
         k = compute_ntk(
-            self.model, x1, x2, self.kernel, self.implementation, self.batch_size, extra_copies=1,
+            self.model,
+            x1,
+            x2,
+            self.kernel,
+            self.implementation,
+            self.batch_size,
+            extra_copies=1,
             verbose=self.verbose if verbose is None else verbose,
         )
         self._gram_eps = float(np.finfo(k.dtype.as_numpy_dtype).eps)
@@ -289,7 +293,12 @@ class KernelPredictor:
         logger.info(
             "keras_kare: KernelPredictor solver='auto' chose %r (%d Gram rows; exact up to %d rows and %.0f%% of "
             "the usable memory: the exact fit would need about %.1f GiB of %.1f GiB usable).",
-            solver, n_rows, EXACT_MAX_N, 100 * AUTO_MEMORY_MARGIN, needed / 2**30, usable / 2**30,
+            solver,
+            n_rows,
+            EXACT_MAX_N,
+            100 * AUTO_MEMORY_MARGIN,
+            needed / 2**30,
+            usable / 2**30,
         )
         return solver
 
@@ -329,8 +338,10 @@ class KernelPredictor:
         self.y_fit_ = y_mat.reshape(-1, 1) if self.kernel == "full" else y_mat
         if self.solver_ == "exact":
             check_gram_memory(
-                estimate_exact_solve_bytes(n * rows, self._itemsize()), 0,
-                f"KernelPredictor(solver='exact'): the fit on {n * rows} Gram rows", self.batch_size,
+                estimate_exact_solve_bytes(n * rows, self._itemsize()),
+                0,
+                f"KernelPredictor(solver='exact'): the fit on {n * rows} Gram rows",
+                self.batch_size,
                 advice="Use solver='nystrom' (memory O(m² + block·m) for m centres, never n²).",
             )
             self.train_kernel_ = self._gram(x_t)  # exactly symmetric (compute_ntk mirrors blocks)
@@ -359,7 +370,10 @@ class KernelPredictor:
         block = max(NYSTROM_ROWS_PER_BLOCK, self.batch_size or 0)
         needed = estimate_nystrom_bytes(m * rows, min(block, n) * rows, self._itemsize())
         check_gram_memory(
-            needed, 0, f"KernelPredictor(solver='nystrom'): the fit with {m} centres", self.batch_size,
+            needed,
+            0,
+            f"KernelPredictor(solver='nystrom'): the fit with {m} centres",
+            self.batch_size,
             advice=f"Use a smaller n_centers than {m}.",
         )
         self.centers_idx_ = nystrom.sample_centers(n, m, self.seed)
@@ -373,7 +387,7 @@ class KernelPredictor:
         progress = Progress(len(starts), self.verbose, unit_name="row block")
         for s in starts:
             e = min(s + block, n)
-            acc.add(self._gram(_rows(x_t, s, e), centers, verbose=0), self.y_fit_[s * rows:e * rows])
+            acc.add(self._gram(_rows(x_t, s, e), centers, verbose=0), self.y_fit_[s * rows : e * rows])
             for d in range(s, e, diag_block):  # tr K from the diagonal blocks of the true Gram
                 trace += float(np.trace(self._gram(_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
             progress.advance()
@@ -415,7 +429,7 @@ class KernelPredictor:
             return self._spectrum()[0]
         sys_ = self._nystrom
         s = np.zeros(sys_.n_rows)
-        s[sys_.n_rows - sys_.eigenvalues.size:] = np.sort(sys_.n_rows * sys_.eigenvalues)
+        s[sys_.n_rows - sys_.eigenvalues.size :] = np.sort(sys_.n_rows * sys_.eigenvalues)
         return s
 
     def ridge_path(self, ridges=None) -> RidgePath:

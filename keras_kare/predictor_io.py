@@ -153,7 +153,9 @@ def read_metadata(path) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such KernelPredictor file: {path!r}")
     if not zipfile.is_zipfile(path):
-        raise IncompatibleFormatError(f"{path!r} is not a KernelPredictor file (expected a zip archive written by KernelPredictor.save).")
+        raise IncompatibleFormatError(
+            f"{path!r} is not a KernelPredictor file (expected a zip archive written by KernelPredictor.save)."
+        )
     with zipfile.ZipFile(path) as zf:
         if "metadata.json" not in zf.namelist():
             raise IncompatibleFormatError(f"{path!r} has no metadata.json; it was not written by KernelPredictor.save.")
@@ -165,7 +167,8 @@ def read_metadata(path) -> dict:
         raise IncompatibleFormatError(
             f"{path!r} was saved in KernelPredictor format version {version!r} "
             f"(keras_kare {meta.get('keras_kare_version', 'unknown')}); this keras_kare reads format versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))} only. Load it with the keras_kare version that wrote it, or refit the predictor."
+            f"{', '.join(map(str, READABLE_VERSIONS))} only. Load it with the keras_kare version that wrote it, "
+            "or refit the predictor."
         )
     return meta
 
@@ -175,7 +178,9 @@ def load_predictor(cls, path, custom_objects=None, compile: bool = True):
     meta = read_metadata(path)
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(os.fspath(path)) as zf:
         zf.extract("model.keras", tmp)
-        model = keras.models.load_model(os.path.join(tmp, "model.keras"), custom_objects=custom_objects, compile=compile)
+        model = keras.models.load_model(
+            os.path.join(tmp, "model.keras"), custom_objects=custom_objects, compile=compile
+        )
         with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     predictor = cls(model, **meta["params"])

@@ -97,7 +97,9 @@ def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarr
         if np.min(d + lam) <= 0:
             logger.warning(
                 "keras_kare: ridge %.3e is below the kernel's most negative eigenvalue/n (%.3e); "
-                "K/n + λI is not positive definite, the path reports NaN there.", lam, d.min()
+                "K/n + λI is not positive definite, the path reports NaN there.",
+                lam,
+                d.min(),
             )
             kare_vals.append(np.nan), loo.append(np.nan), train.append(np.nan)
             continue

@@ -96,7 +96,8 @@ def _kare_of_factor_in(product_dtype):
     """The custom-gradient KARE of a factor whose backward n³ products run in ``product_dtype``."""
     if product_dtype not in _KARE_OF_FACTOR:
         _KARE_OF_FACTOR[product_dtype] = tf.custom_gradient(
-            lambda m, chol, y: _kare_of_factor_impl(m, chol, y, product_dtype))
+            lambda m, chol, y: _kare_of_factor_impl(m, chol, y, product_dtype)
+        )
     return _KARE_OF_FACTOR[product_dtype]
 
 
@@ -187,9 +188,7 @@ def kare_terms(
 
 
 def _is_eager(*tensors) -> bool:
-    return tf.executing_eagerly() and not any(
-        isinstance(t, tf.Tensor) and not hasattr(t, "numpy") for t in tensors
-    )
+    return tf.executing_eagerly() and not any(isinstance(t, tf.Tensor) and not hasattr(t, "numpy") for t in tensors)
 
 
 def kare(

@@ -14,7 +14,7 @@ def per_example_gradients(model, x):
     n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
     rows = []
     for i in range(n):
-        xi = tf.nest.map_structure(lambda t: tf.convert_to_tensor(np.asarray(t)[i : i + 1]), x)
+        xi = tf.nest.map_structure(lambda t, i=i: tf.convert_to_tensor(np.asarray(t)[i : i + 1]), x)
         with tf.GradientTape(persistent=True) as tape:
             out = model(xi, training=False)
             out = tf.concat([tf.reshape(o, [-1]) for o in tf.nest.flatten(out)], axis=0)
@@ -22,8 +22,12 @@ def per_example_gradients(model, x):
         per_c = []
         for oc in outs:
             grads = tape.gradient(oc, variables)
-            flat = [np.zeros(int(np.prod(v.shape))) if g is None else np.asarray(tf.convert_to_tensor(g), np.float64).ravel()
-                    for g, v in zip(grads, variables)]
+            flat = [
+                np.zeros(int(np.prod(v.shape)))
+                if g is None
+                else np.asarray(tf.convert_to_tensor(g), np.float64).ravel()
+                for g, v in zip(grads, variables)
+            ]
             per_c.append(np.concatenate(flat))
         del tape
         rows.append(np.stack(per_c))

@@ -104,8 +104,15 @@ def test_svc_choice_equals_manual_cross_validation():
     x_tr, l_tr, x_ev, l_ev = _data()
     res = B.run_baseline("svc", x_tr, l_tr, x_ev, l_ev)
     splits = list(StratifiedKFold(4, shuffle=True, random_state=0).split(x_tr, l_tr))
-    manual = [np.mean([np.mean(SVC(C=p["C"], gamma=p["gamma"]).fit(x_tr[a], l_tr[a]).predict(x_tr[b]) == l_tr[b])
-                       for a, b in splits]) for p in res["grid"]]
+    manual = [
+        np.mean(
+            [
+                np.mean(SVC(C=p["C"], gamma=p["gamma"]).fit(x_tr[a], l_tr[a]).predict(x_tr[b]) == l_tr[b])
+                for a, b in splits
+            ]
+        )
+        for p in res["grid"]
+    ]
     assert res["selection_score"] == pytest.approx(manual)
     assert res["params"] == res["grid"][int(np.argmax(manual))]
 

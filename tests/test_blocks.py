@@ -14,13 +14,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from precision import gram_entry_rtol
+from test_structured import KERNELS, _inputs, build, rel_err
 
 import keras_kare
 from keras_kare.backend import BlockGram
 from keras_kare.backend.tensorflow import structured_factors as sf
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
-from precision import gram_entry_rtol
-from test_structured import KERNELS, _inputs, build, rel_err
 
 ntk_module = sys.modules["keras_kare.ntk"]  # (keras_kare.ntk the attribute is the function)
 
@@ -66,8 +66,13 @@ def test_blocked_cross_gram(name, rng, monkeypatch):
 
 
 def test_float64_blocked_matches_oracle_to_float64_precision(rng):
-    model = keras.Sequential([keras.Input((5,), dtype="float64"), keras.layers.Dense(6, "tanh", dtype="float64"),
-                              keras.layers.Dense(2, dtype="float64")])
+    model = keras.Sequential(
+        [
+            keras.Input((5,), dtype="float64"),
+            keras.layers.Dense(6, "tanh", dtype="float64"),
+            keras.layers.Dense(2, dtype="float64"),
+        ]
+    )
     x = rng.normal(size=(9, 5))
     blocked = keras_kare.ntk(model, x, implementation="structured", batch_size=4)
     assert rel_err(blocked, jacobian_gram(model, tf.constant(x), None, kernel="trace")) <= gram_entry_rtol(
@@ -115,8 +120,11 @@ def test_jacobian_implementation_keeps_per_pair_path(rng, monkeypatch):
 
 def test_flatten_round_trip():
     a, d = tf.ones([2, 1, 1, 3]), tf.ones([1, 2, 1, 1, 4])
-    factors = {(1,): sf.LinearFactor(a, d, ones=True), (2,): sf.EmbeddingFactor(tf.zeros([2, 3], tf.int32),
-               tf.ones([1, 2, 3, 5]), 7), (3,): sf.GradFactor(tf.ones([1, 2, 6]))}
+    factors = {
+        (1,): sf.LinearFactor(a, d, ones=True),
+        (2,): sf.EmbeddingFactor(tf.zeros([2, 3], tf.int32), tf.ones([1, 2, 3, 5]), 7),
+        (3,): sf.GradFactor(tf.ones([1, 2, 6])),
+    }
     meta, tensors = sf.flatten_factors(factors)
     back = sf.unflatten_factors(meta, tensors)
     assert list(back) == [(1,), (2,), (3,)]
@@ -125,8 +133,13 @@ def test_flatten_round_trip():
 
 def test_float64_inputs_of_a_float64_model_are_not_rounded(rng):
     """Per-layer float64 model under the default float32 policy: ntk keeps x in float64."""
-    model = keras.Sequential([keras.Input((5,), dtype="float64"), keras.layers.Dense(6, "tanh", dtype="float64"),
-                              keras.layers.Dense(2, dtype="float64")])
+    model = keras.Sequential(
+        [
+            keras.Input((5,), dtype="float64"),
+            keras.layers.Dense(6, "tanh", dtype="float64"),
+            keras.layers.Dense(2, dtype="float64"),
+        ]
+    )
     x = rng.normal(size=(6, 5))
     k = keras_kare.ntk(model, x, implementation="jacobian")
     assert k.dtype == tf.float64

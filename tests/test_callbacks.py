@@ -42,7 +42,11 @@ def _event_tags(run_dir):
     for tag in acc.Tags()["tensors"]:
         events = acc.Tensors(tag)
         meta = acc.SummaryMetadata(tag).plugin_data.plugin_name
-        out[tag] = {"kind": meta, "steps": [e.step for e in events], "values": [tf.make_ndarray(e.tensor_proto) for e in events]}
+        out[tag] = {
+            "kind": meta,
+            "steps": [e.step for e in events],
+            "values": [tf.make_ndarray(e.tensor_proto) for e in events],
+        }
     return out
 
 
@@ -95,9 +99,23 @@ def test_ridge_key():
 
 # ---------------------------------------------------------------- the run with TensorBoard
 MONITOR_SCALARS = {
-    "trace", "eigenvalue_max", "eigenvalue_min", "effective_rank", "participation_ratio", "effective_dimension",
-    "negative_mass", "alignment", "centered_alignment", "kare", "kare_min", "kare_argmin_ridge",
-    "kare_z1e-3", "kare_z1e-2", "kare_z1e-1", "kare_z1e0", "kare_z1e1",
+    "trace",
+    "eigenvalue_max",
+    "eigenvalue_min",
+    "effective_rank",
+    "participation_ratio",
+    "effective_dimension",
+    "negative_mass",
+    "alignment",
+    "centered_alignment",
+    "kare",
+    "kare_min",
+    "kare_argmin_ridge",
+    "kare_z1e-3",
+    "kare_z1e-2",
+    "kare_z1e-1",
+    "kare_z1e0",
+    "kare_z1e1",
 }
 
 
@@ -109,7 +127,9 @@ def test_monitor_and_krr_with_tensorboard_jit_and_batch_scalars(tmp_path):
     model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=True)
     log_dir = str(tmp_path / "logs")
     monitor = KernelMonitor(probe_x, probe_y, log_dir=log_dir, implementation="jacobian")
-    krr = KernelRidgeEvaluation(x[:32], y[:32], validation_data=(x[32:], y[32:]), implementation="jacobian", log_dir=log_dir)
+    krr = KernelRidgeEvaluation(
+        x[:32], y[:32], validation_data=(x[32:], y[32:]), implementation="jacobian", log_dir=log_dir
+    )
     tb = keras.callbacks.TensorBoard(log_dir, update_freq="batch")
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[monitor, krr, tb])
     assert model.jit_compile is True
@@ -117,7 +137,15 @@ def test_monitor_and_krr_with_tensorboard_jit_and_batch_scalars(tmp_path):
     # logs dict -> History (and the progress bar), per epoch
     keys = set(history.history)
     assert {f"ntk_{k}" for k in MONITOR_SCALARS} <= keys
-    assert {"val_krr_mse", "val_krr_accuracy", "val_krr_ridge", "kare", "kare_numerator", "kare_denominator", "effective_ridge"} <= keys
+    assert {
+        "val_krr_mse",
+        "val_krr_accuracy",
+        "val_krr_ridge",
+        "kare",
+        "kare_numerator",
+        "kare_denominator",
+        "effective_ridge",
+    } <= keys
     assert len(history.history["ntk_trace"]) == 2
 
     # the numbers: recompute from the public API at the final weights (= those of the last epoch end)
@@ -191,7 +219,9 @@ def test_probe_of_wrong_shape_fails_before_training():
     model = KAREModel(_net(), ridge=0.1, implementation="jacobian")
     model.compile(optimizer="sgd")
     bad = KernelMonitor(np.zeros((8, 5), "float32"), np.ones(8))
-    with pytest.raises(ValueError, match=r"KernelMonitor: the probe inputs have per-example shape \(5,\) but the model expects \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"KernelMonitor: the probe inputs have per-example shape \(5,\) but the model expects \(4,\)"
+    ):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[bad])
     assert int(model.optimizer.iterations.numpy()) == 0
     bad_val = KernelRidgeEvaluation(x, y, validation_data=(np.zeros((4, 3), "float32"), np.ones(4)))
@@ -215,8 +245,12 @@ def test_probe_wrong_shape_subclassed_model():
     net(x[:1])
     model = KAREModel(net, ridge=0.1, implementation="jacobian")
     model.compile(optimizer="sgd")
-    with pytest.raises(ValueError, match=r"KernelMonitor: the model cannot be applied to the probe inputs of per-example shape \(7,\)"):
-        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[KernelMonitor(np.zeros((4, 7), "float32"), np.ones(4))])
+    with pytest.raises(
+        ValueError, match=r"KernelMonitor: the model cannot be applied to the probe inputs of per-example shape \(7,\)"
+    ):
+        model.fit(
+            x, y, batch_size=8, epochs=1, verbose=0, callbacks=[KernelMonitor(np.zeros((4, 7), "float32"), np.ones(4))]
+        )
 
 
 def test_bad_constructor_arguments():

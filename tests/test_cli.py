@@ -42,8 +42,15 @@ def _run(argv, capsys):
 
 
 def _check_outputs(out: Path, n_rows: int, seeds: int):
-    for name in ("results.csv", "results.json", "summary.json", "table.md", "settings.json", "log.txt",
-                 "test_mse_vs_ridge.png"):
+    for name in (
+        "results.csv",
+        "results.json",
+        "summary.json",
+        "table.md",
+        "settings.json",
+        "log.txt",
+        "test_mse_vs_ridge.png",
+    ):
         assert (out / name).is_file(), name
     rows = json.loads((out / "results.json").read_text())
     assert len(rows) == n_rows
@@ -60,8 +67,24 @@ def _check_outputs(out: Path, n_rows: int, seeds: int):
 @pytest.mark.slow
 def test_reproduce_synthetic_tiny(tmp_path, capsys):
     out = tmp_path / "syn"
-    argv = ["reproduce", "synthetic", "--n", "60", "--n-train", "40", "--width", "8", "--seeds", "2",
-            "--gamma", "1.5", "--sigma", "0.1", "--out", str(out)] + TINY
+    argv = [
+        "reproduce",
+        "synthetic",
+        "--n",
+        "60",
+        "--n-train",
+        "40",
+        "--width",
+        "8",
+        "--seeds",
+        "2",
+        "--gamma",
+        "1.5",
+        "--sigma",
+        "0.1",
+        "--out",
+        str(out),
+    ] + TINY
     code, err = _run(argv, capsys)
     assert code == 0, err
     summary = _check_outputs(out, n_rows=2 * (3 + 3 + 1), seeds=2)
@@ -83,8 +106,24 @@ def test_reproduce_synthetic_tiny(tmp_path, capsys):
 @pytest.mark.slow
 def test_reproduce_mnist_tiny(tmp_path, capsys, mnist_dir):
     out = tmp_path / "mn"
-    argv = ["reproduce", "mnist", "--data-dir", str(mnist_dir), "--n-train", "15", "--n-test", "15", "--depth", "1",
-            "--width", "4", "--seeds", "1", "--out", str(out)] + TINY
+    argv = [
+        "reproduce",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--n-train",
+        "15",
+        "--n-test",
+        "15",
+        "--depth",
+        "1",
+        "--width",
+        "4",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+    ] + TINY
     code, err = _run(argv, capsys)
     assert code == 0, err
     summary = _check_outputs(out, n_rows=3 + 3 + 1, seeds=1)
@@ -96,8 +135,28 @@ def test_reproduce_mnist_tiny(tmp_path, capsys, mnist_dir):
 @pytest.mark.slow
 def test_reproduce_uci_tiny_and_resume(tmp_path, capsys):
     out = tmp_path / "uci_run"
-    argv = ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--depths", "1", "--widths", "4", "--kare-lrs", "1",
-            "--dnn-lrs", "0.1", "--kare-steps", "2", "--dnn-steps", "2", "--ridges", "0.1,10", "--out", str(out)]
+    argv = [
+        "reproduce",
+        "uci",
+        "--data-dir",
+        str(UCI_DIR),
+        "--depths",
+        "1",
+        "--widths",
+        "4",
+        "--kare-lrs",
+        "1",
+        "--dnn-lrs",
+        "0.1",
+        "--kare-steps",
+        "2",
+        "--dnn-steps",
+        "2",
+        "--ridges",
+        "0.1,10",
+        "--out",
+        str(out),
+    ]
     code, err = _run(argv, capsys)
     assert code == 0, err
     out2 = out
@@ -131,7 +190,9 @@ def _one_line_error(code, err, *needles):
 
 def test_bad_uci_inputs(tmp_path, capsys):
     base = ["reproduce", "uci", "--quick", "--out", str(tmp_path / "o")]
-    _one_line_error(*_run(base + ["--data-dir", str(UCI_DIR), "--datasets", "tiny2,nope"], capsys), "nope", str(UCI_DIR))
+    _one_line_error(
+        *_run(base + ["--data-dir", str(UCI_DIR), "--datasets", "tiny2,nope"], capsys), "nope", str(UCI_DIR)
+    )
     _one_line_error(*_run(base + ["--data-dir", str(tmp_path / "missing")], capsys), "missing", "does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -157,8 +218,12 @@ def test_bad_mnist_inputs(tmp_path, capsys, mnist_dir):
 
 
 def test_bad_flags_exit_nonzero(capsys):
-    for argv in (["reproduce", "imagenet"], ["reproduce", "synthetic", "--seeds", "0"],
-                 ["reproduce", "synthetic", "--ridges", "1,-2"], ["reproduce", "synthetic", "--gamma", "abc"]):
+    for argv in (
+        ["reproduce", "imagenet"],
+        ["reproduce", "synthetic", "--seeds", "0"],
+        ["reproduce", "synthetic", "--ridges", "1,-2"],
+        ["reproduce", "synthetic", "--gamma", "abc"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -172,7 +237,11 @@ def test_console_module_runs_and_fails_cleanly(tmp_path):
     """``python -m keras_kare``: real process, non-zero status, one line, no traceback."""
     proc = subprocess.run(
         [sys.executable, "-m", "keras_kare", "reproduce", "mnist", "--data-dir", str(tmp_path / "none")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

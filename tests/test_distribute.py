@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent(
-    r'''
+    r"""
     import json, sys
     import tensorflow as tf
 
@@ -72,8 +72,11 @@ WORKER = textwrap.dedent(
     out["ref_kare"] = [float(np.mean(per_step[:2])), float(np.mean(per_step[2:]))]
     out["ref_weights"] = [w.numpy().tolist() for w in ref.trainable_variables]
     # NOT the same as single-device KARE on the whole batch of 16 (documented semantics)
-    out["whole_batch_kare0"] = float(keras_kare.kare(keras_kare.ntk(net(), x[:16], implementation=impl), y[:16], ridge=0.1))
-    out["share_kare0"] = float(np.mean([keras_kare.kare(keras_kare.ntk(net(), x[a:a + 8], implementation=impl), y[a:a + 8], ridge=0.1) for a in (0, 8)]))
+    def kare_of(a, b):
+        return float(keras_kare.kare(keras_kare.ntk(net(), x[a:b], implementation=impl), y[a:b], ridge=0.1))
+
+    out["whole_batch_kare0"] = kare_of(0, 16)
+    out["share_kare0"] = float(np.mean([kare_of(a, a + 8) for a in (0, 8)]))
 
     # a global batch not divisible by the replica count
     with strategy.scope():
@@ -130,7 +133,7 @@ WORKER = textwrap.dedent(
     out["krr_max_diff"] = float(np.max(np.abs(pred - kp_ref.predict(x[24:]))))
     out["krr_gram_diff"] = float(np.max(np.abs(kp.train_kernel_ - kp_ref.train_kernel_)))
     print("RESULT " + json.dumps(out))
-    '''
+    """
 )
 
 
@@ -139,11 +142,18 @@ def _run_worker(tmp_path, implementation):
     script.write_text(WORKER)
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(
-        [sys.executable, str(script), implementation], capture_output=True, text=True, env=env, timeout=300, cwd=str(REPO)
+        [sys.executable, str(script), implementation],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=str(REPO),
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"worker failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    assert proc.returncode == 0 and lines, (
+        f"worker failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_full_batch_is_one_unpermuted_batch(rng):
     x, y = _data(rng, n=12)
     ds, steps = in_memory.epoch_dataset(x, y, batch_size=100, shuffle=True)
     assert steps == 1
-    for (bx, by), in _epochs(ds, 1, 2):
+    for ((bx, by),) in _epochs(ds, 1, 2):
         np.testing.assert_array_equal(bx, x)
         np.testing.assert_array_equal(by, y)
 

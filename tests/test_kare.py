@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from oracles import gcv_oracle, kare_oracle
+from precision import U32, U64
 
 import keras_kare
 from keras_kare.layers import KARE
-from oracles import gcv_oracle, kare_oracle
-from precision import U32, U64
 
 
 def _psd(rng, n, rank=None, scale=1.0):

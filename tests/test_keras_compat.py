@@ -37,7 +37,7 @@ def test_internals_present_on_this_keras():
     assert compat.accepts_training(keras.layers.Dropout(0.1))
     x = np.ones((2, 3), "float32")
     seen = []
-    out = compat.run_through_graph(functional, x, lambda op: (lambda *a, **k: seen.append(op) or op(*a, **k)))
+    out = compat.run_through_graph(functional, x, lambda op: lambda *a, **k: seen.append(op) or op(*a, **k))
     np.testing.assert_allclose(out, functional(x))
     assert len(seen) == 2
     metric = keras.metrics.Mean(name="m")

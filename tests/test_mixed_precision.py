@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from precision import unit_roundoff
 
 import keras_kare
 from keras_kare import KAREModel, KernelPredictor
-from precision import unit_roundoff
 
 POLICIES = ["mixed_float16", "mixed_bfloat16"]
 # Per-example gradient entries of the test network pass through about four roundings to the

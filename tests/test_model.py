@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_kare
 from oracles import kare_oracle, ntk_oracle
 from precision import U32, float32_gram_entry_rtol, kare_rtol
+
+import keras_kare
 
 
 def make_net(d=4, c=1, width=16, seed=0):
@@ -166,7 +166,9 @@ def test_full_kernel_kare_is_block_kernel_kare(rng):
     big = full.transpose(0, 2, 1, 3).reshape(12, 12)
     want = kare_oracle(big, y.reshape(-1), 0.1)
     got = model.evaluate(x, y, batch_size=6, verbose=0, return_dict=True)["kare"]
-    assert got == pytest.approx(want, rel=kare_rtol(big, y.reshape(-1), 0.1, float32_gram_entry_rtol(net.count_params())))
+    assert got == pytest.approx(
+        want, rel=kare_rtol(big, y.reshape(-1), 0.1, float32_gram_entry_rtol(net.count_params()))
+    )
 
 
 def test_no_warnings_for_structurally_zero_gradients(rng):

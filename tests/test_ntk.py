@@ -2,10 +2,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_kare
 from oracles import ntk_oracle
 from precision import gram_atol
+
+import keras_kare
 
 IMPL = "jacobian"  # the oracle comparison for the structured path lives in test_structured.py
 
@@ -117,7 +117,9 @@ def test_symmetric_and_psd(rng):
 
 @pytest.mark.parametrize("kernel", ["trace", "full"])
 # each block shape is one more trace; 3 (ragged 3+3+1 blocks) stays in the default run
-@pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "batch_size", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(5, marks=pytest.mark.slow)]
+)
 def test_blocked_equals_unblocked(rng, kernel, batch_size):
     model = mlp(c=2)
     x1 = rng.normal(size=(7, 5)).astype("float32")
@@ -133,8 +135,13 @@ def test_blocked_equals_unblocked(rng, kernel, batch_size):
 def test_inference_mode_dropout_and_batchnorm(rng):
     """The NTK is computed with dropout off and batch-norm on moving statistics."""
     model = keras.Sequential(
-        [keras.Input((5,)), keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dropout(0.5),
-         keras.layers.Dense(1)]
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(1),
+        ]
     )
     x = rng.normal(size=(6, 5)).astype("float32")
     k1 = keras_kare.ntk(model, x, implementation=IMPL).numpy()

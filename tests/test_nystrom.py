@@ -14,11 +14,13 @@ from keras_kare.memory import GramMemoryError
 
 def f64_net(c=1, d=3, width=10):
     """A float64 network: its Gram has float64 round-off, so the Nyström and exact paths can agree to ~1e-10."""
-    return keras.Sequential([
-        keras.Input((d,), dtype="float64"),
-        keras.layers.Dense(width, "tanh", dtype="float64"),
-        keras.layers.Dense(c, dtype="float64"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((d,), dtype="float64"),
+            keras.layers.Dense(width, "tanh", dtype="float64"),
+            keras.layers.Dense(c, dtype="float64"),
+        ]
+    )
 
 
 def data(rng, n=24, c=1, d=3):

@@ -35,7 +35,7 @@ def test_one_version_source():
 
 def test_core_dependencies_and_extras():
     project = _pyproject()["project"]
-    assert _names(project["dependencies"]) == {"tensorflow", "keras", "numpy", "tensorboard"}
+    assert _names(project["dependencies"]) == {"tensorflow", "keras", "numpy", "tensorboard", "threadpoolctl"}
     extras = project["optional-dependencies"]
     assert _names(extras["reproduce"]) == {"matplotlib", "scikit-learn"}
     assert _names(extras["tfds"]) == {"tensorflow-datasets"}
@@ -68,14 +68,21 @@ def test_core_imports_without_optional_packages():
         "import keras_kare, keras_kare.callbacks, keras_kare.cli, keras_kare.datasets, keras_kare.reproduce\n"
         "print('imported')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=_env(TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_env(TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0 and "imported" in out.stdout, out.stderr
 
 
 def _one_line_error(cmd, tmp_path):
-    out = subprocess.run(cmd + ["reproduce", "mnist", "--data-dir", str(tmp_path / "missing")], env=_env(),
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = subprocess.run(
+        cmd + ["reproduce", "mnist", "--data-dir", str(tmp_path / "missing")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-kare: error:") and "missing" in lines[0], out.stderr

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
+from oracles import kare_oracle, krr_predict_oracle, loo_oracle, ntk_oracle
 
 import keras_kare
 from keras_kare import KernelPredictor, NotFittedError
-from oracles import kare_oracle, krr_predict_oracle, loo_oracle, ntk_oracle
 
 
 def make_net(d=3, c=1):

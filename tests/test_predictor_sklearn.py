@@ -23,8 +23,16 @@ def test_get_set_params_follow_the_signature():
     kp = KernelPredictor(net, ridge=0.5, solver="nystrom", n_centers=8)
     params = kp.get_params()
     assert list(params) == [
-        "model", "ridge", "relative_ridge", "kernel", "batch_size", "implementation", "solver", "n_centers",
-        "seed", "verbose",
+        "model",
+        "ridge",
+        "relative_ridge",
+        "kernel",
+        "batch_size",
+        "implementation",
+        "solver",
+        "n_centers",
+        "seed",
+        "verbose",
     ]
     assert params["model"] is net and params["ridge"] == 0.5 and params["n_centers"] == 8
     assert kp.set_params(ridge="auto", seed=3) is kp
@@ -67,7 +75,9 @@ def test_score_matches_sklearn_r2(problem):
     kp = KernelPredictor(make_net(), ridge=1e-1).fit(x, y)
     w = np.linspace(0.5, 2.0, len(y))
     assert kp.score(x, y) == pytest.approx(metrics.r2_score(y, kp.predict(x)), rel=1e-12)
-    assert kp.score(x, y, sample_weight=w) == pytest.approx(metrics.r2_score(y, kp.predict(x), sample_weight=w), rel=1e-12)
+    assert kp.score(x, y, sample_weight=w) == pytest.approx(
+        metrics.r2_score(y, kp.predict(x), sample_weight=w), rel=1e-12
+    )
 
 
 def test_clone_shares_the_model_and_drops_fitted_state(problem):

@@ -125,8 +125,18 @@ def test_run_seed_tiny_regression():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 3)).astype("float32")
     y = np.sin(x[:, 0]).astype("float32")
-    cfg = dict(depth=1, width=8, kare_ridge=0.1, kare_lr=1.0, kare_steps=3, dnn_lr=0.1, dnn_steps=200,
-               ridges=[1e-2, 1.0], batch_size=None, kernel="summed_output")
+    cfg = dict(
+        depth=1,
+        width=8,
+        kare_ridge=0.1,
+        kare_lr=1.0,
+        kare_steps=3,
+        dnn_lr=0.1,
+        dnn_steps=200,
+        ridges=[1e-2, 1.0],
+        batch_size=None,
+        kernel="summed_output",
+    )
     msgs = []
     rows = run_seed(x[:40], y[:40], x[40:], y[40:], 0, cfg, log=msgs.append)
     assert [r["method"] for r in rows] == ["kare", "kare", "dnn", "after_kernel", "after_kernel"]

@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from oracles import kare_oracle, ntk_oracle
+from precision import U32, U64
 
 import keras_kare
 from keras_kare.factor import JITTER_LADDER, robust_cholesky, robust_cholesky_numpy
 from keras_kare.memory import GramMemoryError
-from oracles import kare_oracle, ntk_oracle
-from precision import U32, U64
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +86,9 @@ def test_jitter_ladder_rescues_slightly_indefinite_matrix_and_reports_it():
     m = np.diag([1.0, 1.0, -1e-12])  # fails plain Cholesky; jitter 1e-10·tr/n fixes it
     fac = robust_cholesky(tf.constant(m))
     assert bool(fac.ok) and int(fac.retries) == 1
-    np.testing.assert_allclose(fac.chol.numpy() @ fac.chol.numpy().T, m + JITTER_LADDER[0] * np.trace(m) / 3 * np.eye(3), atol=1e-14)
+    np.testing.assert_allclose(
+        fac.chol.numpy() @ fac.chol.numpy().T, m + JITTER_LADDER[0] * np.trace(m) / 3 * np.eye(3), atol=1e-14
+    )
     k = 3.0 * (np.diag([1.0, 1.0, -1e-12]) - 0.1 * np.eye(3))  # K/n + 0.1 I = diag(1, 1, -1e-12)
     with pytest.warns(RuntimeWarning, match="jitter"):
         val = keras_kare.kare(k, np.ones(3), ridge=0.1)
@@ -182,9 +184,7 @@ def test_nan_batch_skipped_on_request_and_terminate_on_nan_does_not_fire(rng):
     model = keras_kare.KAREModel(_net(), on_nonfinite="skip")
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     with pytest.warns(RuntimeWarning, match="skipped"):
-        hist = model.fit(
-            _nan_dataset(rng), epochs=2, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()]
-        )
+        hist = model.fit(_nan_dataset(rng), epochs=2, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
     assert hist.history["nonfinite_steps"] == [1.0, 1.0]
     assert np.all(np.isfinite(hist.history["kare"]))  # averaged over the good steps only
     assert np.all(np.isfinite(hist.history["loss"]))
@@ -196,7 +196,9 @@ def test_constant_output_model_trains_without_error(rng):
     net = keras.Sequential(
         [
             keras.Input((3,)),
-            keras.layers.Dense(4, "relu", kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-1.0)),
+            keras.layers.Dense(
+                4, "relu", kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-1.0)
+            ),
             keras.layers.Dense(1),
         ]
     )
@@ -253,8 +255,15 @@ def test_memory_guard_suggests_batch_size():
 
 def _issue3_cnn():
     L = keras.layers
-    return keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"),
-                             L.Conv2D(64, 3, activation="relu"), L.GlobalAveragePooling2D(), L.Dense(1)])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(32, 3, activation="relu"),
+            L.Conv2D(64, 3, activation="relu"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(1),
+        ]
+    )
 
 
 def test_jacobian_memory_estimate_counts_whole_batch_activation_cotangents():
@@ -267,8 +276,9 @@ def test_jacobian_memory_estimate_counts_whole_batch_activation_cotangents():
     assert profile.outputs == 1
     assert 26 * 26 * 32 + 24 * 24 * 64 <= profile.activations <= 6 * (26 * 26 * 32 + 24 * 24 * 64)
     p = cnn.count_params()
-    _, work = estimate_gram_bytes(128, 128, 1, p, 6, "trace", "jacobian", None, activations=profile.activations,
-                                  one_jacobian=True)
+    _, work = estimate_gram_bytes(
+        128, 128, 1, p, 6, "trace", "jacobian", None, activations=profile.activations, one_jacobian=True
+    )
     # measured peak of this Gram (benchmarks/RESULTS.md): 8.0 GB; an O(n·P) estimate would say 58 MB
     assert 6 * 2**30 < work < 16 * 2**30
     _, small = estimate_gram_bytes(128, 128, 1, p, 6, "trace", "structured", None)
@@ -382,9 +392,15 @@ def test_exact_fit_at_16000_examples_exits_cleanly():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(
         [sys.executable, "-X", "faulthandler", "-c", LARGE_FIT_SCRIPT, "16000"],
-        capture_output=True, text=True, env=env, timeout=1800, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        check=False,
     )
-    assert r.returncode == 0, f"exit code {r.returncode} (negative: killed by that signal, -11 = SIGSEGV)\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, (
+        f"exit code {r.returncode} (negative: killed by that signal, -11 = SIGSEGV)\n{r.stderr[-3000:]}"
+    )
     assert "ok exact (16000, 16000)" in r.stdout
 
 

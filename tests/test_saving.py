@@ -157,8 +157,12 @@ def test_load_incompatible_version_raises_clearly(tmp_path):
     x, y = _data(n=8)
     kp = KernelPredictor(_net(), ridge=1e-2).fit(x, y)
     kp.save(tmp_path / "p.kkp")
-    _rewrite_metadata(tmp_path / "p.kkp", tmp_path / "future.kkp", format_version=FORMAT_VERSION + 1, keras_kare_version="9.9")
-    with pytest.raises(IncompatibleFormatError, match=r"format version 3 \(keras_kare 9.9\).*reads format versions 1, 2 only"):
+    _rewrite_metadata(
+        tmp_path / "p.kkp", tmp_path / "future.kkp", format_version=FORMAT_VERSION + 1, keras_kare_version="9.9"
+    )
+    with pytest.raises(
+        IncompatibleFormatError, match=r"format version 3 \(keras_kare 9.9\).*reads format versions 1, 2 only"
+    ):
         KernelPredictor.load(tmp_path / "future.kkp")
     _rewrite_metadata(tmp_path / "p.kkp", tmp_path / "other.kkp", format="something.else")
     with pytest.raises(IncompatibleFormatError, match="not a keras_kare.KernelPredictor archive"):

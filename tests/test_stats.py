@@ -21,8 +21,19 @@ def _sign_test_by_enumeration(diffs):
     return extreme / 2**n
 
 
-@pytest.mark.parametrize("diffs", [[1.0], [1, 2, 3], [1, -1], [-1, 2, 3, 4, 5], [1, 1, 1, 1, 1, 1, -1, -1],
-                                   [0, 0, 1], [0.1, -0.2, 0, 0.3, 0.4, 0.5, -0.1], [-1] * 7 + [1]])
+@pytest.mark.parametrize(
+    "diffs",
+    [
+        [1.0],
+        [1, 2, 3],
+        [1, -1],
+        [-1, 2, 3, 4, 5],
+        [1, 1, 1, 1, 1, 1, -1, -1],
+        [0, 0, 1],
+        [0.1, -0.2, 0, 0.3, 0.4, 0.5, -0.1],
+        [-1] * 7 + [1],
+    ],
+)
 def test_sign_test_matches_enumeration(diffs):
     assert S.sign_test_p(diffs) == pytest.approx(_sign_test_by_enumeration(diffs), rel=1e-12)
 
@@ -79,7 +90,9 @@ def test_paired_comparison_statement_and_direction():
     assert (c["n"], c["wins_a"], c["wins_b"], c["ties"]) == (4, 3, 0, 1)
     assert c["mean_difference"] == pytest.approx(-0.3 / 4)
     assert c["sign_test_p"] == pytest.approx(0.25)
-    assert c["statement"].startswith("NTK-KARE beats DNN on 3/4 seeds (1 tied); mean paired difference −0.075 [95% bootstrap CI")
+    assert c["statement"].startswith(
+        "NTK-KARE beats DNN on 3/4 seeds (1 tied); mean paired difference −0.075 [95% bootstrap CI"
+    )
     assert "sign test p = 0.25" in c["statement"]
     acc = S.paired_comparison([0.9, 0.8], [0.7, 0.85], "x", "y", higher_is_better=True)
     assert (acc["wins_a"], acc["wins_b"]) == (1, 1)
@@ -103,15 +116,23 @@ def _rows():
     for seed in range(3):
         for j, ridge in enumerate([0.1, 10.0]):
             rows.append({"method": "kare", "seed": seed, "ridge": ridge, "test_mse": kare[seed][j], "kare": [1, 2][j]})
-            rows.append({"method": "after_kernel", "seed": seed, "ridge": ridge, "test_mse": kare[seed][j] + 0.05,
-                         "kare": [2, 1][j]})
+            rows.append(
+                {
+                    "method": "after_kernel",
+                    "seed": seed,
+                    "ridge": ridge,
+                    "test_mse": kare[seed][j] + 0.05,
+                    "kare": [2, 1][j],
+                }
+            )
         rows.append({"method": "dnn", "seed": seed, "ridge": None, "test_mse": [0.2, 0.15, 0.9][seed]})
     return rows
 
 
 def test_summary_gains_per_seed_statistics(tmp_path):
-    summary = R.write_summary(tmp_path, _rows(), {"x": 1}, per_seed_info={0: {"‖w‖": 1.0}, 1: {"‖w‖": 2.0},
-                                                                         2: {"‖w‖": 3.0}})
+    summary = R.write_summary(
+        tmp_path, _rows(), {"x": 1}, per_seed_info={0: {"‖w‖": 1.0}, 1: {"‖w‖": 2.0}, 2: {"‖w‖": 3.0}}
+    )
     best = summary["seed_stats"]["best"]
     assert [r["kare"] for r in best["per_seed"]] == pytest.approx([0.1, 0.2, 0.5])
     assert best["wins"] == {"kare": 2, "after_kernel": 0, "dnn": 1, "tied": 0}

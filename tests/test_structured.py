@@ -11,17 +11,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from precision import gram_entry_rtol
 
 import keras_kare
 from keras_kare.backend import gram
-from keras_kare.backend.tensorflow import dispatch
-from keras_kare.backend.tensorflow import structured
+from keras_kare.backend.tensorflow import dispatch, structured
 from keras_kare.backend.tensorflow import structured_factors as sf
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
 from keras_kare.backend.tensorflow.structured import structured_gram
 from keras_kare.backend.tensorflow.structured_rules import find_rule
 from keras_kare.risk import kare_terms
-from precision import gram_entry_rtol
 
 L = keras.layers
 KERNELS = ("trace", "summed_output", "full")
@@ -223,8 +222,22 @@ MODELS = ("cnn", "conv1d", "text", "layer_norm", "batch_norm", "einsum", "mixed"
 
 # ---------------------------------------------------------------- Gram agreement
 ACTIVATIONS = (
-    "linear", "relu", "gelu", "tanh", "sigmoid", "softplus", "softsign", "silu", "elu",
-    "selu", "leaky_relu", "relu6", "mish", "hard_sigmoid", "hard_silu", "exponential",
+    "linear",
+    "relu",
+    "gelu",
+    "tanh",
+    "sigmoid",
+    "softplus",
+    "softsign",
+    "silu",
+    "elu",
+    "selu",
+    "leaky_relu",
+    "relu6",
+    "mish",
+    "hard_sigmoid",
+    "hard_silu",
+    "exponential",
 )
 
 
@@ -298,8 +311,12 @@ def test_cost_model_choices():
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_ghost_and_materialised_forms_agree(kernel, rng):
     c = 1 if kernel == "summed_output" else 3
-    f1 = sf.LinearFactor(tf.constant(_x(rng, (4, 5, 2, 3), "float64")), tf.constant(_x(rng, (c, 4, 5, 2, 6), "float64")))
-    f2 = sf.LinearFactor(tf.constant(_x(rng, (3, 2, 2, 3), "float64")), tf.constant(_x(rng, (c, 3, 2, 2, 6), "float64")))
+    f1 = sf.LinearFactor(
+        tf.constant(_x(rng, (4, 5, 2, 3), "float64")), tf.constant(_x(rng, (c, 4, 5, 2, 6), "float64"))
+    )
+    f2 = sf.LinearFactor(
+        tf.constant(_x(rng, (3, 2, 2, 3), "float64")), tf.constant(_x(rng, (c, 3, 2, 2, 6), "float64"))
+    )
     ghost = f1.ghost_gram(f2, kernel)
     mat = sf.per_example_gram(f1.to_grad(), f2.to_grad(), kernel)
     # sums of H·d_in·d_out = 36 products of per-example sums over T ≤ 5 positions
@@ -429,8 +446,15 @@ def test_auto_falls_back_for_subclassed_models_and_logs_once(rng, caplog):
 
 
 def test_rules_cover_the_listed_layers():
-    for layer in (L.Dense(2), L.EinsumDense("ab,bc->ac", 2), L.Conv1D(2, 2), L.Conv2D(2, 2), L.Embedding(3, 2),
-                  L.LayerNormalization(), L.BatchNormalization()):
+    for layer in (
+        L.Dense(2),
+        L.EinsumDense("ab,bc->ac", 2),
+        L.Conv1D(2, 2),
+        L.Conv2D(2, 2),
+        L.Embedding(3, 2),
+        L.LayerNormalization(),
+        L.BatchNormalization(),
+    ):
         assert find_rule(layer) is not None, type(layer).__name__
     for layer in (L.PReLU(), L.DepthwiseConv2D(2), L.Conv2DTranspose(2, 2), L.LSTM(2)):
         assert find_rule(layer) is None, type(layer).__name__

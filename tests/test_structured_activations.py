@@ -86,8 +86,9 @@ def test_kare_gradient_through_closed_forms_matches_jacobian(name):
     for fn in (structured_gram, jacobian_gram):
         with tf.GradientTape() as tape:
             value = kare_terms(fn(model, x, None, kernel="trace"), y, ridge=0.1).value
-        grads.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(value, model.trainable_variables)
-                      if g is not None])
+        grads.append(
+            [tf.convert_to_tensor(g).numpy() for g in tape.gradient(value, model.trainable_variables) if g is not None]
+        )
     scale = max(np.max(np.abs(g)) for g in grads[1])
     assert scale > 0
     for gs, gj in zip(*grads):

@@ -107,8 +107,18 @@ def test_run_seed_trains_and_predicts_with_the_same_kernel_mode(rng, monkeypatch
     monkeypatch.setattr(runner, "KAREModel", spy_model)
     monkeypatch.setattr(runner, "KernelPredictor", spy_predictor)
     x, y = _data(rng, n=30, outputs=3)
-    cfg = dict(depth=1, width=8, kare_ridge=0.1, kare_lr=1.0, kare_steps=2, dnn_lr=0.1, dnn_steps=2,
-               ridges=[1e-2, 1.0], batch_size=None, kernel="summed_output")
+    cfg = dict(
+        depth=1,
+        width=8,
+        kare_ridge=0.1,
+        kare_lr=1.0,
+        kare_steps=2,
+        dnn_lr=0.1,
+        dnn_steps=2,
+        ridges=[1e-2, 1.0],
+        batch_size=None,
+        kernel="summed_output",
+    )
     runner.run_seed(x[:20], y[:20], x[20:], y[20:], 0, cfg, log=quiet)
     assert seen["train"] == ["summed_output"]
     assert seen["krr"] == ["summed_output", "summed_output"]
@@ -139,8 +149,19 @@ def test_index_direction_replays_the_generator():
 
 def test_validated_run_seed_holds_out_training_rows(rng):
     x, y = _data(rng, n=40)
-    cfg = dict(depth=1, width=8, kare_ridge=0.1, kare_lr=1.0, kare_steps=2, dnn_lr=0.1, dnn_steps=2,
-               ridges=[1e-2, 1.0], batch_size=None, kernel="summed_output", validation_fraction=0.25)
+    cfg = dict(
+        depth=1,
+        width=8,
+        kare_ridge=0.1,
+        kare_lr=1.0,
+        kare_steps=2,
+        dnn_lr=0.1,
+        dnn_steps=2,
+        ridges=[1e-2, 1.0],
+        batch_size=None,
+        kernel="summed_output",
+        validation_fraction=0.25,
+    )
     poisoned = y[:32].copy()
     poisoned[24:] = 1e3  # held-out targets: would change every trained model if they reached training
     rows = runner.run_seed(x[:32], poisoned, x[32:], y[32:], 0, cfg, log=quiet)
@@ -158,7 +179,9 @@ def test_summary_of_the_validated_protocol_picks_the_ridge_on_held_out_rows():
     from keras_kare.reproduce import results as R
 
     rows = []
-    for seed, (tests, vals, kares) in enumerate([([0.3, 0.1], [0.5, 0.2], [0.1, 0.9]), ([0.4, 0.2], [0.1, 0.6], [0.2, 0.1])]):
+    for seed, (tests, vals, kares) in enumerate(
+        [([0.3, 0.1], [0.5, 0.2], [0.1, 0.9]), ([0.4, 0.2], [0.1, 0.6], [0.2, 0.1])]
+    ):
         for ridge, t, v, k in zip([0.01, 1.0], tests, vals, kares):
             rows.append({"method": "kare", "seed": seed, "ridge": ridge, "test_mse": t, "val_mse": v, "kare": k})
         rows.append({"method": "dnn", "seed": seed, "ridge": None, "test_mse": 0.5})

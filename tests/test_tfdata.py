@@ -138,7 +138,9 @@ def test_from_tfds_matches_arrays_under_mock():
 
 def _write_idx(path, array):
     codes = {np.dtype(np.uint8): 0x08}
-    header = struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    header = struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim) + struct.pack(
+        ">" + "I" * array.ndim, *array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.tobytes())
 
@@ -156,7 +158,9 @@ def test_from_idx_local_files(tmp_path):
 
 
 def test_from_idx_offline_mnist_test_set(offline_mnist):
-    ds = tfdata.from_idx(offline_mnist, 100, split="t10k", classes=(7, 9), encoding="pm1", count=400, seed=0, flatten=True)
+    ds = tfdata.from_idx(
+        offline_mnist, 100, split="t10k", classes=(7, 9), encoding="pm1", count=400, seed=0, flatten=True
+    )
     batches = _batches(ds)
     assert len(batches) == 4 and batches[0][0].shape == (100, 784)
     ys = np.concatenate([b[1] for b in batches])

@@ -23,14 +23,14 @@ def _poisoned_dataset(root: Path) -> Path:
     folder.mkdir(parents=True)
     labels = [0, 1, 0, 1, 0, 1] + [0, 0, 0, 0, 1, 1] + [2] * 8
     rng = np.random.default_rng(0)
-    lines = ["\tf1\tf2\tclase"] + [f"{i + 1}\t{a:.3f}\t{b:.3f}\t{c}" for i, ((a, b), c) in
-                                   enumerate(zip(rng.normal(size=(20, 2)), labels))]
+    lines = ["\tf1\tf2\tclase"] + [
+        f"{i + 1}\t{a:.3f}\t{b:.3f}\t{c}" for i, ((a, b), c) in enumerate(zip(rng.normal(size=(20, 2)), labels))
+    ]
     (folder / "poison_R.dat").write_text("\n".join(lines) + "\n")
     (folder / "poison.txt").write_text("n_entradas= 2\nn_clases= 3\n")
     (folder / "conxuntos.dat").write_text(" ".join(map(str, range(6))) + "\n" + " ".join(map(str, range(6, 12))) + "\n")
     train = " ".join(map(str, range(12)))
-    (folder / "conxuntos_kfold.dat").write_text(
-        "".join(f"{train}\n{12 + 2 * k} {13 + 2 * k}\n" for k in range(4)))
+    (folder / "conxuntos_kfold.dat").write_text("".join(f"{train}\n{12 + 2 * k} {13 + 2 * k}\n" for k in range(4)))
     return root
 
 
@@ -52,8 +52,18 @@ class FakeTrial:
 
 
 def _settings(root, **kw):
-    s = dict(E.UCI_DEFAULTS, depths=[1], widths=[4], kare_lrs=[0.1, 0.2, 0.3], dnn_lrs=[0.1, 0.2, 0.3],
-             ridges=[0.1, 10.0], data_dir=str(root), protocol="validated", baselines=[], quick=False)
+    s = dict(
+        E.UCI_DEFAULTS,
+        depths=[1],
+        widths=[4],
+        kare_lrs=[0.1, 0.2, 0.3],
+        dnn_lrs=[0.1, 0.2, 0.3],
+        ridges=[0.1, 10.0],
+        data_dir=str(root),
+        protocol="validated",
+        baselines=[],
+        quick=False,
+    )
     s.update(kw)
     return s
 
@@ -90,10 +100,12 @@ def test_paper_protocol_trains_no_folds(tmp_path):
 
 
 def test_choice_rules_by_hand():
-    recs = [{"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, 3.0]},
-            {"method": "kare", "depth": 1, "width": 4, "lr": 2.0, "accuracy": [0.9, 0.95], "kare": [1.0, 0.5]},
-            {"method": "kare", "depth": 2, "width": 4, "lr": 1.0, "accuracy": [0.95, 0.2], "kare": [float("nan"), 0.1]},
-            {"method": "kare", "depth": 2, "width": 8, "lr": 1.0, "accuracy": [0.7, 0.7], "kare": [None, None]}]
+    recs = [
+        {"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, 3.0]},
+        {"method": "kare", "depth": 1, "width": 4, "lr": 2.0, "accuracy": [0.9, 0.95], "kare": [1.0, 0.5]},
+        {"method": "kare", "depth": 2, "width": 4, "lr": 1.0, "accuracy": [0.95, 0.2], "kare": [float("nan"), 0.1]},
+        {"method": "kare", "depth": 2, "width": 8, "lr": 1.0, "accuracy": [0.7, 0.7], "kare": [None, None]},
+    ]
     assert [P.kare_pick(r) for r in recs] == [1, 1, 1, None]
     assert [P.validation_accuracy(r) for r in recs] == [0.9, 0.95, 0.2, None]
     assert P.choose(recs, "kare") is recs[1]
@@ -158,9 +170,34 @@ def test_cli_flags_reject_bad_values(tmp_path, capsys):
 @pytest.mark.slow
 def test_validated_protocol_end_to_end_real_training(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--datasets", "tiny3", "--depths", "1", "--widths", "4",
-            "--kare-lrs", "1", "--dnn-lrs", "0.1", "--kare-steps", "2", "--dnn-steps", "2", "--ridges", "0.1,10",
-            "--protocol", "validated", "--baselines", "krr-rbf,svc", "--out", str(out)]
+    argv = [
+        "reproduce",
+        "uci",
+        "--data-dir",
+        str(UCI_DIR),
+        "--datasets",
+        "tiny3",
+        "--depths",
+        "1",
+        "--widths",
+        "4",
+        "--kare-lrs",
+        "1",
+        "--dnn-lrs",
+        "0.1",
+        "--kare-steps",
+        "2",
+        "--dnn-steps",
+        "2",
+        "--ridges",
+        "0.1,10",
+        "--protocol",
+        "validated",
+        "--baselines",
+        "krr-rbf,svc",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0, capsys.readouterr().err
     unit = json.loads((out / "runs" / "tiny3.json").read_text())
     for m in ("kare", "after_kernel", "dnn", "krr-rbf", "svc"):

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from keras_kare.reproduce.experiments import MNIST_DEFAULTS, run_mnist
 
-SETTINGS = dict(MNIST_DEFAULTS, depth=2, width=64, n_train=300, n_test=500, seeds=[0], kare_steps=60,
-                dnn_steps=2000, quick=True)
+SETTINGS = dict(
+    MNIST_DEFAULTS, depth=2, width=64, n_train=300, n_test=500, seeds=[0], kare_steps=60, dnn_steps=2000, quick=True
+)
 
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="kare-mnist-")) / "run"
 summary = run_mnist(SETTINGS, out, log=print)

@@ -41,8 +41,10 @@ def krr_report(name, model):
     preds = kp.predict_path(x_test, ridges)  # one eigendecomposition for the whole grid
     test_mse = ((preds - y_test) ** 2).mean(axis=1)
     pick = int(np.nanargmin(path.kare))
-    print(f"{name:>13}: test MSE {test_mse[pick]:.4f} at the KARE-picked ridge {ridges[pick]:g}, "
-          f"best over the grid {test_mse.min():.4f}")
+    print(
+        f"{name:>13}: test MSE {test_mse[pick]:.4f} at the KARE-picked ridge {ridges[pick]:g}, "
+        f"best over the grid {test_mse.min():.4f}"
+    )
     return test_mse
 
 
@@ -51,8 +53,10 @@ t0 = time.time()
 kare_model = keras_kare.KAREModel(build_mlp(10, depth=1, width=64, seed=SEED), ridge=0.1)
 kare_model.compile(optimizer=keras.optimizers.SGD(learning_rate=100.0))
 history = kare_model.fit(x_train, y_train, batch_size=len(x_train), epochs=60, verbose=0)
-print(f"KARE on the training set: {history.history['kare'][0]:.4f} -> {history.history['kare'][-1]:.4f} "
-      f"({time.time() - t0:.0f}s)")
+print(
+    f"KARE on the training set: {history.history['kare'][0]:.4f} -> {history.history['kare'][-1]:.4f} "
+    f"({time.time() - t0:.0f}s)"
+)
 
 # 2) the same network, same initial weights, trained on the MSE with SGD (10 000 steps in the paper)
 t0 = time.time()
@@ -67,5 +71,5 @@ print()
 krr_report("NTK-KARE", kare_model)
 krr_report("after-kernel", dnn)
 print(f"{'DNN (MSE)':>13}: test MSE {dnn_mse:.4f}")
-print(f"{'predict 0':>13}: test MSE {float((y_test ** 2).mean()):.4f}")
+print(f"{'predict 0':>13}: test MSE {float((y_test**2).mean()):.4f}")
 print("\nFull reproduction (5-10 seeds, paper settings): keras-kare reproduce synthetic --seeds 5")

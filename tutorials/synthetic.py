@@ -24,7 +24,11 @@ SETTINGS = dict(SYNTHETIC_DEFAULTS, gamma=1.0, sigma=0.0, seeds=[0], kare_steps=
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="kare-synthetic-")) / "run"
 summary = run_synthetic(SETTINGS, out, log=print)
 print(f"plot: {out / 'test_mse_vs_ridge.png'}")
-print(f"best test MSE: NTK-KARE {summary['kare']['best_test_mse']:.4f}, after-kernel "
-      f"{summary['after_kernel']['best_test_mse']:.4f}, DNN {summary['dnn']['test_mse']:.4f}")
-print("One seed is one draw of w and seeds differ a lot (seed 0 is an easy one, where the after-kernel can win);\n"
-      "over 5 seeds NTK-KARE is best on average, see docs/results.md.")
+print(
+    f"best test MSE: NTK-KARE {summary['kare']['best_test_mse']:.4f}, after-kernel "
+    f"{summary['after_kernel']['best_test_mse']:.4f}, DNN {summary['dnn']['test_mse']:.4f}"
+)
+print(
+    "One seed is one draw of w and seeds differ a lot (seed 0 is an easy one, where the after-kernel can win);\n"
+    "over 5 seeds NTK-KARE is best on average, see docs/results.md."
+)

@@ -26,10 +26,21 @@ from keras_kare.reproduce.experiments import UCI_DEFAULTS, run_uci
 
 data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "fixtures" / "uci"
 out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="kare-uci-")) / "run"
-SETTINGS = dict(UCI_DEFAULTS, data_dir=str(data_dir), depths=[1], widths=[32], kare_lrs=[10.0], dnn_lrs=[0.1],
-                kare_steps=50, dnn_steps=100, quick=True)
+SETTINGS = dict(
+    UCI_DEFAULTS,
+    data_dir=str(data_dir),
+    depths=[1],
+    widths=[32],
+    kare_lrs=[10.0],
+    dnn_lrs=[0.1],
+    kare_steps=50,
+    dnn_steps=100,
+    quick=True,
+)
 summary = run_uci(SETTINGS, out, log=print)
 for method in ("kare", "after_kernel", "dnn"):
     s = summary[method]
-    print(f"{method:>12}: Friedman rank {s['friedman_rank']:.2f}, mean accuracy {s['mean_accuracy']:.1f}%, "
-          f"P90 {s['p90']:.0f}%, P95 {s['p95']:.0f}%, PMA {s['pma']:.1f}%")
+    print(
+        f"{method:>12}: Friedman rank {s['friedman_rank']:.2f}, mean accuracy {s['mean_accuracy']:.1f}%, "
+        f"P90 {s['p90']:.0f}%, P95 {s['p95']:.0f}%, PMA {s['pma']:.1f}%"
+    )

@@ -45,6 +45,12 @@ from keras_kare.backend.tensorflow import (  # noqa: E402 - only after the backe
 )
 
 __all__ = [
-    "IMPLEMENTATIONS", "BlockGram", "check_keras_backend", "forward_profile", "block_gram", "gram",
-    "resolve_implementation", "swap_examples",
+    "IMPLEMENTATIONS",
+    "BlockGram",
+    "check_keras_backend",
+    "forward_profile",
+    "block_gram",
+    "gram",
+    "resolve_implementation",
+    "swap_examples",
 ]

@@ -56,7 +56,7 @@ def check_keras_backend(backend: Optional[str] = None) -> None:
     source = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") == backend else "the Keras configuration"
     raise ImportError(
         f"keras_kare needs Keras' {REQUIRED_BACKEND!r} backend, but Keras is configured for {backend!r} "
-        f"(from {source}). Set KERAS_BACKEND={REQUIRED_BACKEND} (or \"backend\": \"{REQUIRED_BACKEND}\" in "
+        f'(from {source}). Set KERAS_BACKEND={REQUIRED_BACKEND} (or "backend": "{REQUIRED_BACKEND}" in '
         "~/.keras/keras.json) before Keras is first imported. keras_kare's autodiff and solves are "
         "TensorFlow code; see keras_kare.backend for what another backend would have to provide."
     )

@@ -87,7 +87,9 @@ def check_targets_against_model(model, x, y: np.ndarray, kernel: str, name: str)
     out = unwrap_network(model)(tf.nest.map_structure(lambda t: t[:1], x), training=False)
     c = sum(int(np.prod(o.shape[1:])) for o in tf.nest.flatten(out))
     if y.shape[1] != c:
-        raise ValueError(f"{name}: kernel='full' needs one target column per output: the model has {c}, y has {y.shape[1]}.")
+        raise ValueError(
+            f"{name}: kernel='full' needs one target column per output: the model has {c}, y has {y.shape[1]}."
+        )
 
 
 class SummaryWriter:
@@ -138,4 +140,3 @@ def check_every(every_n_epochs) -> int:
     if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
         raise ValueError(f"every_n_epochs must be a positive int, received {every_n_epochs!r}.")
     return int(every_n_epochs)
-

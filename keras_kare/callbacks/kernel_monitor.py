@@ -183,7 +183,9 @@ class KernelMonitor(keras.callbacks.Callback):
             stats["kare_" + ridge_key(r)] = float(value)
         finite = np.isfinite(path.kare)
         stats["kare_min"] = float(np.min(path.kare[finite])) if finite.any() else math.nan
-        stats["kare_argmin_ridge"] = float(self.ridges[finite][np.argmin(path.kare[finite])]) if finite.any() else math.nan
+        stats["kare_argmin_ridge"] = (
+            float(self.ridges[finite][np.argmin(path.kare[finite])]) if finite.any() else math.nan
+        )
         stats["_eigenvalues"] = eigenvalues
         return stats
 
@@ -201,9 +203,10 @@ class KernelMonitor(keras.callbacks.Callback):
         self._summary.histogram(f"{self.prefix}/eigenvalues", eigenvalues, epoch, self.histogram_buckets)
         positive = eigenvalues[eigenvalues > 0]
         if positive.size:
-            self._summary.histogram(f"{self.prefix}/log10_eigenvalues", np.log10(positive), epoch, self.histogram_buckets)
+            self._summary.histogram(
+                f"{self.prefix}/log10_eigenvalues", np.log10(positive), epoch, self.histogram_buckets
+            )
         self._summary.flush()
 
     def on_train_end(self, logs=None):
         self._summary.close()
-

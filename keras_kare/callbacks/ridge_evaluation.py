@@ -105,7 +105,8 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
         self.x, self.y = x, y
         if y.shape[1] != self.y_val.shape[1]:
             raise ValueError(
-                f"KernelRidgeEvaluation: training targets have {y.shape[1]} columns, validation targets {self.y_val.shape[1]}."
+                f"KernelRidgeEvaluation: training targets have {y.shape[1]} columns, "
+                f"validation targets {self.y_val.shape[1]}."
             )
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, received {task!r}.")

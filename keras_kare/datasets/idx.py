@@ -41,7 +41,9 @@ def read_idx(path) -> np.ndarray:
         else:
             raw = path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DatasetError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} ({err}).") from None
+        raise DatasetError(
+            f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} ({err})."
+        ) from None
     if len(raw) < 4:
         raise DatasetError(f"{path}: {len(raw)} bytes, too short for an IDX header (expected at least 4).")
     if raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:

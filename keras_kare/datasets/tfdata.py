@@ -59,7 +59,9 @@ def filter_classes(x: np.ndarray, labels: np.ndarray, classes: Optional[Sequence
     present = np.unique(labels)
     absent = [c for c in classes if c not in present]
     if absent:
-        shown = present.tolist() if present.size <= 20 else f"{present.size} labels from {present.min()} to {present.max()}"
+        shown = (
+            present.tolist() if present.size <= 20 else f"{present.size} labels from {present.min()} to {present.max()}"
+        )
         raise DatasetError(f"classes {absent} are not present in {source} (labels present: {shown}).")
     keep = np.isin(labels, classes)
     return x[keep], labels[keep]
@@ -277,7 +279,9 @@ def from_tfds(
 
 
 def load_idx_arrays(directory, split: str = "train"):
-    """``(images, labels)`` from MNIST-style IDX files ``<split>-images-idx3-ubyte[.gz]`` / ``<split>-labels-idx1-ubyte[.gz]``.
+    """``(images, labels)`` from MNIST-style IDX files.
+
+    The files are ``<split>-images-idx3-ubyte[.gz]`` and ``<split>-labels-idx1-ubyte[.gz]``.
 
     ``split`` is the file prefix: ``"train"`` or ``"t10k"`` (``"test"`` is an alias).
     """

@@ -77,11 +77,11 @@ def _read_index_lines(path: Path, n: int, expected_lines: int) -> list[np.ndarra
         try:
             idx = np.array([int(t) for t in line.split()], dtype=np.int64)
         except ValueError:
-            raise DatasetError(f"{path}: line {i} holds a non-integer entry (expected 0-based example indices).") from None
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
             raise DatasetError(
-                f"{path}: line {i} has indices outside 0..{n - 1} (the _R.dat table has {n} rows)."
-            )
+                f"{path}: line {i} holds a non-integer entry (expected 0-based example indices)."
+            ) from None
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+            raise DatasetError(f"{path}: line {i} has indices outside 0..{n - 1} (the _R.dat table has {n} rows).")
         out.append(idx)
     return out
 
@@ -131,7 +131,9 @@ def load_uci(data_dir, name: str) -> UCIDataset:
     x, labels = _read_table(folder / f"{name}_R.dat", n_features)
     n_classes = int(meta["n_clases="]) if "n_clases=" in meta else int(labels.max()) + 1
     if labels.max() >= n_classes:
-        raise DatasetError(f"{folder / (name + '_R.dat')}: class {labels.max()} found but the metadata says {n_classes} classes.")
+        raise DatasetError(
+            f"{folder / (name + '_R.dat')}: class {labels.max()} found but the metadata says {n_classes} classes."
+        )
     n_classes = max(n_classes, 2)
     train_index, test_index = _read_index_lines(folder / "conxuntos.dat", len(x), 2)
     folds_flat = _read_index_lines(folder / "conxuntos_kfold.dat", len(x), 8)

@@ -53,7 +53,9 @@ def check_baselines(names) -> list[str]:
     names = list(names or [])
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(BASELINES)}.")
+        raise ValueError(
+            f"unknown baseline(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(BASELINES)}."
+        )
     return names
 
 
@@ -110,7 +112,9 @@ def cv_folds(labels: np.ndarray, folds: int = CV_FOLDS, seed: int = 0) -> list[t
     labels = np.asarray(labels)
     smallest = np.unique(labels, return_counts=True)[1].min()
     if smallest >= 2:
-        splitter = sk.model_selection.StratifiedKFold(n_splits=int(min(folds, smallest)), shuffle=True, random_state=seed)
+        splitter = sk.model_selection.StratifiedKFold(
+            n_splits=int(min(folds, smallest)), shuffle=True, random_state=seed
+        )
     else:
         splitter = sk.model_selection.KFold(n_splits=int(min(folds, len(labels))), shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros((len(labels), 1)), labels))
@@ -158,8 +162,16 @@ def _krr_rbf(x_tr, labels_tr, x_eval, n_classes: int):
     return np.array(loo), labels_eval
 
 
-def run_baseline(name: str, x_tr, labels_tr, x_eval, labels_eval, n_classes: Optional[int] = None,
-                 folds: int = CV_FOLDS, seed: int = 0) -> dict:
+def run_baseline(
+    name: str,
+    x_tr,
+    labels_tr,
+    x_eval,
+    labels_eval,
+    n_classes: Optional[int] = None,
+    folds: int = CV_FOLDS,
+    seed: int = 0,
+) -> dict:
     """Tune ``name`` on the training rows, then score it on the evaluation rows.
 
     Args:
@@ -184,8 +196,10 @@ def run_baseline(name: str, x_tr, labels_tr, x_eval, labels_eval, n_classes: Opt
     if x_tr.ndim != 2 or x_eval.ndim != 2 or x_tr.shape[1] != x_eval.shape[1]:
         raise ValueError(f"features must be 2-D with equal widths; received {x_tr.shape} and {x_eval.shape}.")
     if len(labels_tr) != len(x_tr) or len(labels_eval) != len(x_eval):
-        raise ValueError(f"one label per row expected; received {len(labels_tr)} for {len(x_tr)} training rows and "
-                         f"{len(labels_eval)} for {len(x_eval)} evaluation rows.")
+        raise ValueError(
+            f"one label per row expected; received {len(labels_tr)} for {len(x_tr)} training rows and "
+            f"{len(labels_eval)} for {len(x_eval)} evaluation rows."
+        )
     if n_classes is None:
         n_classes = int(max(labels_tr.max(), labels_eval.max())) + 1
     n_classes = max(int(n_classes), 2)
@@ -197,9 +211,19 @@ def run_baseline(name: str, x_tr, labels_tr, x_eval, labels_eval, n_classes: Opt
         score = -np.where(np.isfinite(loo), loo, np.inf)
         best = int(np.argmax(score))
         grid_acc = [float(np.mean(p == labels_eval)) for p in preds]
-        return {"params": grid[best], "accuracy": grid_acc[best], "grid": grid, "grid_accuracy": grid_acc,
-                "selection_score": score.tolist()}
+        return {
+            "params": grid[best],
+            "accuracy": grid_acc[best],
+            "grid": grid,
+            "grid_accuracy": grid_acc,
+            "selection_score": score.tolist(),
+        }
     params, cv = select_by_cv(name, x_tr, labels_tr, folds, seed)
     grid_acc = [float(np.mean(_fit_predict(name, p, x_tr, labels_tr, x_eval, seed) == labels_eval)) for p in grid]
-    return {"params": params, "accuracy": grid_acc[grid.index(params)], "grid": grid, "grid_accuracy": grid_acc,
-            "selection_score": cv}
+    return {
+        "params": params,
+        "accuracy": grid_acc[grid.index(params)],
+        "grid": grid,
+        "grid_accuracy": grid_acc,
+        "selection_score": cv,
+    }

@@ -22,38 +22,91 @@ from keras_kare.reproduce.scoring import score_table
 logger = logging.getLogger("keras_kare.reproduce")
 
 SYNTHETIC_DEFAULTS = dict(
-    gamma=1.0, sigma=0.0, n=1000, n_train=800, d=10, depth=1, width=64, kare_ridge=0.1, kare_lr=100.0,
-    kare_steps=100, dnn_lr=0.1, dnn_steps=10000, ridges=[10.0**k for k in range(-5, 6)], seeds=list(range(10)),
-    batch_size=None, kernel="summed_output", protocol="paper", validation_fraction=None,
+    gamma=1.0,
+    sigma=0.0,
+    n=1000,
+    n_train=800,
+    d=10,
+    depth=1,
+    width=64,
+    kare_ridge=0.1,
+    kare_lr=100.0,
+    kare_steps=100,
+    dnn_lr=0.1,
+    dnn_steps=10000,
+    ridges=[10.0**k for k in range(-5, 6)],
+    seeds=list(range(10)),
+    batch_size=None,
+    kernel="summed_output",
+    protocol="paper",
+    validation_fraction=None,
 )
 SYNTHETIC_QUICK = dict(seeds=[0], kare_steps=30, dnn_steps=2000)
 
 MNIST_DEFAULTS = dict(
-    depth=4, width=128, n_train=1000, n_test=1000, kare_ridge=0.1, kare_lr=None, kare_steps=300, dnn_lr=0.1,
-    dnn_steps=10000, ridges=[10.0**k for k in range(-3, 4)], seeds=list(range(10)), batch_size=None,
-    kernel="summed_output", data_dir=None, protocol="paper", validation_fraction=None,
+    depth=4,
+    width=128,
+    n_train=1000,
+    n_test=1000,
+    kare_ridge=0.1,
+    kare_lr=None,
+    kare_steps=300,
+    dnn_lr=0.1,
+    dnn_steps=10000,
+    ridges=[10.0**k for k in range(-3, 4)],
+    seeds=list(range(10)),
+    batch_size=None,
+    kernel="summed_output",
+    data_dir=None,
+    protocol="paper",
+    validation_fraction=None,
 )
 MNIST_QUICK = dict(seeds=[0], n_train=300, n_test=300, kare_steps=30, dnn_steps=1000)
 
 UCI_DEFAULTS = dict(
-    depths=[1, 2, 3, 4, 5], widths=[32, 64, 128, 256, 512], kare_lrs=None, dnn_lrs=[0.1, 0.01, 0.001, 0.0001],
-    kare_ridge=0.1, kare_steps=300, dnn_steps=400, dnn_batch_size=32, ridges=[10.0**k for k in range(-4, 5)],
-    datasets=None, data_dir=None, seed=0, kernel="summed_output", protocol="paper", baselines=[],
+    depths=[1, 2, 3, 4, 5],
+    widths=[32, 64, 128, 256, 512],
+    kare_lrs=None,
+    dnn_lrs=[0.1, 0.01, 0.001, 0.0001],
+    kare_ridge=0.1,
+    kare_steps=300,
+    dnn_steps=400,
+    dnn_batch_size=32,
+    ridges=[10.0**k for k in range(-4, 5)],
+    datasets=None,
+    data_dir=None,
+    seed=0,
+    kernel="summed_output",
+    protocol="paper",
+    baselines=[],
 )
 UCI_QUICK = dict(depths=[1], widths=[32], kare_lrs=[10.0], dnn_lrs=[0.1], kare_steps=20, dnn_steps=20)
 
 # the paper's lr grid for KARE on UCI (authors' code), by depth
-UCI_KARE_LRS = {1: [100.0, 10.0, 1.0, 0.1], 2: [100.0, 10.0, 1.0, 0.1], 3: [10.0, 5.0, 1.0, 0.1],
-                4: [10.0, 5.0, 1.0, 0.1], 5: [10.0, 5.0, 1.0, 0.1]}
+UCI_KARE_LRS = {
+    1: [100.0, 10.0, 1.0, 0.1],
+    2: [100.0, 10.0, 1.0, 0.1],
+    3: [10.0, 5.0, 1.0, 0.1],
+    4: [10.0, 5.0, 1.0, 0.1],
+    5: [10.0, 5.0, 1.0, 0.1],
+}
 
 # Best test MSE read from the paper's figures (mean over 10 seeds), shared/notes/paper-results.md
 PAPER_SYNTHETIC = {
-    (1.0, 0.0): (0.032, 0.109, 0.140), (1.25, 0.0): (0.127, 0.161, 0.217), (1.5, 0.0): (0.166, 0.194, 0.327),
-    (1.0, 0.1): (0.062, 0.123, 0.156), (1.25, 0.1): (0.146, 0.168, 0.226), (1.5, 0.1): (0.177, 0.208, 0.409),
+    (1.0, 0.0): (0.032, 0.109, 0.140),
+    (1.25, 0.0): (0.127, 0.161, 0.217),
+    (1.5, 0.0): (0.166, 0.194, 0.327),
+    (1.0, 0.1): (0.062, 0.123, 0.156),
+    (1.25, 0.1): (0.146, 0.168, 0.226),
+    (1.5, 0.1): (0.177, 0.208, 0.409),
 }
 PAPER_MNIST = {
-    (2, 32): (0.095, 0.102, 0.110), (2, 64): (0.101, 0.098, 0.102), (2, 128): (0.100, 0.106, 0.115),
-    (4, 32): (0.113, 0.148, 0.157), (4, 64): (0.115, 0.147, 0.153), (4, 128): (0.109, 0.135, 0.139),
+    (2, 32): (0.095, 0.102, 0.110),
+    (2, 64): (0.101, 0.098, 0.102),
+    (2, 128): (0.100, 0.106, 0.115),
+    (4, 32): (0.113, 0.148, 0.157),
+    (4, 64): (0.115, 0.147, 0.153),
+    (4, 128): (0.109, 0.135, 0.139),
 }
 
 
@@ -93,8 +146,10 @@ def _run_seeds(out: Path, settings: dict, load: Callable[[int], tuple], cfg: dic
 
 def _quick_note(s: dict, log):
     if s.get("quick"):
-        log("--quick: a smoke run with fewer seeds and steps than the paper. Its numbers are NOT evidence for or "
-            "against the paper's claim (one easy seed can favour any method); run without --quick for that.")
+        log(
+            "--quick: a smoke run with fewer seeds and steps than the paper. Its numbers are NOT evidence for or "
+            "against the paper's claim (one easy seed can favour any method); run without --quick for that."
+        )
 
 
 def _finish(out: Path, rows, settings, paper, title, log, extra=None, per_seed_info=None):
@@ -107,14 +162,29 @@ def _finish(out: Path, rows, settings, paper, title, log, extra=None, per_seed_i
     (out / "table.md").write_text(table)
     png = R.plot(out / "test_mse_vs_ridge.png", summary, title)
     log("results:\n" + table)
-    log(f"wrote {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.json'}, {out / 'table.md'}"
-        + (f", {png}" if png else ""))
+    log(
+        f"wrote {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.json'}, {out / 'table.md'}"
+        + (f", {png}" if png else "")
+    )
     return summary
 
 
 def _cfg(s: dict) -> dict:
-    cfg = {k: s[k] for k in ("depth", "width", "kare_ridge", "kare_lr", "kare_steps", "dnn_lr", "dnn_steps",
-                             "ridges", "batch_size", "kernel")}
+    cfg = {
+        k: s[k]
+        for k in (
+            "depth",
+            "width",
+            "kare_ridge",
+            "kare_lr",
+            "kare_steps",
+            "dnn_lr",
+            "dnn_steps",
+            "ridges",
+            "batch_size",
+            "kernel",
+        )
+    }
     validated = s.get("protocol", "paper") == "validated"
     cfg["validation_fraction"] = (s.get("validation_fraction") or 0.2) if validated else 0.0
     return cfg
@@ -131,9 +201,11 @@ def run_synthetic(settings: dict, out: Path, resume: bool = False, log=logger.in
     def load(seed):
         return make_single_index(s["gamma"], s["sigma"], n=s["n"], d=s["d"], n_train=s["n_train"], seed=seed)
 
-    log(f"synthetic: gamma={s['gamma']} sigma={s['sigma']}, {s['n_train']}/{s['n'] - s['n_train']} train/test, "
+    log(
+        f"synthetic: gamma={s['gamma']} sigma={s['sigma']}, {s['n_train']}/{s['n'] - s['n_train']} train/test, "
         f"seeds {s['seeds']}, MLP depth {s['depth']} width {s['width']}, KARE z={s['kare_ridge']} lr={s['kare_lr']} "
-        f"x{s['kare_steps']} steps, DNN lr={s['dnn_lr']} x{s['dnn_steps']} steps")
+        f"x{s['kare_steps']} steps, DNN lr={s['dnn_lr']} x{s['dnn_steps']} steps"
+    )
     rows = _run_seeds(out, s, load, _cfg(s), log, classification=False)
     paper = _paper_dict(PAPER_SYNTHETIC.get((float(s["gamma"]), float(s["sigma"]))))
     title = f"synthetic γ={s['gamma']:g}, σ={s['sigma']:g} ({len(s['seeds'])} seeds)"
@@ -157,9 +229,11 @@ def run_mnist(settings: dict, out: Path, resume: bool = False, log=logger.info) 
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
     log(f"mnist 7 vs 9: data from {info['source']}; {info['note']}")
-    log(f"mnist: {s['n_train']}/{s['n_test']} train/test, seeds {s['seeds']}, MLP depth {s['depth']} width "
+    log(
+        f"mnist: {s['n_train']}/{s['n_test']} train/test, seeds {s['seeds']}, MLP depth {s['depth']} width "
         f"{s['width']}, KARE z={s['kare_ridge']} lr={s['kare_lr']} x{s['kare_steps']} steps, DNN lr={s['dnn_lr']} "
-        f"x{s['dnn_steps']} steps")
+        f"x{s['dnn_steps']} steps"
+    )
 
     def load(seed):
         return load_mnist_7v9(n_train=s["n_train"], n_test=s["n_test"], seed=seed, data_dir=s["data_dir"])[:4]
@@ -225,9 +299,11 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
     per_set = P.trainings_per_dataset(s, UCI_KARE_LRS)
-    log(f"uci: {len(names)} data sets from {s['data_dir']}, {per_set} trainings each "
+    log(
+        f"uci: {len(names)} data sets from {s['data_dir']}, {per_set} trainings each "
         f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}; {P.PROTOCOL_TEXT[protocol]}"
-        + (f"; baselines {', '.join(s['baselines'])}" if s.get("baselines") else ""))
+        + (f"; baselines {', '.join(s['baselines'])}" if s.get("baselines") else "")
+    )
     todo = [n for n in names if R.load_unit(out, n) is None]
     clock = P.RunClock(per_set * len(todo), log)
     methods = _uci_methods(s)
@@ -241,9 +317,12 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
             R.save_unit(out, name, done)
             a = done["accuracy"]
             parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
-            log(f"[{k + 1}/{len(names)}] {name}: accuracy (paper" + ("/validated" if protocol == "validated" else "")
+            log(
+                f"[{k + 1}/{len(names)}] {name}: accuracy (paper"
+                + ("/validated" if protocol == "validated" else "")
                 + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
-                f"({done['seconds']:.0f}s; about {clock.eta()} left)")
+                f"({done['seconds']:.0f}s; about {clock.eta()} left)"
+            )
         else:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
         per.append(done)
@@ -252,8 +331,10 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
     _write_uci_rows(out, per, methods)
     table = uci_table(summary, per, methods)
     (out / "table.md").write_text(table)
-    _plot_uci(out / "accuracy_kare_vs_after_kernel.png",
-              np.array([[d["accuracy"][m]["best"] for m in ("kare", "after_kernel")] for d in per]))
+    _plot_uci(
+        out / "accuracy_kare_vs_after_kernel.png",
+        np.array([[d["accuracy"][m]["best"] for m in ("kare", "after_kernel")] for d in per]),
+    )
     log("results:\n" + table)
     return summary
 
@@ -266,8 +347,10 @@ def _fmt_acc(entry: dict) -> str:
 
 
 def _accuracy_matrix(per: list[dict], methods: list[str], key: str) -> np.ndarray:
-    return np.array([[np.nan if d["accuracy"][m].get(key) is None else d["accuracy"][m][key] for m in methods]
-                     for d in per], dtype=np.float64)
+    return np.array(
+        [[np.nan if d["accuracy"][m].get(key) is None else d["accuracy"][m][key] for m in methods] for d in per],
+        dtype=np.float64,
+    )
 
 
 def _uci_summary(per: list[dict], methods: list[str], protocol: str, s: dict) -> dict:
@@ -298,8 +381,9 @@ def _uci_pairs(per: list[dict], methods: list[str], key: str) -> list[dict]:
     for k, m in enumerate(methods[1:], start=1):
         ok = np.isfinite(acc[:, 0]) & np.isfinite(acc[:, k])
         if ok.any():
-            c = paired_comparison(acc[ok, 0], acc[ok, k], _uci_label("kare"), _uci_label(m), higher_is_better=True,
-                                  unit="data sets")
+            c = paired_comparison(
+                acc[ok, 0], acc[ok, k], _uci_label("kare"), _uci_label(m), higher_is_better=True, unit="data sets"
+            )
             pairs.append({"a": "kare", "b": m, "protocol": key if key == "validated" else "paper", **c})
     return pairs
 
@@ -327,35 +411,57 @@ def uci_table(summary: dict, per: list[dict], methods: list[str]) -> str:
     """Markdown: scores per method and protocol, then accuracies per data set."""
     protocols = list(summary["protocols"])
     plabel = {"paper": "paper (optimistic)", "validated": "validated"}
-    lines = ["| method | protocol | Friedman rank | mean accuracy (%) | P90 | P95 | PMA (%) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | protocol | Friedman rank | mean accuracy (%) | P90 | P95 | PMA (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m in methods:
         for p in protocols:
             v = summary[p].get(m)
             if v is None:
                 lines.append(f"| {_uci_label(m)} | {plabel[p]} | – | – | – | – | – |")
                 continue
-            lines.append(f"| {_uci_label(m)} | {plabel[p]} | {v['friedman_rank']:.2f} | {v['mean_accuracy']:.2f} ± "
-                         f"{v['std_accuracy']:.2f} | {v['p90']:.1f} | {v['p95']:.1f} | {v['pma']:.2f} ± "
-                         f"{v['pma_std']:.2f} |")
-    lines += [""] + [f"- {plabel[p]}: {summary['protocols'][p]}; {summary[p]['n_datasets']} data sets." for p in protocols]
-    lines.append("- Ranks, P90/P95 and PMA are relative to the methods of this table within each protocol "
-                 "(the paper's Table 1 also includes 179 classifiers of Fernández-Delgado et al.).")
+            lines.append(
+                f"| {_uci_label(m)} | {plabel[p]} | {v['friedman_rank']:.2f} | {v['mean_accuracy']:.2f} ± "
+                f"{v['std_accuracy']:.2f} | {v['p90']:.1f} | {v['p95']:.1f} | {v['pma']:.2f} ± "
+                f"{v['pma_std']:.2f} |"
+            )
+    lines += [""] + [
+        f"- {plabel[p]}: {summary['protocols'][p]}; {summary[p]['n_datasets']} data sets." for p in protocols
+    ]
+    lines.append(
+        "- Ranks, P90/P95 and PMA are relative to the methods of this table within each protocol "
+        "(the paper's Table 1 also includes 179 classifiers of Fernández-Delgado et al.)."
+    )
     validated = "validated" in protocols
     if summary.get("paired_vs_kare"):
-        lines += ["", (f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
-                       "percentile bootstrap over data sets, exact sign test):")]
+        lines += [
+            "",
+            (
+                f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
+                "percentile bootstrap over data sets, exact sign test):"
+            ),
+        ]
         lines += [f"- {p['statement']}." for p in summary["paired_vs_kare"]]
     if not validated:
-        lines.append("- The paper protocol picks on the data it reports on; run with --protocol validated for "
-                     "numbers chosen without the evaluation folds.")
+        lines.append(
+            "- The paper protocol picks on the data it reports on; run with --protocol validated for "
+            "numbers chosen without the evaluation folds."
+        )
     what = "paper / validated" if validated else "paper protocol, optimistic"
-    lines += ["", f"#### Accuracy per data set (%, {what})", "",
-              "| data set | n | C | " + " | ".join(_uci_label(m) for m in methods) + " |",
-              "|---|---|---|" + "---|" * len(methods)]
+    lines += [
+        "",
+        f"#### Accuracy per data set (%, {what})",
+        "",
+        "| data set | n | C | " + " | ".join(_uci_label(m) for m in methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
     for d in per:
-        lines.append(f"| {d['dataset']} | {d.get('n_examples', d['n_train'] + d['n_test'])} | {d['n_classes']} | "
-                     + " | ".join(_acc_cell(d["accuracy"][m], validated) for m in methods) + " |")
+        lines.append(
+            f"| {d['dataset']} | {d.get('n_examples', d['n_train'] + d['n_test'])} | {d['n_classes']} | "
+            + " | ".join(_acc_cell(d["accuracy"][m], validated) for m in methods)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

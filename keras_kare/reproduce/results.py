@@ -24,8 +24,19 @@ import numpy as np
 from keras_kare.datasets.errors import DatasetError
 from keras_kare.reproduce import stats as S
 
-ROW_FIELDS = ("method", "seed", "ridge", "effective_ridge", "test_mse", "test_accuracy", "kare", "loo_mse",
-              "train_mse", "train_seconds", "stopped_at")
+ROW_FIELDS = (
+    "method",
+    "seed",
+    "ridge",
+    "effective_ridge",
+    "test_mse",
+    "test_accuracy",
+    "kare",
+    "loo_mse",
+    "train_mse",
+    "train_seconds",
+    "stopped_at",
+)
 METHOD_LABELS = {"kare": "NTK-KARE", "after_kernel": "after-kernel", "dnn": "DNN (MSE)"}
 
 
@@ -54,8 +65,12 @@ def prepare_run_dir(out: Path, settings: dict, resume: bool) -> Path:
             raise RunDirError(f"{settings_file}: missing, so {out} is not a keras-kare run folder that can be resumed.")
         stored = json.loads(settings_file.read_text())
         if _canonical(stored) != _canonical(settings):
-            diff = sorted(k for k in set(stored) | set(settings) if _canonical(stored.get(k)) != _canonical(settings.get(k)))
-            raise RunDirError(f"{settings_file}: settings differ from this command's ({', '.join(diff)}); use a new --out.")
+            diff = sorted(
+                k for k in set(stored) | set(settings) if _canonical(stored.get(k)) != _canonical(settings.get(k))
+            )
+            raise RunDirError(
+                f"{settings_file}: settings differ from this command's ({', '.join(diff)}); use a new --out."
+            )
         return out
     (out / "runs").mkdir(parents=True, exist_ok=True)
     write_json(settings_file, settings)
@@ -170,11 +185,14 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
         if np.isfinite(val).all():  # --protocol validated: the ridge with the smallest held-out error
             val_idx = np.argmin(val, axis=1)
             per_seed[method]["validated"] = table[np.arange(len(seeds)), val_idx]
-            validated = {"validated_test_mse": float(np.mean(per_seed[method]["validated"])),
-                         "validated_test_mse_std": float(np.std(per_seed[method]["validated"])),
-                         "validated_test_mse_se": S.standard_error(per_seed[method]["validated"]),
-                         "validated_ridges": [ridges[j] for j in val_idx]}
-        entry = {**validated,
+            validated = {
+                "validated_test_mse": float(np.mean(per_seed[method]["validated"])),
+                "validated_test_mse_std": float(np.std(per_seed[method]["validated"])),
+                "validated_test_mse_se": S.standard_error(per_seed[method]["validated"]),
+                "validated_ridges": [ridges[j] for j in val_idx],
+            }
+        entry = {
+            **validated,
             "best_test_mse": float(np.mean(best)),
             "best_test_mse_std": float(np.std(best)),
             "best_test_mse_se": S.standard_error(best),
@@ -187,8 +205,9 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
             "ridges": ridges,
             "mean_test_mse_per_ridge": curve.tolist(),
             "std_test_mse_per_ridge": np.nanstd(table, axis=0).tolist(),
-            "se_test_mse_per_ridge": [S.standard_error(col[np.isfinite(col)]) if np.isfinite(col).any() else None
-                                      for col in table.T],
+            "se_test_mse_per_ridge": [
+                S.standard_error(col[np.isfinite(col)]) if np.isfinite(col).any() else None for col in table.T
+            ],
         }
         if np.isfinite(acc).any():
             entry["best_test_accuracy"] = float(np.mean(np.nanmax(acc, axis=1)))
@@ -197,8 +216,11 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
     dr = sorted((r for r in rows if r["method"] == "dnn"), key=lambda r: r["seed"])
     if dr:
         vals = np.array([r["test_mse"] for r in dr])
-        out["dnn"] = {"test_mse": float(vals.mean()), "test_mse_std": float(vals.std()),
-                      "test_mse_se": S.standard_error(vals)}
+        out["dnn"] = {
+            "test_mse": float(vals.mean()),
+            "test_mse_std": float(vals.std()),
+            "test_mse_se": S.standard_error(vals),
+        }
         if [r["seed"] for r in dr] == seeds:
             per_seed["dnn"] = {"best": vals, "kare_selected": vals, "validated": vals}  # no ridge to pick
         accs = [r["test_accuracy"] for r in dr if r.get("test_accuracy") is not None]
@@ -207,17 +229,21 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
     out["n_seeds"] = len(seeds)
     per_seed = {m: v for m, v in per_seed.items() if all(np.all(np.isfinite(x)) for x in v.values())}
     if per_seed:
-        variants = ["best", "kare_selected"] + (["validated"] if all("validated" in v for v in per_seed.values()) else [])
+        variants = ["best", "kare_selected"] + (
+            ["validated"] if all("validated" in v for v in per_seed.values()) else []
+        )
         out["seed_stats"] = {
-            variant: S.seed_statistics({m: v[variant] for m, v in per_seed.items()}, seeds,
-                                       per_seed_info=per_seed_info, labels=METHOD_LABELS)
+            variant: S.seed_statistics(
+                {m: v[variant] for m, v in per_seed.items()}, seeds, per_seed_info=per_seed_info, labels=METHOD_LABELS
+            )
             for variant in variants
         }
     return out
 
 
-def write_summary(out: Path, rows: list[dict], settings: dict, extra: Optional[dict] = None,
-                  per_seed_info: Optional[dict] = None) -> dict:
+def write_summary(
+    out: Path, rows: list[dict], settings: dict, extra: Optional[dict] = None, per_seed_info: Optional[dict] = None
+) -> dict:
     """``summary.json``: {"kare": {...}, "after_kernel": {...}, "dnn": {...}, "seed_stats": {...}, "settings": {...}}.
 
     ``per_seed_info``: optional ``{seed: {column: value}}`` (e.g. ``{0: {"‖w‖": 2.9}}``)
@@ -249,15 +275,19 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
         lines += [f"### {title}", ""]
     n = summary.get("n_seeds", "?")
     has_paper = bool(paper)
-    head = "| method | best test MSE (over λ̃, picked on test) | λ̃ of best mean | test MSE at KARE-picked λ̃ (train data only) |"
+    head = (
+        "| method | best test MSE (over λ̃, picked on test) | λ̃ of best mean "
+        "| test MSE at KARE-picked λ̃ (train data only) |"
+    )
     sep = "|---|---|---|---|"
     if has_paper:
         head += " paper (best) |"
         sep += "---|"
     validated = any("validated_test_mse" in summary.get(m, {}) for m in ("kare", "after_kernel"))
     if validated:
-        head = head.replace(" (train data only) |", " (train data only) | test MSE at λ̃ picked on held-out "
-                            "training rows |")
+        head = head.replace(
+            " (train data only) |", " (train data only) | test MSE at λ̃ picked on held-out training rows |"
+        )
         sep += "---|"
     lines += [head, sep]
     for method in ("kare", "after_kernel"):
@@ -265,26 +295,40 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
         if not s:
             continue
         picked = sorted(set(s["selected_ridges"]))
-        row = (f"| {METHOD_LABELS[method]} | {_pm(s['best_test_mse'], _se(s, 'best_test_mse'))} | "
-               f"{s['best_ridge_of_mean_curve']:g} | {_pm(s['selected_test_mse'], _se(s, 'selected_test_mse'))} "
-               f"(λ̃ ∈ {{{', '.join(f'{p:g}' for p in picked)}}}) |")
+        row = (
+            f"| {METHOD_LABELS[method]} | {_pm(s['best_test_mse'], _se(s, 'best_test_mse'))} | "
+            f"{s['best_ridge_of_mean_curve']:g} | {_pm(s['selected_test_mse'], _se(s, 'selected_test_mse'))} "
+            f"(λ̃ ∈ {{{', '.join(f'{p:g}' for p in picked)}}}) |"
+        )
         if validated:
-            row += f" {_pm(s['validated_test_mse'], _se(s, 'validated_test_mse'))} |" if "validated_test_mse" in s else " – |"
+            row += (
+                f" {_pm(s['validated_test_mse'], _se(s, 'validated_test_mse'))} |"
+                if "validated_test_mse" in s
+                else " – |"
+            )
         if has_paper:
             row += f" {paper.get(method, '–')} |"
         lines.append(row)
     if "dnn" in summary:
         s = summary["dnn"]
-        row = f"| {METHOD_LABELS['dnn']} | {_pm(s['test_mse'], _se(s, 'test_mse'))} | – | – |" + (" – |" if validated else "")
+        row = f"| {METHOD_LABELS['dnn']} | {_pm(s['test_mse'], _se(s, 'test_mse'))} | – | – |" + (
+            " – |" if validated else ""
+        )
         if has_paper:
             row += f" {paper.get('dnn', '–')} |"
         lines.append(row)
-    lines += ["", (f"Test MSE, mean ± standard error over {n} seeds. The paper reports the best ridge picked on test "
-                   "data (mean over 10 seeds); the KARE column picks λ̃ per seed from training data alone.")]
+    lines += [
+        "",
+        (
+            f"Test MSE, mean ± standard error over {n} seeds. The paper reports the best ridge picked on test "
+            "data (mean over 10 seeds); the KARE column picks λ̃ per seed from training data alone."
+        ),
+    ]
     if "best_test_accuracy" in summary.get("kare", {}):
         acc = ", ".join(
             f"{METHOD_LABELS[m]} {summary[m]['best_test_accuracy' if m != 'dnn' else 'test_accuracy']:.4f}"
-            for m in ("kare", "after_kernel", "dnn") if m in summary
+            for m in ("kare", "after_kernel", "dnn")
+            if m in summary
         )
         lines.append(f"Test accuracy (best λ̃): {acc}.")
     if "seed_stats" in summary:
@@ -292,9 +336,11 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
     return "\n".join(lines) + "\n"
 
 
-_VARIANT_TEXT = {"best": "λ̃ picked on test data per seed (the paper's protocol)",
-                 "kare_selected": "λ̃ picked by KARE on training data per seed",
-                 "validated": "λ̃ picked on held-out training rows per seed (validated protocol)"}
+_VARIANT_TEXT = {
+    "best": "λ̃ picked on test data per seed (the paper's protocol)",
+    "kare_selected": "λ̃ picked by KARE on training data per seed",
+    "validated": "λ̃ picked on held-out training rows per seed (validated protocol)",
+}
 
 
 def seed_stats_markdown(seed_stats: dict) -> list[str]:
@@ -305,8 +351,12 @@ def seed_stats_markdown(seed_stats: dict) -> list[str]:
     cols = [f"{METHOD_LABELS.get(m, m)} best" for m in methods if m != "dnn"]
     cols += [f"{METHOD_LABELS.get(m, m)} KARE-picked" for m in methods if m != "dnn"]
     cols += [METHOD_LABELS.get(m, m) for m in methods if m == "dnn"]
-    lines = ["#### Per seed (test MSE)", "", "| seed | " + " | ".join(info + cols + ["lowest (best λ̃)"]) + " |",
-             "|" + "---|" * (2 + len(info) + len(cols))]
+    lines = [
+        "#### Per seed (test MSE)",
+        "",
+        "| seed | " + " | ".join(info + cols + ["lowest (best λ̃)"]) + " |",
+        "|" + "---|" * (2 + len(info) + len(cols)),
+    ]
     for rb, rs in zip(best["per_seed"], sel["per_seed"]):
         vals = [rb[m] for m in methods if m != "dnn"] + [rs[m] for m in methods if m != "dnn"]
         vals += [rb[m] for m in methods if m == "dnn"]
@@ -318,12 +368,21 @@ def seed_stats_markdown(seed_stats: dict) -> list[str]:
     for variant, st in seed_stats.items():
         wins = st["wins"]
         n = len(st["per_seed"])
-        lines += ["", f"**{_VARIANT_TEXT[variant]}** — seeds won: "
-                  + ", ".join(f"{METHOD_LABELS.get(m, m)} {wins[m]}/{n}" for m in methods)
-                  + (f", tied {wins['tied']}" if wins.get("tied") else "") + "."]
+        lines += [
+            "",
+            f"**{_VARIANT_TEXT[variant]}** — seeds won: "
+            + ", ".join(f"{METHOD_LABELS.get(m, m)} {wins[m]}/{n}" for m in methods)
+            + (f", tied {wins['tied']}" if wins.get("tied") else "")
+            + ".",
+        ]
         lines += [f"- {p['statement']}." for p in st["pairs"]]
-    lines += ["", ("Paired differences are per-seed test MSE (first − second; negative favours the first); the "
-                   "interval is a percentile bootstrap over seeds and the p-value an exact two-sided sign test.")]
+    lines += [
+        "",
+        (
+            "Paired differences are per-seed test MSE (first − second; negative favours the first); the "
+            "interval is a percentile bootstrap over seeds and the p-value an exact two-sided sign test."
+        ),
+    ]
     return lines
 
 
@@ -352,7 +411,9 @@ def plot(out_png: Path, summary: dict, title: str = "") -> Optional[Path]:
         if not s:
             continue
         r, m = np.array(s["ridges"]), np.array(s["mean_test_mse_per_ridge"])
-        se = np.array([np.nan if v is None else v for v in s.get("se_test_mse_per_ridge", [None] * len(r))], dtype=float)
+        se = np.array(
+            [np.nan if v is None else v for v in s.get("se_test_mse_per_ridge", [None] * len(r))], dtype=float
+        )
         ax.plot(r, m, "o-", color=colours[method], label=f"{METHOD_LABELS[method]} (± SE)", ms=4)
         if np.isfinite(se).any():
             ax.fill_between(r, m - se, m + se, color=colours[method], alpha=0.15)

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from keras_kare import in_memory
 from keras_kare.decision import accuracy
-from keras_kare.networks import unwrap_network
 from keras_kare.model import KAREModel
+from keras_kare.networks import unwrap_network
 from keras_kare.predictor import KernelPredictor
 from keras_kare.reproduce.initializers import build_mlp
 
@@ -49,8 +49,16 @@ class _Progress(keras.callbacks.Callback):
     afterwards is a real one.
     """
 
-    def __init__(self, label: str, total: int, every: int, key: str, log: Callable[[str], None],
-                 steps_per_epoch: int = 1, snapshot: Optional["_Snapshot"] = None):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        every: int,
+        key: str,
+        log: Callable[[str], None],
+        steps_per_epoch: int = 1,
+        snapshot: Optional["_Snapshot"] = None,
+    ):
         super().__init__()
         self.label, self.total, self.every, self.key, self.log = label, total, max(1, every), key, log
         self.spe = steps_per_epoch
@@ -121,8 +129,13 @@ def _architecture(net) -> tuple:
     key = []
     for layer in net.layers:
         act = getattr(layer, "activation", None)
-        key.append((type(layer).__name__, getattr(act, "__name__", str(act)),
-                    tuple((tuple(w.shape), w.dtype) for w in layer.weights)))
+        key.append(
+            (
+                type(layer).__name__,
+                getattr(act, "__name__", str(act)),
+                tuple((tuple(w.shape), w.dtype) for w in layer.weights),
+            )
+        )
     inputs = tuple(tuple(t.shape) for t in net.inputs) if getattr(net, "inputs", None) else None
     return inputs, tuple(key)
 
@@ -185,8 +198,19 @@ def _batch(n: int, batch_size: Optional[int]) -> int:
     return n if n <= 5000 else 32
 
 
-def train_kare(net, x, y, ridge: float, lr: float, steps: int, batch_size=None, log=logger.info, label="kare",
-               kernel: str = "summed_output", pool: Optional[TrainerPool] = None):
+def train_kare(
+    net,
+    x,
+    y,
+    ridge: float,
+    lr: float,
+    steps: int,
+    batch_size=None,
+    log=logger.info,
+    label="kare",
+    kernel: str = "summed_output",
+    pool: Optional[TrainerPool] = None,
+):
     """Train ``net``'s NTK on KARE with SGD; returns (KAREModel, info dict).
 
     ``steps`` counts passes over the data (= SGD steps for full batch).
@@ -211,11 +235,17 @@ def train_kare(net, x, y, ridge: float, lr: float, steps: int, batch_size=None, 
     cb = _Progress(label, steps, max(1, steps // 5), "kare", log)
     t0 = time.time()
     model.fit(x, y, batch_size=bs, epochs=steps, shuffle=bs < n, verbose=0, callbacks=[cb])
-    return model, {"train_seconds": time.time() - t0, "final_kare": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
+    return model, {
+        "train_seconds": time.time() - t0,
+        "final_kare": cb.last,
+        "stopped_at": cb.stopped_at,
+        "batch_size": bs,
+    }
 
 
-def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info, label="dnn",
-              pool: Optional[TrainerPool] = None):
+def train_dnn(
+    net, x, y, lr: float, steps: int, batch_size=None, log=logger.info, label="dnn", pool: Optional[TrainerPool] = None
+):
     """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
 
     In-memory data go through :func:`keras_kare.in_memory.epoch_dataset` (one
@@ -247,7 +277,12 @@ def train_dnn(net, x, y, lr: float, steps: int, batch_size=None, log=logger.info
     if rest and cb.stopped_at is None:
         # a call always runs `spe` steps on an endless dataset: the remaining passes come from a finite one
         model.fit(data.take(rest * per_pass), epochs=1, shuffle=False, verbose=0)
-    return model, {"train_seconds": time.time() - t0, "final_loss": cb.last, "stopped_at": cb.stopped_at, "batch_size": bs}
+    return model, {
+        "train_seconds": time.time() - t0,
+        "final_loss": cb.last,
+        "stopped_at": cb.stopped_at,
+        "batch_size": bs,
+    }
 
 
 def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -271,7 +306,8 @@ def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", vali
     if validation is not None:
         val = [score(p, validation[1]) for p in kp.predict_path(validation[0], ridges)]
         extra = {"val_mse": np.array([v[0] for v in val]), "val_accuracy": np.array([v[1] for v in val])}
-    return {**extra,
+    return {
+        **extra,
         "ridge": np.asarray(ridges, dtype=np.float64),
         "effective_ridge": path.effective_ridges,
         "test_mse": np.array(mse),
@@ -283,8 +319,17 @@ def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", vali
     }
 
 
-def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, classification: bool = False,
-             pool: Optional[TrainerPool] = None) -> list[dict]:
+def run_seed(
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    seed: int,
+    cfg: dict,
+    log=logger.info,
+    classification: bool = False,
+    pool: Optional[TrainerPool] = None,
+) -> list[dict]:
     """All three methods on one data draw; returns result rows (one per method × ridge; one for the DNN).
 
     ``cfg`` keys: depth, width, kare_ridge, kare_lr, kare_steps, dnn_lr,
@@ -319,23 +364,45 @@ def run_seed(x_tr, y_tr, x_te, y_te, seed: int, cfg: dict, log=logger.info, clas
     rows = []
     tag = f"seed {seed}"
     kare_model, info = train_kare(
-        net(), x_tr, y_fit, cfg["kare_ridge"], cfg["kare_lr"], cfg["kare_steps"], cfg.get("batch_size"), log,
-        f"[{tag}] NTK-KARE", kernel=kernel, pool=pool,
+        net(),
+        x_tr,
+        y_fit,
+        cfg["kare_ridge"],
+        cfg["kare_lr"],
+        cfg["kare_steps"],
+        cfg.get("batch_size"),
+        log,
+        f"[{tag}] NTK-KARE",
+        kernel=kernel,
+        pool=pool,
     )
     res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)
-    log(f"[{tag}] NTK-KARE: best test MSE {res['test_mse'].min():.4f} over the ridge grid "
-        f"(train {info['train_seconds']:.0f}s, kernels {res['kernel_seconds']:.0f}s)")
+    log(
+        f"[{tag}] NTK-KARE: best test MSE {res['test_mse'].min():.4f} over the ridge grid "
+        f"(train {info['train_seconds']:.0f}s, kernels {res['kernel_seconds']:.0f}s)"
+    )
     rows += _rows("kare", seed, res, info)
 
-    dnn, info = train_dnn(net(), x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log, f"[{tag}] DNN",
-                          pool=pool)
+    dnn, info = train_dnn(
+        net(), x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log, f"[{tag}] DNN", pool=pool
+    )
     pred = dnn.predict(x_te, batch_size=4096, verbose=0)
     mse, acc = score(pred if y_te.ndim > 1 else pred[:, 0], y_te)
     log(f"[{tag}] DNN: test MSE {mse:.4f} (train {info['train_seconds']:.0f}s)")
     rows.append(
-        {"method": "dnn", "seed": seed, "ridge": None, "effective_ridge": None, "test_mse": mse,
-         "test_accuracy": acc if classification else None, "kare": None, "loo_mse": None, "train_mse": None,
-         "train_seconds": info["train_seconds"], "stopped_at": info["stopped_at"]}
+        {
+            "method": "dnn",
+            "seed": seed,
+            "ridge": None,
+            "effective_ridge": None,
+            "test_mse": mse,
+            "test_accuracy": acc if classification else None,
+            "kare": None,
+            "loo_mse": None,
+            "train_mse": None,
+            "train_seconds": info["train_seconds"],
+            "stopped_at": info["stopped_at"],
+        }
     )
     res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)
     log(f"[{tag}] after-kernel: best test MSE {res['test_mse'].min():.4f} (kernels {res['kernel_seconds']:.0f}s)")
@@ -350,11 +417,19 @@ def _rows(method: str, seed: int, res: dict, info: dict) -> list[dict]:
     out = []
     for i in range(len(res["ridge"])):
         out.append(
-            {"method": method, "seed": seed, "ridge": float(res["ridge"][i]),
-             "effective_ridge": float(res["effective_ridge"][i]), "test_mse": float(res["test_mse"][i]),
-             "test_accuracy": float(res["test_accuracy"][i]), "kare": _f(res["kare"][i]),
-             "loo_mse": _f(res["loo_mse"][i]), "train_mse": _f(res["train_mse"][i]),
-             "train_seconds": info.get("train_seconds"), "stopped_at": info.get("stopped_at")}
+            {
+                "method": method,
+                "seed": seed,
+                "ridge": float(res["ridge"][i]),
+                "effective_ridge": float(res["effective_ridge"][i]),
+                "test_mse": float(res["test_mse"][i]),
+                "test_accuracy": float(res["test_accuracy"][i]),
+                "kare": _f(res["kare"][i]),
+                "loo_mse": _f(res["loo_mse"][i]),
+                "train_mse": _f(res["train_mse"][i]),
+                "train_seconds": info.get("train_seconds"),
+                "stopped_at": info.get("stopped_at"),
+            }
         )
         if "val_mse" in res:
             out[-1].update(val_mse=float(res["val_mse"][i]), val_accuracy=float(res["val_accuracy"][i]))

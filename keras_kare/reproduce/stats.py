@@ -35,7 +35,9 @@ def _values(values, name: str = "values") -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name}: received an empty sequence, expected at least one number.")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: received non-finite entries {arr[~np.isfinite(arr)].tolist()}, expected finite numbers.")
+        raise ValueError(
+            f"{name}: received non-finite entries {arr[~np.isfinite(arr)].tolist()}, expected finite numbers."
+        )
     return arr
 
 
@@ -82,8 +84,16 @@ def bootstrap_ci(differences, level: float = 0.95, n_boot: int = N_BOOTSTRAP, se
     return float(low), float(high)
 
 
-def paired_comparison(a, b, name_a: str = "a", name_b: str = "b", higher_is_better: bool = False,
-                      level: float = 0.95, seed: int = BOOTSTRAP_SEED, unit: str = "seeds") -> dict:
+def paired_comparison(
+    a,
+    b,
+    name_a: str = "a",
+    name_b: str = "b",
+    higher_is_better: bool = False,
+    level: float = 0.95,
+    seed: int = BOOTSTRAP_SEED,
+    unit: str = "seeds",
+) -> dict:
     """Compare two methods seed by seed.
 
     Args:
@@ -100,14 +110,24 @@ def paired_comparison(a, b, name_a: str = "a", name_b: str = "b", higher_is_bett
     """
     a, b = _values(a, name_a), _values(b, name_b)
     if a.shape != b.shape:
-        raise ValueError(f"paired values need one entry per seed each; received {a.size} for {name_a} and {b.size} for {name_b}.")
+        raise ValueError(
+            f"paired values need one entry per seed each; received {a.size} for {name_a} and {b.size} for {name_b}."
+        )
     d = a - b
     better_a = d > 0 if higher_is_better else d < 0
     better_b = d < 0 if higher_is_better else d > 0
     low, high = bootstrap_ci(d, level, seed=seed)
-    out = {"n": int(d.size), "wins_a": int(better_a.sum()), "wins_b": int(better_b.sum()),
-           "ties": int(np.sum(d == 0)), "mean_difference": float(d.mean()), "ci_low": low, "ci_high": high,
-           "level": level, "sign_test_p": sign_test_p(d)}
+    out = {
+        "n": int(d.size),
+        "wins_a": int(better_a.sum()),
+        "wins_b": int(better_b.sum()),
+        "ties": int(np.sum(d == 0)),
+        "mean_difference": float(d.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "level": level,
+        "sign_test_p": sign_test_p(d),
+    }
     out["statement"] = (
         f"{name_a} beats {name_b} on {out['wins_a']}/{out['n']} {unit}"
         + (f" ({out['ties']} tied)" if out["ties"] else "")
@@ -137,8 +157,13 @@ def win_counts(per_method: dict, higher_is_better: bool = False) -> dict:
     return out
 
 
-def seed_statistics(per_method: dict, seeds: Sequence, higher_is_better: bool = False,
-                    per_seed_info: Optional[dict] = None, labels: Optional[dict] = None) -> dict:
+def seed_statistics(
+    per_method: dict,
+    seeds: Sequence,
+    higher_is_better: bool = False,
+    per_seed_info: Optional[dict] = None,
+    labels: Optional[dict] = None,
+) -> dict:
     """Per-seed table, mean ± SE, win counts and every pairwise comparison.
 
     Args:
@@ -167,7 +192,7 @@ def seed_statistics(per_method: dict, seeds: Sequence, higher_is_better: bool = 
         rows.append(row)
     pairs = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             c = paired_comparison(per_method[a], per_method[b], labels.get(a, a), labels.get(b, b), higher_is_better)
             pairs.append({"a": a, "b": b, **c})
     return {

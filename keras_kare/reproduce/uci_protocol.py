@@ -51,8 +51,10 @@ PROTOCOLS = ("paper", "validated")
 NEURAL = ("kare", "after_kernel", "dnn")
 PROTOCOL_TEXT = {
     "paper": "paper protocol: best configuration and ridge picked on the evaluation split (optimistic)",
-    "validated": ("validated protocol: configuration picked on the conxuntos.dat validation split, ridge by KARE on "
-                  "training rows; mean accuracy of the 4 conxuntos_kfold.dat test folds"),
+    "validated": (
+        "validated protocol: configuration picked on the conxuntos.dat validation split, ridge by KARE on "
+        "training rows; mean accuracy of the 4 conxuntos_kfold.dat test folds"
+    ),
 }
 
 
@@ -66,7 +68,7 @@ def uci_configs(s: dict, kare_lrs_by_depth: dict):
     """The grid: (kind, depth, width, lr) with kind ``kare`` or ``dnn`` (a DNN also yields its after-kernel)."""
     for depth in s["depths"]:
         for width in s["widths"]:
-            for lr in (s["kare_lrs"] or kare_lrs_by_depth.get(depth, kare_lrs_by_depth[max(kare_lrs_by_depth)])):
+            for lr in s["kare_lrs"] or kare_lrs_by_depth.get(depth, kare_lrs_by_depth[max(kare_lrs_by_depth)]):
                 yield "kare", depth, width, lr
             for lr in s["dnn_lrs"]:
                 yield "dnn", depth, width, lr
@@ -81,8 +83,9 @@ def split(ds, fold: Optional[int]):
     return x_tr, y_tr, labels_tr, x_ev, y_ev, labels_ev
 
 
-def neural_trial(kind: str, depth: int, width: int, lr: float, x_tr, y_tr, x_ev, y_ev, s: dict,
-                 pool=None) -> list[dict]:
+def neural_trial(
+    kind: str, depth: int, width: int, lr: float, x_tr, y_tr, x_ev, y_ev, s: dict, pool=None
+) -> list[dict]:
     """Train one configuration; records with evaluation accuracy per ridge and training KARE per ridge.
 
     ``kind="kare"`` gives one ``kare`` record; ``kind="dnn"`` a ``dnn`` record
@@ -101,18 +104,27 @@ def neural_trial(kind: str, depth: int, width: int, lr: float, x_tr, y_tr, x_ev,
     net = build_mlp(x_tr.shape[1], depth, width, y_fit.shape[1], seed=s["seed"])
     base = {"depth": depth, "width": width, "lr": lr}
     if kind == "kare":
-        model, info = train_kare(net, x_tr, y_fit, s["kare_ridge"], lr, s["kare_steps"], None, _quiet,
-                                 kernel=s["kernel"], pool=pool)
+        model, info = train_kare(
+            net, x_tr, y_fit, s["kare_ridge"], lr, s["kare_steps"], None, _quiet, kernel=s["kernel"], pool=pool
+        )
         res = krr_path(model, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
-        return [{"method": "kare", **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist(),
-                 "stopped_at": info["stopped_at"]}]
-    net, info = train_dnn(net, x_tr, y_fit, lr, s["dnn_steps"], min(len(x_tr), s["dnn_batch_size"]), _quiet,
-                          pool=pool)
+        return [
+            {
+                "method": "kare",
+                **base,
+                "accuracy": res["test_accuracy"].tolist(),
+                "kare": res["kare"].tolist(),
+                "stopped_at": info["stopped_at"],
+            }
+        ]
+    net, info = train_dnn(net, x_tr, y_fit, lr, s["dnn_steps"], min(len(x_tr), s["dnn_batch_size"]), _quiet, pool=pool)
     pred = net.predict(x_ev, batch_size=4096, verbose=0)
     _, acc = score(pred if y_ev.ndim > 1 else pred[:, 0], y_ev)
     res = krr_path(net, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
-    return [{"method": "dnn", **base, "accuracy": acc, "stopped_at": info["stopped_at"]},
-            {"method": "after_kernel", **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist()}]
+    return [
+        {"method": "dnn", **base, "accuracy": acc, "stopped_at": info["stopped_at"]},
+        {"method": "after_kernel", **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist()},
+    ]
 
 
 def _quiet(msg: str) -> None:
@@ -181,8 +193,10 @@ class RunClock:
         if self.first is None:
             self.first = seconds
             est = seconds * self.total
-            self.log(f"first configuration{(' (' + what + ')') if what else ''} took {seconds:.1f}s; estimated total "
-                     f"for {self.total} trainings: {_duration(est)} (rough: assumes every training costs the same)")
+            self.log(
+                f"first configuration{(' (' + what + ')') if what else ''} took {seconds:.1f}s; estimated total "
+                f"for {self.total} trainings: {_duration(est)} (rough: assumes every training costs the same)"
+            )
 
     def eta(self) -> str:
         """Remaining time at the mean training time so far (trainings only, not the baselines)."""
@@ -205,8 +219,14 @@ def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
     return n + (12 if s.get("protocol", "paper") == "validated" else 0)
 
 
-def run_dataset(ds, s: dict, kare_lrs_by_depth: dict, log=logger.info, trial: Optional[Callable] = None,
-                clock: Optional[RunClock] = None) -> dict:
+def run_dataset(
+    ds,
+    s: dict,
+    kare_lrs_by_depth: dict,
+    log=logger.info,
+    trial: Optional[Callable] = None,
+    clock: Optional[RunClock] = None,
+) -> dict:
     """One data set under ``s["protocol"]``, with the baselines of ``s["baselines"]``.
 
     Returns:
@@ -232,11 +252,20 @@ def run_dataset(ds, s: dict, kare_lrs_by_depth: dict, log=logger.info, trial: Op
     for m in ("kare", "after_kernel"):
         sel = kare_selected(records, m)
         acc[m]["selected"] = sel["accuracy"]
-        acc[m]["selected_config"] = None if sel["config"] is None else {
-            **sel["config"], "ridge": s["ridges"][sel["ridge_index"]]}
-    out = {"dataset": ds.name, "n_train": len(x_tr), "n_test": len(x_ev), "n_classes": ds.n_classes,
-           "n_examples": len(ds.x), "n_features": int(x_tr.shape[1]), "protocol": protocol, "accuracy": acc,
-           "configs": records}
+        acc[m]["selected_config"] = (
+            None if sel["config"] is None else {**sel["config"], "ridge": s["ridges"][sel["ridge_index"]]}
+        )
+    out = {
+        "dataset": ds.name,
+        "n_train": len(x_tr),
+        "n_test": len(x_ev),
+        "n_classes": ds.n_classes,
+        "n_examples": len(ds.x),
+        "n_features": int(x_tr.shape[1]),
+        "protocol": protocol,
+        "accuracy": acc,
+        "configs": records,
+    }
     if protocol == "validated":
         out["fold_configs"] = _validated(ds, s, records, acc, trial, clock, log)
     for name in s.get("baselines") or []:

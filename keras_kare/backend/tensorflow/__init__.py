@@ -12,6 +12,11 @@ from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolv
 from keras_kare.backend.tensorflow.jacobian import forward_profile
 
 __all__ = [
-    "IMPLEMENTATIONS", "BlockGram", "forward_profile", "block_gram", "gram", "resolve_implementation",
+    "IMPLEMENTATIONS",
+    "BlockGram",
+    "forward_profile",
+    "block_gram",
+    "gram",
+    "resolve_implementation",
     "swap_examples",
 ]

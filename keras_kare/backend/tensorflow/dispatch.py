@@ -29,10 +29,7 @@ IMPLEMENTATIONS = ("auto", "jacobian", "structured")
 def resolve_implementation(model, implementation: str) -> str:
     """Map ``"auto"`` to a concrete implementation for ``model``."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation must be one of {IMPLEMENTATIONS}, "
-            f"received {implementation!r}."
-        )
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, received {implementation!r}.")
     if implementation == "structured":
         structured.check_supported(model)
         if _low_precision(model):

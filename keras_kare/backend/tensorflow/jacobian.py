@@ -24,9 +24,7 @@ import tensorflow as tf
 from keras_kare.backend.tensorflow.outputs import flat_outputs
 
 
-def _per_example_jacobians(
-    model, x, variables: Sequence[tf.Variable], summed: bool
-) -> list[tf.Tensor]:
+def _per_example_jacobians(model, x, variables: Sequence[tf.Variable], summed: bool) -> list[tf.Tensor]:
     """Per-variable Jacobians, each of shape (n, C, p) (C = 1 when summed)."""
     with tf.GradientTape(persistent=False) as tape:
         out = flat_outputs(model, x)  # (n, C)

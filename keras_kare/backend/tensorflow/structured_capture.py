@@ -60,7 +60,7 @@ def _run_model(model, inputs, rec: Recorder):
         for layer in model.layers:
             x = _apply(layer, (x,), {}, rec)
         return x
-    return run_through_graph(model, inputs, lambda op: (lambda *args, **kwargs: _apply(op, args, kwargs, rec)))
+    return run_through_graph(model, inputs, lambda op: lambda *args, **kwargs: _apply(op, args, kwargs, rec))
 
 
 def _apply(op, args, kwargs, rec: Recorder):

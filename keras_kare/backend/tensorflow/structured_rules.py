@@ -44,7 +44,6 @@ from keras_kare.backend.tensorflow.structured_factors import (
 Key = tuple  # tuple of variable ids; one factor per key
 
 
-
 @dataclass
 class Site:
     """One call of a layer with trainable weights, waiting for its cotangents."""
@@ -327,8 +326,12 @@ def conv_site(layer, x, rec: Recorder):
         padding = "valid"
     kernel, bias = layer.kernel, layer.bias if layer.use_bias else None
     z = ops.conv(
-        x_in, _w(kernel, x), strides=list(layer.strides), padding=padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
+        x_in,
+        _w(kernel, x),
+        strides=list(layer.strides),
+        padding=padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
     )
     if bias is not None:
         shape = (1, layer.filters) + (1,) * rank if channels_first else (1,) * (rank + 1) + (layer.filters,)
