@@ -10,6 +10,20 @@ from keras_kare.reproduce.runner import TrainerPool, train_dnn, train_kare
 
 quiet = lambda msg: None  # noqa: E731
 
+# a run_seed configuration that trains for two steps (wiring tests, not accuracy)
+TINY_CFG = dict(
+    depth=1,
+    width=8,
+    kare_ridge=0.1,
+    kare_lr=1.0,
+    kare_steps=2,
+    dnn_lr=0.1,
+    dnn_steps=2,
+    ridges=[1e-2, 1.0],
+    batch_size=None,
+    kernel="summed_output",
+)
+
 
 def _data(rng, n=20, d=3, outputs=1):
     x = rng.normal(size=(n, d)).astype("float32")
@@ -107,18 +121,7 @@ def test_run_seed_trains_and_predicts_with_the_same_kernel_mode(rng, monkeypatch
     monkeypatch.setattr(runner, "KAREModel", spy_model)
     monkeypatch.setattr(runner, "KernelPredictor", spy_predictor)
     x, y = _data(rng, n=30, outputs=3)
-    cfg = dict(
-        depth=1,
-        width=8,
-        kare_ridge=0.1,
-        kare_lr=1.0,
-        kare_steps=2,
-        dnn_lr=0.1,
-        dnn_steps=2,
-        ridges=[1e-2, 1.0],
-        batch_size=None,
-        kernel="summed_output",
-    )
+    cfg = dict(TINY_CFG)
     runner.run_seed(x[:20], y[:20], x[20:], y[20:], 0, cfg, log=quiet)
     assert seen["train"] == ["summed_output"]
     assert seen["krr"] == ["summed_output", "summed_output"]
@@ -149,19 +152,7 @@ def test_index_direction_replays_the_generator():
 
 def test_validated_run_seed_holds_out_training_rows(rng):
     x, y = _data(rng, n=40)
-    cfg = dict(
-        depth=1,
-        width=8,
-        kare_ridge=0.1,
-        kare_lr=1.0,
-        kare_steps=2,
-        dnn_lr=0.1,
-        dnn_steps=2,
-        ridges=[1e-2, 1.0],
-        batch_size=None,
-        kernel="summed_output",
-        validation_fraction=0.25,
-    )
+    cfg = dict(TINY_CFG, validation_fraction=0.25)
     poisoned = y[:32].copy()
     poisoned[24:] = 1e3  # held-out targets: would change every trained model if they reached training
     rows = runner.run_seed(x[:32], poisoned, x[32:], y[32:], 0, cfg, log=quiet)
