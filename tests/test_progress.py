@@ -54,5 +54,6 @@ def test_predictor_progress(capsys):
     p1 = kp_loud.ridge_path(np.logspace(-4, 1, 12))
     assert "9/9" in capsys.readouterr().out  # the eigendecomposition + 8 chunks of the grid
     np.testing.assert_allclose(p1.kare, kp.ridge_path(np.logspace(-4, 1, 12)).kare, rtol=1e-12)
+    bad = KernelPredictor(net, verbose=3)  # scikit-learn convention: checked by fit, not __init__
     with pytest.raises(ValueError, match="verbose"):
-        KernelPredictor(net, verbose=3)
+        bad.fit(x, y)
