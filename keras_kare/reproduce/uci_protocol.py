@@ -43,6 +43,7 @@ from typing import Optional
 
 import numpy as np
 
+from keras_kare.reproduce.eta import format_seconds
 from keras_kare.reproduce.runner import TrainerPool
 
 logger = logging.getLogger("keras_kare.reproduce")
@@ -195,22 +196,14 @@ class RunClock:
             est = seconds * self.total
             self.log(
                 f"first configuration{(' (' + what + ')') if what else ''} took {seconds:.1f}s; estimated total "
-                f"for {self.total} trainings: {_duration(est)} (rough: assumes every training costs the same)"
+                f"for {self.total} trainings: {format_seconds(est)} (rough: assumes every training costs the same)"
             )
 
     def eta(self) -> str:
         """Remaining time at the mean training time so far (trainings only, not the baselines)."""
         if not self.done:
             return "unknown"
-        return _duration(max(self.total - self.done, 0) * (time.time() - self.t0) / self.done)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return format_seconds(max(self.total - self.done, 0) * (time.time() - self.t0) / self.done)
 
 
 def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
