@@ -9,9 +9,10 @@ Workloads (float32, random data of the stated shapes):
   dnn-b32    the same runner, 13-128-128-5, n = 152, batch 32 (5 batches per pass), --dnn-b32-passes passes
 
 For each, in one process: the steady-state step (``--calls`` back-to-back
-direct calls of the compiled train function on a ready iterator, after
-warm-up; per SGD step) and the wall time of the user's call (KAREModel.fit for ``--epochs``
-epochs; train_dnn for the passes given), excluding tracing (a warm-up call runs
+direct calls of the compiled train function on a ready iterator, or of
+train_dnn's compiled loop of passes, after warm-up; per SGD step) and the
+wall time of the user's call (KAREModel.fit for ``--epochs`` epochs;
+train_dnn for the passes given), excluding tracing (a warm-up call runs
 first); the ratio is that wall time / (SGD steps × step). Step and fit are
 measured alternately ``--repeats`` times (shared machines drift); the table
 gives medians and the range of the ratio.
@@ -134,10 +135,23 @@ def bench_dnn(w, passes: int, calls: int, repeats: int) -> dict:
 
     model = runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)[0]  # traces
     spe = model.steps_per_execution  # SGD steps per compiled call
-    sgd_steps = passes * -(-n // (batch or n))
+    per_pass = -(-n // (batch or n))
+    sgd_steps = passes * per_pass
+    (entry,) = pool._entries.values()  # the compiled loop train_dnn runs (one pooled network)
+    loop, ppc = entry["loop"], spe // per_pass
+    orders = np.stack([np.random.default_rng(i).permutation(n) for i in range(ppc)])
+    xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+
+    def loop_seconds():
+        """Seconds per SGD step of ``calls`` back-to-back calls of the compiled loop (``spe`` steps each)."""
+        loop(xt, yt, orders, ppc)
+        t = time.perf_counter()
+        for _ in range(calls):
+            loop(xt, yt, orders, ppc)
+        return (time.perf_counter() - t) / (calls * spe)
 
     def measure():
-        step = _step_seconds(model, x, y, batch or n, calls, spe=spe)
+        step = loop_seconds()
         t = time.perf_counter()
         runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)
         fit = time.perf_counter() - t

@@ -92,13 +92,46 @@ def epoch_dataset(x, y=None, *, batch_size: Optional[int] = None, shuffle: bool 
         # the whole data set is one batch: no slicing, no permutation
         return tf.data.Dataset.from_tensors(data).repeat(), steps
     tensors = tf.nest.map_structure(tf.convert_to_tensor, data)
+    # batch before repeat: every epoch ends with its own (partial) last batch, as with Keras' arrays
+    indices = _epoch_indices(n, shuffle, seed).batch(size).repeat()
+    dataset = indices.map(lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors))
+    return dataset.prefetch(1), steps
+
+
+def _epoch_indices(n: int, shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
+    """The example indices of one epoch, ``0..n-1``, in the epoch's order (one pipeline for both users below)."""
     indices = tf.data.Dataset.range(n)
     if shuffle:
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    # batch before repeat: every epoch ends with its own (partial) last batch, as with Keras' arrays
-    indices = indices.batch(size).repeat()
-    dataset = indices.map(lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors))
-    return dataset.prefetch(1), steps
+    return indices
+
+
+def epoch_orders(n: int, *, shuffle: bool = True, seed: Optional[int] = None) -> tf.data.Dataset:
+    """An endless dataset of the per-epoch orders :func:`epoch_dataset` visits ``n`` examples in.
+
+    Element ``e`` is an int64 vector of length ``n``: the example indices of
+    epoch ``e`` in order; batch ``b`` of :func:`epoch_dataset` (``batch_size``
+    s, ``shuffle``, ``seed`` and the global seed the same) is slice
+    ``[b·s, (b+1)·s)`` of it. Both are built from the same index pipeline, so
+    under the same random state they draw the same permutations. For training
+    loops that gather their own batches from in-memory arrays.
+
+    Args:
+        n: number of examples (> 1 for a shuffle to matter).
+        shuffle: a new permutation every epoch; else always ``0..n-1``.
+        seed: operation seed of the shuffle (the global seed applies too).
+
+    Returns:
+        A ``tf.data.Dataset`` of int64 vectors of shape ``(n,)``.
+
+    Example:
+        >>> orders = iter(epoch_orders(5, shuffle=False))
+        >>> next(orders).numpy().tolist()
+        [0, 1, 2, 3, 4]
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, received {n!r}.")
+    return _epoch_indices(int(n), shuffle, seed).batch(int(n)).repeat()
 
 
 def _split_validation(x, y, fraction: float):

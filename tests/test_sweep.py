@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from precision import U32
 
+from keras_kare import in_memory
 from keras_kare.reproduce import build_mlp, runner
 from keras_kare.reproduce.eta import ETA, format_seconds
 from keras_kare.reproduce.runner import TrainerPool, train_dnn, train_kare
@@ -72,18 +74,78 @@ def test_dnn_sweep_traces_once_and_matches_fresh_models(rng, monkeypatch, batch_
     x, y = _data(rng)
     pool = TrainerPool()
     configs = [(0, 0.1), (1, 0.05), (0, 0.01)]
-    pooled = []
+    pooled, traced = [], []
     for seed, lr in configs:
         keras.utils.set_random_seed(seed)  # the batch shuffle draws from the global seed
         net, info = train_dnn(_net(seed), x, y, lr, 7, batch_size, quiet, pool=pool)
         pooled.append([w.copy() for w in net.get_weights()])
+        traced.append(len(traces))
     assert pool.builds == 1
-    assert len(traces) == 1
+    # one trace of the compiled loop: one train_step per batch shape (full batches, a partial last one)
+    assert traced == [1 if batch_size is None else 2] * len(configs)
     for (seed, lr), weights in zip(configs, pooled):
         keras.utils.set_random_seed(seed)
         fresh, _ = train_dnn(_net(seed), x, y, lr, 7, batch_size, quiet)
         for a, b in zip(weights, fresh.get_weights()):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _keras_fit_dnn(net, x, y, lr, passes, batch_size):
+    """The reference DNN training: plain ``keras.Model.fit`` on ``in_memory.epoch_dataset``, one pass an epoch.
+
+    Returns the network and the per-pass mean losses.
+    """
+    n = len(x)
+    bs = min(batch_size or n, n)
+    net.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    data, per_pass = in_memory.epoch_dataset(x, y, batch_size=bs, shuffle=bs < n)
+    history = net.fit(data, steps_per_epoch=per_pass, epochs=passes, shuffle=False, verbose=0)
+    return net, history.history["loss"]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize(
+    "batch_size, passes",
+    [(None, 7), (8, 7), (8, 40)],  # full batch; 3 batches a pass (last partial); 33 passes a call and 7 more
+)
+def test_dnn_compiled_loop_matches_keras_fit(rng, jit_compile, batch_size, passes):
+    """train_dnn's compiled loop runs Keras' fit steps on the same batches in the same order.
+
+    Oracle: ``keras.Model.fit`` on the same pipeline, same global seed (the
+    mini-batch shuffle), one pass per epoch (:func:`_keras_fit_dnn`).
+    Tolerance: each of the ``s`` SGD steps changes a weight by lr·g, g a sum
+    over at most n = 20 examples of products carrying a few roundings each;
+    XLA may sum in another order, so a step's update may differ by (n + 8)·u
+    relative to the largest update (bounded by the total movement: small lr,
+    few steps), and the differences of s steps add up. A batch out of order
+    would change the weights by a whole step's size, ~1/u times more.
+    """
+    x, y = _data(rng)
+    keras.utils.set_random_seed(3)
+    ref, losses = _keras_fit_dnn(_net(0), x, y, 0.05, passes, batch_size)
+    keras.utils.set_random_seed(3)
+    net, info = train_dnn(_net(0), x, y, 0.05, passes, batch_size, quiet, jit_compile=jit_compile)
+    per_pass = 1 if batch_size is None else 3
+    steps = passes * per_pass
+    for a, b, w0 in zip(ref.get_weights(), net.get_weights(), _net(0).get_weights()):
+        moved = float(np.abs(a - w0).max())
+        np.testing.assert_allclose(b, a, rtol=0, atol=steps * (len(x) + 8) * U32 * moved + 4 * U32 * np.abs(a).max())
+    # the logged loss: the mean over the last whole call (min(passes, 100 // per_pass) passes)
+    per_call = min(passes, 100 // per_pass)
+    last_call = losses[(passes // per_call) * per_call - per_call : (passes // per_call) * per_call]
+    assert info["final_loss"] == pytest.approx(np.mean(last_call), rel=steps * (len(x) + 8) * U32)
+
+
+def test_epoch_orders_are_the_batches_of_epoch_dataset():
+    n, bs = 11, 4
+    keras.utils.set_random_seed(5)
+    data, steps = in_memory.epoch_dataset(np.arange(n), batch_size=bs, shuffle=True)
+    batches = [b.numpy() for _, b in zip(range(4 * steps), data)]
+    keras.utils.set_random_seed(5)
+    orders = [o.numpy() for _, o in zip(range(4), in_memory.epoch_orders(n, shuffle=True))]
+    np.testing.assert_array_equal(np.concatenate(batches), np.concatenate(orders))
+    assert all(sorted(o) == list(range(n)) for o in orders) and len({tuple(o) for o in orders}) > 1
+    np.testing.assert_array_equal(next(iter(in_memory.epoch_orders(n, shuffle=False))), np.arange(n))
 
 
 def test_pool_keys_separate_architectures_and_objectives(rng):
