@@ -1,8 +1,9 @@
 """Interleaved step-time comparison: this tree vs a git revision vs a minimal prototype.
 
 The benchmark step (KAREModel.train_step, MLP 784-512-512-1 GELU, batch 256,
-float32, graph mode) is timed for several arms *in one process*, calling the
-arms in turn, so that the shared machine's drift affects all of them alike:
+float32, graph mode; ``--net fig1``: the Figure 1 network 10-64-1 at ``--batch 800``)
+is timed for several arms *in one process*, calling the arms in turn, so that the
+shared machine's drift affects all of them alike:
 
 * ``work``: the package in this working tree;
 * ``rev``: the package at ``--rev`` (extracted with ``git archive`` into a
@@ -16,6 +17,7 @@ writes JSON.
 
 Usage:
   python benchmarks/bench_step_compare.py --rev ddcdae2 --calls 100 --repeats 3
+  python benchmarks/bench_step_compare.py --net fig1 --batch 800 --no-prototype --rev main --calls 50
 """
 
 from __future__ import annotations
@@ -96,6 +98,13 @@ def _prototype_step(net, tf):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rev", default=None, help="git revision to compare with (omit: no 'rev' arm)")
+    ap.add_argument(
+        "--net",
+        choices=("mlp784", "fig1"),
+        default="mlp784",
+        help="mlp784: 784-512-512-1 GELU, kernel 'trace'; fig1: the Figure 1 network 10-64-1 GELU "
+        "(PyTorch init), kernel 'summed_output' (use --batch 800 --no-prototype)",
+    )
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--calls", type=int, default=100, help="timed calls per arm and repeat")
     ap.add_argument("--repeats", type=int, default=3)
@@ -114,14 +123,25 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     n = args.batch
-    net = keras.Sequential(
-        [keras.Input((784,)), keras.layers.Dense(512, "gelu"), keras.layers.Dense(512, "gelu"), keras.layers.Dense(1)]
-    )
-    x = tf.constant(rng.normal(size=(n, 784)).astype("float32"))
-    y = tf.constant(rng.normal(size=(n, 1)).astype("float32"))
+    if args.net == "fig1":
+        from keras_kare.reproduce import build_mlp
+
+        net, d, kernel = build_mlp(10, 1, 64, 1, seed=0), 10, "summed_output"
+    else:
+        net = keras.Sequential(
+            [
+                keras.Input((784,)),
+                keras.layers.Dense(512, "gelu"),
+                keras.layers.Dense(512, "gelu"),
+                keras.layers.Dense(1),
+            ]
+        )
+        d, kernel = 784, "trace"
+    x = tf.constant(rng.normal(size=(n, d)).astype("float32"))
+    y = tf.constant(np.tanh(rng.normal(size=(n, 1))).astype("float32"))
 
     def kare_step(module):
-        km = module.KAREModel(net, kernel="trace", implementation="structured")
+        km = module.KAREModel(net, kernel=kernel, implementation="structured")
         km.compile(optimizer=keras.optimizers.SGD(1e-12))
         km.build(x.shape)
         km.optimizer.build(net.trainable_variables)

@@ -96,6 +96,50 @@ def robust_cholesky(m: tf.Tensor) -> Factor:
     return Factor(chol, retries, _finite(chol))
 
 
+TRIANGULAR_INVERSE_LEAF = 128
+""":func:`lower_triangular_inverse` inverts blocks up to this size by a
+triangular solve against the identity and larger ones recursively."""
+
+
+def lower_triangular_inverse(chol: tf.Tensor, leaf: int = TRIANGULAR_INVERSE_LEAF) -> tf.Tensor:
+    """``L⁻¹`` of a lower-triangular ``L`` by recursive 2×2 blocking (as LAPACK's ``trtri``).
+
+    ``[[L₁₁, 0], [L₂₁, L₂₂]]⁻¹ = [[L₁₁⁻¹, 0], [−L₂₂⁻¹ L₂₁ L₁₁⁻¹, L₂₂⁻¹]]``: the
+    off-diagonal block costs two matrix products, the diagonal blocks recurse
+    down to ``leaf``, where a triangular solve against the identity takes
+    over. About n³/3 multiply-adds in matrix products instead of the n³/2 of
+    one triangular solve against the n×n identity (which does not skip the
+    identity's zeros), and matrix products run faster than TensorFlow's
+    triangular solve on a CPU. The same backward error bound as the
+    triangular solve holds (each block is a triangular solve or a product of
+    such blocks). Only the lower triangle of ``chol`` is read; NaN in it
+    (a failed factorisation) propagates.
+
+    Args:
+        chol: (n, n) lower-triangular float matrix. With an unknown static n
+            the plain triangular solve is used.
+        leaf: largest block inverted by a triangular solve.
+
+    Returns:
+        The (n, n) lower-triangular inverse, in ``chol``'s dtype.
+
+    Example:
+        >>> l = tf.linalg.cholesky(tf.constant([[4.0, 2.0], [2.0, 3.0]], tf.float64))
+        >>> np.allclose(lower_triangular_inverse(l, leaf=1) @ l, np.eye(2))
+        True
+    """
+    n = chol.shape[0]
+    if n is None or n <= max(1, leaf):
+        return tf.linalg.triangular_solve(chol, tf.eye(tf.shape(chol)[0], dtype=chol.dtype), lower=True)
+    h = n // 2
+    top = lower_triangular_inverse(chol[:h, :h], leaf)
+    bottom = lower_triangular_inverse(chol[h:, h:], leaf)
+    off = -tf.matmul(bottom, tf.matmul(chol[h:, :h], top))
+    return tf.concat(
+        [tf.concat([top, tf.zeros([h, n - h], chol.dtype)], axis=1), tf.concat([off, bottom], axis=1)], axis=0
+    )
+
+
 def _lapack_cholesky(m: np.ndarray) -> np.ndarray:
     """``np.linalg.cholesky`` with the BLAS thread pool limited to one thread.
 
