@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_kare import _validation as v
 from keras_kare import nystrom
 from keras_kare.backend import forward_profile
+from keras_kare.factor import symmetric_eigh
 from keras_kare.memory import (
     USABLE_FRACTION,
     available_bytes,
@@ -413,7 +414,7 @@ class KernelPredictor:
     def _spectrum(self):
         """(eigenvalues, eigenvectors) of the training Gram, computed once and cached (exact solver)."""
         if self._eig is None:
-            self._eig = np.linalg.eigh(self.train_kernel_)
+            self._eig = symmetric_eigh(self.train_kernel_)
         return self._eig
 
     def kernel_eigenvalues(self) -> np.ndarray:

@@ -128,3 +128,17 @@ def test_float32_kernel_gradient_at_blocked_sizes_agrees_with_float64(rng):
 
     g64, g32 = grad(k64), grad(k64.astype(np.float32))
     assert np.linalg.norm(g32 - g64) < n * np.finfo(np.float32).eps * np.linalg.norm(g64)
+
+
+def test_symmetric_eigh_matches_numpy_and_restores_the_thread_limit(rng):
+    """One-thread LAPACK below the size limit: the same decomposition up to round-off (backward error ~ n·u·‖K‖)."""
+    from threadpoolctl import threadpool_info
+
+    from keras_kare.factor import symmetric_eigh
+
+    before = [i["num_threads"] for i in threadpool_info()]
+    k = _psd(rng, 120, rank=30)
+    s, v = symmetric_eigh(k)
+    np.testing.assert_allclose(s, np.linalg.eigvalsh(k), atol=4 * 120 * U64 * np.abs(s).max())
+    np.testing.assert_allclose((v * s) @ v.T, k, atol=4 * 120 * U64 * np.abs(s).max())
+    assert [i["num_threads"] for i in threadpool_info()] == before

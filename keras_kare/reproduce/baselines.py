@@ -32,6 +32,7 @@ import numpy as np
 
 from keras_kare.datasets.uci import encode_targets
 from keras_kare.decision import class_index
+from keras_kare.factor import symmetric_eigh
 from keras_kare.ridge import spectral_path
 
 BASELINES = ("svc", "rf", "krr-rbf")
@@ -151,7 +152,7 @@ def _krr_rbf(x_tr, labels_tr, x_eval, n_classes: int):
     for g in sorted({p["gamma"] for p in param_grid("krr-rbf", x_tr.shape[1])}):
         k = rbf_kernel(x_tr, x_tr, g)
         k = (k + k.T) / 2
-        s, v = np.linalg.eigh(k)
+        s, v = symmetric_eigh(k)
         lambdas = np.asarray(KRR_RIDGES) * np.trace(k) / n**2
         loo.extend(spectral_path(s, v, y, lambdas)[1])
         cross = rbf_kernel(x_eval, x_tr, g) @ v / n  # (m, n) in the eigenbasis
