@@ -229,7 +229,16 @@ class KAREModel(keras.Model):
     def get_metrics_result(self):
         if getattr(self, "_metrics_result_fn", None) is None:
             self._metrics_result_fn = tf.function(super().get_metrics_result)
-        return self._metrics_result_fn()
+        result = self._metrics_result_fn()
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and isinstance(result, dict):
+            # Read across replicas, a Sum tracker is the sum of every replica's count; a skipped step is
+            # skipped (and counted) on all R replicas. Per replica, as the per-batch logs report them.
+            result = dict(result)
+            for name in _COUNTER_NAMES:
+                if name in result:
+                    result[name] = result[name] / replicas
+        return result
 
     # ------------------------------------------------------------- KARE steps
     def _resolved_implementation(self) -> str:
