@@ -32,7 +32,7 @@ class _GoodStepMean(keras.metrics.Mean):
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
-class KAREModel(keras.Model):
+class KAREModel(compat.MultiWorkerFix, keras.Model):
     """A Keras model whose ``train_step`` minimises KARE of its batch NTK.
 
     For every batch (x, y) the model builds the empirical NTK Gram K of
@@ -85,7 +85,10 @@ class KAREModel(keras.Model):
     Distribution (``tf.distribute.MirroredStrategy``): each replica computes
     KARE on its own share of the global batch and the step minimises the mean
     of the replicas' KAREs; see :mod:`keras_kare.distribute`. The global batch
-    must be divisible by the number of replicas.
+    must be divisible by the number of replicas. The ``nonfinite_steps`` and
+    ``factor_retries`` counts are means over the replicas (a step skipped on
+    every replica counts once). ``MultiWorkerMirroredStrategy`` (one process
+    per worker) works the same way, see ``docs/scaling_out.md``.
 
     Batches must hold at least 2 examples (KARE of one example is constant);
     use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
@@ -207,8 +210,25 @@ class KAREModel(keras.Model):
         self.stop_reason_ = None
         _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
         # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
-        arguments = in_memory.fit_arguments(arguments)
+        seed = None
+        if _distribute.spans_workers(self.distribute_strategy) and in_memory.is_in_memory(arguments.get("x")):
+            seed = _distribute.shared_seed(self.distribute_strategy)  # the same shuffles on every worker
+        arguments = in_memory.fit_arguments(arguments, seed=seed)
+        self._build_from_dataset(arguments.get("x"))
         return super().fit(**arguments, **extra)
+
+    def _build_from_dataset(self, data):
+        """Build from a dataset's element shapes before ``fit``, if not built yet.
+
+        ``train_step`` would build the model at its first step, but callbacks
+        run before that: ``keras.callbacks.BackupAndRestore`` restores into a
+        built model only (and raises otherwise).
+        """
+        if self.built or not isinstance(data, tf.data.Dataset):
+            return
+        spec = data.element_spec
+        x_spec = spec[0] if isinstance(spec, tuple) else spec
+        self.build(tf.nest.map_structure(lambda s: tuple(s.shape), x_spec))
 
     # -------------------------------------------------- per-epoch metric work
     # Keras resets and reads the metrics once per epoch (and per evaluate), one
