@@ -103,17 +103,20 @@ def run_cluster(
             run; when it returns True, every worker still running is killed
             (e.g. once one of them was killed: the others would wait for it in
             a collective). Those workers then report None instead of raising.
-        log_dir: where the workers' stdout/stderr files go (default: a
-            temporary folder next to nothing: the current directory is not used).
+        log_dir: the workers' working directory, where their stdout/stderr
+            files go (default: a temporary folder, removed afterwards).
 
     Raises:
         ClusterError: a worker exited non-zero (unless stopped through
             ``stop_all_when``), printed no result, or the timeout passed.
     """
-    import tempfile
+    if log_dir is None:
+        import tempfile
 
+        with tempfile.TemporaryDirectory(prefix="kare-cluster-") as tmp:
+            return run_cluster(scenario, args, workers, timeout, env, stop_all_when, Path(tmp))
     ports = free_ports(workers)
-    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="kare-cluster-"))
+    log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     procs, logs = [], []
     stopped = False
@@ -133,7 +136,7 @@ def run_cluster(
                 )
             )
         deadline = time.monotonic() + timeout
-        while any(p.poll() is None for p in procs):
+        while None in [p.poll() for p in procs]:  # poll every worker (sets returncode), not just up to a live one
             if stop_all_when is not None and not stopped and stop_all_when(procs):
                 stopped = True
                 for p in procs:
@@ -333,6 +336,18 @@ def scenario_train(argv: Sequence[str]) -> None:
         # outside the scope every worker computes the same Gram alone
         out["ntk_outside"] = np.asarray(keras_kare.ntk(model.base_model, x[:8], batch_size=4)).tolist()
     _report(out)
+
+
+def scenario_sleep(argv: Sequence[str]) -> None:
+    """No TensorFlow: write the process id to ``pid-INDEX`` and sleep (``--die INDEX``: that worker kills itself)."""
+    import signal
+
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    Path(f"pid-{index}").write_text(str(os.getpid()))
+    if len(argv) == 2 and argv[0] == "--die" and int(argv[1]) == index:
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(600)
 
 
 def main(argv: Sequence[str]) -> None:

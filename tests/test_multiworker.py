@@ -16,13 +16,14 @@ compares what they report with a reference computed here, in one process:
 
 import inspect
 import json
+import os
 import signal
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from multiworker import data, network, run_cluster
+from multiworker import ClusterError, data, network, run_cluster
 from precision import float32_gram_entry_rtol
 
 import keras_kare
@@ -105,6 +106,28 @@ def _killed(procs) -> bool:
     return any(p.returncode == -signal.SIGKILL for p in procs)
 
 
+# ------------------------------------------------------------------ the cluster helper itself (fast: no TensorFlow)
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_cluster_helper_kills_its_workers_on_timeout(tmp_path):
+    with pytest.raises(ClusterError, match="did not finish in 3"):
+        run_cluster("sleep", timeout=3, log_dir=tmp_path)
+    pids = [int((tmp_path / f"pid-{i}").read_text()) for i in range(2)]
+    assert all(_gone(pid) for pid in pids)
+
+
+def test_cluster_helper_stops_the_others_when_one_is_killed(tmp_path):
+    assert run_cluster("sleep", ["--die", "1"], timeout=60, stop_all_when=_killed, log_dir=tmp_path) == [None, None]
+    pids = [int((tmp_path / f"pid-{i}").read_text()) for i in range(2)]
+    assert all(_gone(pid) for pid in pids)
+
+
 # ------------------------------------------------------------------ 2 workers vs one process
 @pytest.mark.slow
 @pytest.mark.parametrize("scope", SCOPES)
@@ -146,9 +169,8 @@ def test_single_process_fit_killed_and_resumed_equals_uninterrupted(tmp_path, sh
     first = run_cluster("train", killed, workers=1, stop_all_when=_killed, log_dir=tmp_path / "run1")
     assert first == [None]  # SIGKILLed after the first batch of epoch 3
     resumed = run_cluster("train", killed, workers=1, log_dir=tmp_path / "run2")[0]  # the same command
-    straight = run_cluster(
-        "train", _train_args(tmp_path, "straight", *extra, epochs=epochs, distributed=False), workers=1
-    )[0]
+    straight_args = _train_args(tmp_path, "straight", *extra, epochs=epochs, distributed=False)
+    straight = run_cluster("train", straight_args, workers=1, log_dir=tmp_path / "run3")[0]
     runs = _epoch_log(tmp_path / "killed.log")
     print("epochs begun/ended per run:", runs, "History of the resumed run:", resumed["epochs"])
     assert runs[0] == {"begin": [0, 1, 2, 3], "end": [0, 1, 2]}  # epoch 3 was cut short
@@ -171,7 +193,8 @@ def test_two_workers_one_killed_and_both_restarted_equals_uninterrupted(tmp_path
     first = run_cluster("train", killed, stop_all_when=_killed, log_dir=tmp_path / "run1")
     assert first == [None, None]
     resumed = run_cluster("train", killed, log_dir=tmp_path / "run2")  # the same command on both workers
-    straight = run_cluster("train", _train_args(tmp_path, "straight", "--shuffle", epochs=epochs))
+    straight_args = _train_args(tmp_path, "straight", "--shuffle", epochs=epochs)
+    straight = run_cluster("train", straight_args, log_dir=tmp_path / "run3")
     runs = _epoch_log(tmp_path / "killed.log")
     print("epochs begun/ended per worker and run:", runs, "History:", [r["epochs"] for r in resumed])
     first_runs, second_runs = runs[:2], runs[2:]
