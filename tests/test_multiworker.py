@@ -18,6 +18,9 @@ import inspect
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -205,3 +208,19 @@ def test_two_workers_one_killed_and_both_restarted_equals_uninterrupted(tmp_path
     assert [r["iterations"] for r in resumed] == [r["iterations"] for r in straight] == [epochs * 2] * 2
     print(f"max |w_resumed - w_uninterrupted| = {_max_diff(resumed[0]['weights'], straight[0]['weights']):.3g}")
     _assert_weights_close(resumed[0]["weights"], straight[0]["weights"], _rtol(1))
+
+
+@pytest.mark.slow
+def test_tutorial_local_cluster_recovers_from_a_killed_worker(tmp_path):
+    """tutorials/multi_worker.py --local-cluster --simulate-failure: worker 1 dies in epoch 3, the launcher
+    restarts both workers, they resume at epoch 3 and finish; the chief saves the model."""
+    script = Path(__file__).resolve().parents[1] / "tutorials" / "multi_worker.py"
+    env = dict(os.environ, PYTHONPATH=str(script.parents[1]), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, str(script), "--local-cluster", "--simulate-failure", "--epochs", "4"]
+    cmd += ["--out", str(tmp_path), "--timeout", "400"]  # the launcher stops its workers after 400 s
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "restarting every worker" in proc.stdout
+    assert "worker 0: ran epochs 3..4 in this run" in proc.stdout
+    assert "worker 1: ran epochs 3..4 in this run" in proc.stdout
+    assert (tmp_path / "kare_model.keras").exists()
