@@ -1,24 +1,47 @@
 """``tf.distribute`` support for :class:`~keras_kare.KAREModel` (replica semantics and helpers).
 
-Semantics under a strategy with R replicas (e.g. ``MirroredStrategy``): Keras
-splits every *global* batch of B examples into R contiguous shares of B/R
-examples; **each replica computes the NTK Gram and KARE of its own share**
-(a (B/R)×(B/R) kernel: no cross-replica kernel entries), and the step
-minimises the *mean* of the R per-replica KAREs — the gradient of each
-replica's KARE is scaled by 1/R and Keras' optimizer sums them across
-replicas. The ``kare``/``loss`` logs are likewise the mean over replicas (and
-over the epoch's steps). So a run with global batch B on R replicas equals,
-step for step, a single-device run that splits each batch of B into R
-consecutive pieces of B/R, averages their KAREs and differentiates that; it is
-*not* the same as single-device KARE on batches of B (whose kernel couples all
-B examples) — the effective KARE batch size is B/R. To keep KARE's batch at b,
-use a global batch of b·R.
+Under a strategy with R replicas (``MirroredStrategy``,
+``MultiWorkerMirroredStrategy``, ``TPUStrategy``) Keras splits every *global*
+batch of B examples into R shares of B/R examples. ``KAREModel(kare_scope=...)``
+decides what KARE is computed on:
 
-B must be divisible by R so that every replica sees the same KARE batch size:
+``kare_scope="replica"`` (default; cheapest)
+    **Each replica computes the NTK Gram and KARE of its own share** (a
+    (B/R)×(B/R) kernel: no cross-replica kernel entries), and the step
+    minimises the *mean* of the R per-replica KAREs — the gradient of each
+    replica's KARE is scaled by 1/R and Keras' optimizer sums them across
+    replicas. The ``kare``/``loss`` logs are likewise the mean over replicas.
+    A run with global batch B on R replicas equals, step for step, a
+    single-device run that splits each batch of B into R pieces of B/R,
+    averages their KAREs and differentiates that; it is *not* single-device
+    KARE on batches of B — the effective KARE batch size is B/R, so the
+    objective changes with R. To keep KARE's batch at b, use a global batch
+    of b·R. Communication: one all-reduce of the gradients (as for any Keras
+    model) and a few scalars. Right when B/R is already a good KARE batch
+    (hundreds of examples) and devices are many.
+
+``kare_scope="global"``
+    **One KARE over the whole global batch**, exactly the single-device KARE of
+    B examples, whatever R. Each replica computes the per-example NTK factors
+    of its share, gathers everyone's factors (``all_gather``), builds its
+    (B/R)×B row block of the Gram, the row blocks are gathered into the B×B
+    Gram and every replica solves the same KARE (redundantly: B³/3 flops per
+    replica, no further communication). Gradients flow back through the
+    collectives (:func:`gather_examples`, :func:`gather_replicated_rows`):
+    each replica's gradient is its share of the exact gradient and the
+    optimizer's cross-replica sum is the single-device gradient. Per step each
+    replica receives the other replicas' factors — (R−1)/R · B · Σ_l (d_in,l +
+    C·d_out,l) numbers for a Dense network — and row blocks, (R−1)/R · B²
+    numbers, and all-reduces the factors' cotangents in the backward pass
+    (the network with the jacobian NTK gathers the inputs instead and
+    recomputes all B examples' Jacobians on every replica). Right when the
+    KARE batch must not depend on the device count (reproducing a
+    single-device run, few devices, B up to a few thousand).
+
+B must be divisible by R so that every replica sees the same number of examples:
 :func:`check_global_batch` raises otherwise (for static batch sizes, before
 training), and :func:`check_replica_batch` raises at run time when the shares
 differ (e.g. a last partial batch; use ``drop_remainder=True``).
-
 A step whose KARE or gradient is not finite on *any* replica is skipped on all
 of them (:func:`all_replicas`, :func:`apply_or_else`), keeping the replicas'
 weights identical.
@@ -47,6 +70,15 @@ import random
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
+
+KARE_SCOPES = ("replica", "global")
+
+
+def check_kare_scope(kare_scope) -> str:
+    """Return ``kare_scope`` after checking it is one of :data:`KARE_SCOPES`."""
+    if kare_scope not in KARE_SCOPES:
+        raise ValueError(f"kare_scope must be one of {KARE_SCOPES}, received {kare_scope!r}.")
+    return kare_scope
 
 
 def _replica_context():
@@ -100,6 +132,63 @@ def scale_for_replicas(value):
     if ctx is None:
         return value
     return value * tf.cast(1.0 / ctx.num_replicas_in_sync, value.dtype)
+
+
+def in_replicas() -> bool:
+    """True inside the replica context of a strategy with more than one replica (a distributed step)."""
+    return _replica_context() is not None
+
+
+def gather_examples(value, axis: int = 0):
+    """Every replica's ``value`` concatenated along ``axis`` in replica order (``value`` itself without replicas).
+
+    Differentiable with the collective's own gradient: the cotangents of the
+    gathered tensor are summed over replicas and each replica gets its slice.
+    Integer tensors (ids) are gathered too; they carry no gradient.
+    """
+    ctx = _replica_context()
+    if ctx is None:
+        return value
+    return _with_static_shape(ctx.all_gather(value, axis=axis), value, axis, ctx.num_replicas_in_sync)
+
+
+def _with_static_shape(gathered, value, axis: int, replicas: int):
+    """The static shape ``all_gather`` loses: ``value``'s, with ``axis`` multiplied by the replica count."""
+    shape = value.shape
+    if shape.rank is None:
+        return gathered
+    dims = list(shape)
+    dims[axis] = None if dims[axis] is None else dims[axis] * replicas
+    gathered.set_shape(dims)
+    return gathered
+
+
+def gather_replicated_rows(rows):
+    """Stack every replica's row block (equal shares, replica order) into the full matrix.
+
+    For a stacked matrix whose *downstream computation is replicated*
+    (every replica evaluates the same function of it, e.g. KARE of the global
+    Gram): the backward pass hands each replica its own rows of the cotangent
+    — which is identical on every replica — instead of all-reducing a B×B
+    tensor and scaling by 1/R as the generic gather would. The objective of
+    such a replicated computation is therefore *not* scaled by 1/R: the
+    optimizer's cross-replica sum of the replicas' row-block gradients is the
+    gradient of the one objective.
+    """
+    ctx = _replica_context()
+    if ctx is None:
+        return rows
+
+    @tf.custom_gradient
+    def gather(block):
+        def grad(upstream):
+            n = tf.shape(block)[0]
+            start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * n
+            return upstream[start : start + n]
+
+        return _with_static_shape(ctx.all_gather(block, axis=0), block, 0, ctx.num_replicas_in_sync), grad
+
+    return gather(rows)
 
 
 def all_replicas(flag):
