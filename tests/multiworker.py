@@ -216,19 +216,6 @@ def _weights(model) -> list:
     return [w.numpy().tolist() for w in model.base_model.trainable_variables]
 
 
-def kare_model_kwargs(scope: str) -> dict:
-    """``KAREModel`` keyword arguments for a KARE scope ("replica" is also the default of older versions)."""
-    import inspect
-
-    from keras_kare import KAREModel
-
-    if "kare_scope" in inspect.signature(KAREModel.__init__).parameters:
-        return {"kare_scope": scope}
-    if scope != "replica":
-        raise ValueError(f"this KAREModel has no kare_scope argument; cannot run scope {scope!r}")
-    return {}
-
-
 def _callbacks(index: int, backup_dir: str, log: str, kill_worker: int, kill_epoch: int, marker: str) -> list:
     """BackupAndRestore (one folder per worker), a log of epochs begun/ended, and the kill switch.
 
@@ -295,6 +282,7 @@ def scenario_train(argv: Sequence[str]) -> None:
     p.add_argument("--marker", default="")
     p.add_argument("--nan-row", type=int, default=-1)
     p.add_argument("--probe-ntk", action="store_true")
+    p.add_argument("--jit", action="store_true", help="compile(jit_compile=True): the step under XLA")
     a = p.parse_args(argv)
 
     tf, strategy, index = _setup(a.distributed)
@@ -309,10 +297,8 @@ def scenario_train(argv: Sequence[str]) -> None:
         y = y.copy()
         y[a.nan_row] = np.nan
     with strategy.scope():
-        model = KAREModel(
-            network(), ridge=0.1, on_nonfinite="skip" if a.nan_row >= 0 else "stop", **kare_model_kwargs(a.scope)
-        )
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5))
+        model = KAREModel(network(), ridge=0.1, on_nonfinite="skip" if a.nan_row >= 0 else "stop", kare_scope=a.scope)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5), jit_compile=True if a.jit else "auto")
     w0 = _weights(model)
     callbacks = _callbacks(index, a.backup_dir, a.log, a.kill_worker, a.kill_epoch, a.marker)
     hist = model.fit(x, y, batch_size=a.batch, epochs=a.epochs, shuffle=a.shuffle, callbacks=callbacks, verbose=0)

@@ -14,7 +14,6 @@ compares what they report with a reference computed here, in one process:
 - a batch that is not finite on one worker only is skipped on both.
 """
 
-import inspect
 import json
 import os
 import signal
@@ -30,10 +29,9 @@ from multiworker import ClusterError, data, network, run_cluster
 from precision import float32_gram_entry_rtol
 
 import keras_kare
-from keras_kare import KAREModel
+from keras_kare.distribute import KARE_SCOPES
 
-# "global" joins once KAREModel has a kare_scope argument
-SCOPES = ["replica", "global"] if "kare_scope" in inspect.signature(KAREModel.__init__).parameters else ["replica"]
+SCOPES = list(KARE_SCOPES)
 N_PARAMS = 5 * 8 + 8 + 8 + 1  # the Dense(8) -> Dense(1) network on 5 features
 BATCH, WORKERS = 16, 2
 
@@ -133,9 +131,11 @@ def test_cluster_helper_stops_the_others_when_one_is_killed(tmp_path):
 
 # ------------------------------------------------------------------ 2 workers vs one process
 @pytest.mark.slow
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("scope", SCOPES)
-def test_two_workers_equal_the_single_process_reference(tmp_path, scope):
-    results = run_cluster("train", _train_args(tmp_path, "fit", "--probe-ntk", scope=scope), log_dir=tmp_path)
+def test_two_workers_equal_the_single_process_reference(tmp_path, scope, jit):
+    args = _train_args(tmp_path, "fit", "--probe-ntk", *(["--jit"] if jit else []), scope=scope)
+    results = run_cluster("train", args, log_dir=tmp_path)
     assert [r["replicas"] for r in results] == [2, 2]
     assert [r["local_devices"] for r in results] == [1, 1]
     assert results[0]["w0"] == results[1]["w0"]
@@ -151,13 +151,15 @@ def test_two_workers_equal_the_single_process_reference(tmp_path, scope):
 
 
 @pytest.mark.slow
-def test_nonfinite_batch_on_one_worker_is_skipped_on_both(tmp_path):
+@pytest.mark.parametrize("scope", SCOPES)
+def test_nonfinite_batch_on_one_worker_is_skipped_on_both(tmp_path, scope):
     # row 12 is in worker 1's share (rows 8-15) of the first global batch only
-    results = run_cluster("train", _train_args(tmp_path, "nan", "--nan-row", "12", epochs=1), log_dir=tmp_path)
+    args = _train_args(tmp_path, "nan", "--nan-row", "12", epochs=1, scope=scope)
+    results = run_cluster("train", args, log_dir=tmp_path)
     assert results[0]["weights"] == results[1]["weights"]
     assert [r["history"]["nonfinite_steps"] for r in results] == [[1.0], [1.0]]
     assert [r["iterations"] for r in results] == [1, 1]  # the skipped step did not reach the optimizer
-    expected = reference_fit(results[0]["w0"], "replica", epochs=1, skip_steps={0})
+    expected = reference_fit(results[0]["w0"], scope, epochs=1, skip_steps={0})
     _assert_weights_close(results[0]["weights"], expected, _rtol(1))
 
 
@@ -187,16 +189,17 @@ def test_single_process_fit_killed_and_resumed_equals_uninterrupted(tmp_path, sh
 
 
 @pytest.mark.slow
-def test_two_workers_one_killed_and_both_restarted_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("scope", SCOPES)
+def test_two_workers_one_killed_and_both_restarted_equals_uninterrupted(tmp_path, scope):
     epochs, kill_epoch = 5, 2
-    killed = _train_args(tmp_path, "killed", "--shuffle", epochs=epochs)
+    killed = _train_args(tmp_path, "killed", "--shuffle", epochs=epochs, scope=scope)
     killed += ["--kill-worker", "1", "--kill-epoch", str(kill_epoch), "--marker", str(tmp_path / "marker")]
     # worker 1 SIGKILLs itself after the first batch of epoch 2; worker 0 then waits for it in the next
     # all-reduce and is killed by run_cluster (stop_all_when)
     first = run_cluster("train", killed, stop_all_when=_killed, log_dir=tmp_path / "run1")
     assert first == [None, None]
     resumed = run_cluster("train", killed, log_dir=tmp_path / "run2")  # the same command on both workers
-    straight_args = _train_args(tmp_path, "straight", "--shuffle", epochs=epochs)
+    straight_args = _train_args(tmp_path, "straight", "--shuffle", epochs=epochs, scope=scope)
     straight = run_cluster("train", straight_args, log_dir=tmp_path / "run3")
     runs = _epoch_log(tmp_path / "killed.log")
     print("epochs begun/ended per worker and run:", runs, "History:", [r["epochs"] for r in resumed])
