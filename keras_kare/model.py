@@ -319,9 +319,11 @@ class KAREModel(keras.Model):
         for name in _METRIC_NAMES:
             safe = tf.where(ok, values[name], tf.zeros_like(values[name]))
             self._trackers[name].update_state(safe, sample_weight=weight)
+        # counters count steps: a flag raised on any replica counts once (each replica adds 1/R)
         rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
-        self._trackers["factor_retries"].update_state(tf.cast(rescued, "float32"))
-        self._trackers["nonfinite_steps"].update_state(1.0 - tf.cast(ok, "float32"))
+        for name, flag in (("factor_retries", rescued), ("nonfinite_steps", tf.logical_not(ok))):
+            anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(flag)))
+            self._trackers[name].update_state(_distribute.scale_for_replicas(tf.cast(anywhere, "float32")))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def _record_failure(self, k, ridge):
