@@ -62,6 +62,19 @@ SCRIPT = r"""
         res["single"] = {"kare": h.history["kare"], "weights": weights(ref)}
         res["n_params"] = int(sum(np.prod(w.shape) for w in ref.base_model.trainable_variables))
         out[case] = res
+
+    # a NaN target in the second replica's share: the one global KARE is non-finite on every replica
+    keras.config.set_floatx("float32")
+    r = np.random.default_rng(1)
+    x = r.standard_normal((16, 5)).astype("float32")
+    y = x[:, :2].copy()
+    y[12, 0] = np.nan
+    with strategy.scope():
+        m = KAREModel(net("float32", 2, False), kare_scope="global", on_nonfinite="skip")
+        m.compile(optimizer=keras.optimizers.SGD(0.05))
+    w0 = weights(m)
+    h = m.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    out["skip"] = {"unchanged": weights(m) == w0, "nonfinite_steps": h.history["nonfinite_steps"][0]}
     print("RESULT " + json.dumps(out))
 """
 
@@ -121,6 +134,12 @@ def test_global_scope_equals_single_device_step(results, case):
     np.testing.assert_allclose(res["global"]["val_kare"], res["val_ref"], rtol=rtol)
     # and the per-replica scope trains something else (so the comparison above can fail)
     assert _max_rel(res["replica"]["weights"], res["single"]["weights"]) > 100 * rtol
+
+
+@pytest.mark.slow
+def test_global_scope_nonfinite_step_skipped_on_every_replica(results):
+    assert results["skip"]["unchanged"]
+    assert results["skip"]["nonfinite_steps"] == 1
 
 
 # ------------------------------------------------------------------ in-process parts (no strategy)
