@@ -319,6 +319,11 @@ def scenario_train(argv: Sequence[str]) -> None:
                 out["ntk_error"] = None
             except Exception as err:  # reported to the test
                 out["ntk_error"] = f"{type(err).__name__}: {err}"
+            try:
+                keras_kare.KernelPredictor(model, batch_size=4).fit(x[:8], y[:8])
+                out["predictor_error"] = None
+            except Exception as err:
+                out["predictor_error"] = f"{type(err).__name__}: {err}"
         # outside the scope every worker computes the same Gram alone
         out["ntk_outside"] = np.asarray(keras_kare.ntk(model.base_model, x[:8], batch_size=4)).tolist()
     _report(out)

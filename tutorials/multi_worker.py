@@ -11,8 +11,10 @@ learned NTK, outside the strategy's scope. See docs/scaling_out.md.
 
 Data: the paper's single-index problem (800 training points, minibatches of
 64, i.e. 32 per worker). Each worker builds the same arrays; ``fit`` shards
-every global batch of 64 by data, so worker i trains on its 32 rows of it
-(with the default ``kare_scope``, KARE on each worker's share).
+every global batch of 64 by data, so worker i computes the NTK of its 32 rows
+of it. ``--kare-scope replica`` (default): KARE of each worker's share, the
+step minimises their mean; ``--kare-scope global``: one KARE of the whole
+global batch, exactly the single-process step on batches of 64.
 
 Run it one of two ways:
 
@@ -58,6 +60,12 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=2, help="number of local workers (--local-cluster)")
     p.add_argument("--out", default=None, help="backups and the trained model (default: a temporary folder)")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument(
+        "--kare-scope",
+        choices=("replica", "global"),
+        default="replica",
+        help="KARE of each worker's share (mean over workers) or one KARE of the whole global batch",
+    )
     p.add_argument("--simulate-failure", action="store_true", help="worker 1 kills itself once, mid-epoch 3")
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed local cluster")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds a local cluster run may take")
@@ -84,7 +92,7 @@ def train_worker(args) -> None:
     x_train, y_train, x_test, y_test = make_single_index(gamma=1.0, sigma=0.0, seed=0)
     global_batch = 32 * strategy.num_replicas_in_sync  # 32 examples per worker and step
     with strategy.scope():
-        model = keras_kare.KAREModel(build_mlp(10, depth=1, width=64, seed=0), ridge=0.1)
+        model = keras_kare.KAREModel(build_mlp(10, depth=1, width=64, seed=0), ridge=0.1, kare_scope=args.kare_scope)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0, momentum=0.9))
 
     class FailOnce(keras.callbacks.Callback):
@@ -155,6 +163,7 @@ def run_local_cluster(args) -> int:
                 env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
                 env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "")  # one CPU per worker here
                 cmd = [sys.executable, os.path.abspath(__file__), "--out", args.out, "--epochs", str(args.epochs)]
+                cmd += ["--kare-scope", args.kare_scope]
                 cmd += ["--simulate-failure"] if args.simulate_failure else []
                 procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
             deadline = time.monotonic() + args.timeout
