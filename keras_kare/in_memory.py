@@ -12,11 +12,13 @@ validation keep their meaning.
 Semantics (the same as Keras' array input unless stated):
 
 - batches of ``batch_size`` (default 32) in order, the last one partial;
-- ``shuffle=True`` draws a new permutation of the examples every epoch; in
-  ``fit`` epoch e's permutation depends only on e and a seed drawn once per
-  ``fit`` (seeded by ``keras.utils.set_random_seed``), so a ``fit`` resumed at
-  epoch e (``initial_epoch``, ``keras.callbacks.BackupAndRestore``) sees the
-  same batches as an uninterrupted one. A single
+- ``shuffle=True`` draws a new permutation of the examples every epoch
+  (seeded by ``keras.utils.set_random_seed``). When the ``fit`` can be resumed
+  (a ``keras.callbacks.BackupAndRestore`` callback, or ``initial_epoch > 0``)
+  or runs on several workers, epoch e's permutation depends only on e and a
+  seed drawn once per ``fit``, and the pipeline starts at the epoch the fit
+  resumes at, so a resumed ``fit`` sees the same batches as an uninterrupted
+  one; otherwise it is one ``tf.data`` shuffle that reshuffles every epoch. A single
   full batch is *not* permuted: the KARE and MSE objectives do not depend on
   the order of the examples within a batch, so permuting would only add work
   and float rounding noise;
@@ -202,7 +204,7 @@ def fit_arguments(arguments: dict, seed: Optional[int] = None) -> dict:
         (x, y), validation = _split_validation(x, y, float(split))
         args["validation_data"] = validation
     shuffle = args.pop("shuffle", True)
-    first_epoch = max(int(args.get("initial_epoch") or 0), _resume_epoch(args.get("callbacks")))
+    first_epoch = _first_epoch(args, seed)
     dataset, steps = epoch_dataset(
         x, y, batch_size=batch_size, shuffle=bool(shuffle), seed=seed, first_epoch=first_epoch
     )
@@ -221,12 +223,21 @@ def fit_arguments(arguments: dict, seed: Optional[int] = None) -> dict:
     return args
 
 
-def _resume_epoch(callbacks) -> int:
-    """The epoch a ``keras.callbacks.BackupAndRestore`` among ``callbacks`` will resume ``fit`` at (0: none)."""
-    epochs = [
-        compat.backup_resume_epoch(c) for c in (callbacks or []) if isinstance(c, keras.callbacks.BackupAndRestore)
-    ]
-    return max([e for e in epochs if e is not None], default=0)
+def _first_epoch(args: dict, seed: Optional[int]) -> Optional[int]:
+    """The epoch the pipeline starts at if this ``fit`` is resumable or seeded, else None (one tf.data shuffle).
+
+    Resumable: a ``keras.callbacks.BackupAndRestore`` among the callbacks (it
+    may resume at the epoch its metadata holds) or ``initial_epoch > 0``.
+    Seeded: ``seed`` given (``KAREModel.fit`` under a multi-worker strategy).
+    Any other fit keeps the ``tf.data`` reshuffle, so its batches are those of
+    earlier versions.
+    """
+    backups = [c for c in (args.get("callbacks") or []) if isinstance(c, keras.callbacks.BackupAndRestore)]
+    initial = int(args.get("initial_epoch") or 0)
+    if not backups and initial == 0 and seed is None:
+        return None
+    resumed = [compat.backup_resume_epoch(c) for c in backups]
+    return max([initial] + [e for e in resumed if e is not None])
 
 
 def fit_in_memory(model, x, y=None, **fit_kwargs):

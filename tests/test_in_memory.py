@@ -205,6 +205,10 @@ def test_fit_arguments_start_the_shuffles_at_the_backup_epoch(rng, tmp_path):
             (tmp_path / "training_metadata.json").write_text(json.dumps(metadata))
         args = in_memory.fit_arguments({"x": x, "y": y, "batch_size": 4, "callbacks": [backup]}, seed=11)
         seen.append(np.concatenate([next(iter(args["x"]))[0].numpy()[:, :1]]))
+    # a fit that cannot be resumed and is not seeded keeps the tf.data reshuffle (the batches of earlier versions)
+    assert in_memory._first_epoch({"x": x, "y": y}, None) is None
+    assert in_memory._first_epoch({"initial_epoch": 2}, None) == 2
+    assert in_memory._first_epoch({}, 5) == 0
     order = lambda e: x[in_memory.epoch_permutation(10, 11, e)[:4], :1]  # noqa: E731
     np.testing.assert_array_equal(seen[0], order(0))
     np.testing.assert_array_equal(seen[1], order(3))  # the first batch of epoch 3, where Keras will resume
