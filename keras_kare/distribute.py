@@ -51,11 +51,22 @@ called inside ``strategy.scope()`` place their Gram blocks (``batch_size``)
 round-robin on the strategy's devices (:func:`block_placement`)
 and concatenate them on the default device; the result is the same Gram. Only
 blocked computations are spread: give a ``batch_size`` smaller than n.
+
+Multi-worker (``MultiWorkerMirroredStrategy``, one process per worker): training
+works as above, with the replicas spread over the workers (each worker's
+in-memory pipeline keeps its share of every global batch, see
+:mod:`keras_kare.in_memory`). Gram computations outside training inside such a
+scope raise ``NotImplementedError`` (:func:`check_single_worker`): a Gram
+assembled from blocks computed on several workers needs a cross-worker gather
+of n×n floats that ``tf.distribute`` offers only inside ``strategy.run``, and it
+buys little, since every worker holds the same trained weights and can compute
+the Gram (or fit a ``KernelPredictor``) alone, outside the scope.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
@@ -73,6 +84,41 @@ def check_kare_scope(kare_scope) -> str:
 def _replica_context():
     ctx = tf.distribute.get_replica_context()
     return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def spans_workers(strategy=None) -> bool:
+    """Whether the strategy (default: the current one) has replicas in other processes (multi-worker)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    try:
+        local = len(strategy.extended.worker_devices)
+    except (AttributeError, RuntimeError):  # the default strategy has no device list
+        return False
+    return 0 < local < strategy.num_replicas_in_sync
+
+
+def shared_seed(strategy=None) -> int:
+    """A random seed (Python's ``random``) that every worker of a multi-worker strategy agrees on: worker 0's.
+
+    The in-memory input pipeline of each worker must shuffle identically (each
+    keeps its share of the same global batch); without a common
+    ``keras.utils.set_random_seed`` the workers' own draws would differ. One
+    all-reduce, run by every worker (inside ``fit``, which they all call).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    seed = random.getrandbits(31)
+    if not spans_workers(strategy):
+        return seed
+
+    @tf.function
+    def broadcast():
+        def first_replicas():
+            ctx = tf.distribute.get_replica_context()
+            mine = tf.where(ctx.replica_id_in_sync_group == 0, tf.constant(seed, tf.int64), tf.constant(0, tf.int64))
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+        return strategy.run(first_replicas)
+
+    return int(strategy.experimental_local_results(broadcast())[0].numpy())
 
 
 def num_replicas() -> int:
@@ -262,6 +308,26 @@ def apply_or_else(optimizer, ok, grads: Sequence, variables: Sequence, on_fail: 
 
 
 # ------------------------------------------------------------------ blocked Grams outside training
+def check_single_worker(what: str) -> None:
+    """Raise ``NotImplementedError`` inside the scope of a strategy whose replicas span several workers.
+
+    Called by :func:`keras_kare.ntk` (and so :class:`~keras_kare.KernelPredictor`)
+    in the cross-replica context; see the module docstring for why.
+    """
+    if not tf.distribute.has_strategy() or not tf.distribute.in_cross_replica_context():
+        return
+    strategy = tf.distribute.get_strategy()
+    if spans_workers(strategy):
+        raise NotImplementedError(
+            f"{what} inside the scope of a multi-worker strategy ({type(strategy).__name__} with "
+            f"{strategy.num_replicas_in_sync} replicas, {len(strategy.extended.worker_devices)} on this worker) "
+            "is not supported: the Gram blocks would have to be gathered across workers. Every worker holds the "
+            "same trained weights, so compute the Gram or fit the KernelPredictor outside strategy.scope() on any "
+            "one worker (e.g. the chief, task index 0); to spread Gram blocks over one machine's devices, use "
+            "MirroredStrategy."
+        )
+
+
 def strategy_devices() -> Optional[list]:
     """The devices of the active ``tf.distribute`` strategy (inside ``strategy.scope()``), if more than one.
 

@@ -32,7 +32,7 @@ class _GoodStepMean(keras.metrics.Mean):
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
-class KAREModel(keras.Model):
+class KAREModel(compat.MultiWorkerFix, keras.Model):
     """A Keras model whose ``train_step`` minimises KARE of its batch NTK.
 
     For every batch (x, y) the model builds the empirical NTK Gram K of
@@ -94,7 +94,10 @@ class KAREModel(keras.Model):
     global batch and the step minimises the mean of the replicas' KAREs; with
     ``kare_scope="global"`` the step is the single-device KARE step on the
     global batch; see :mod:`keras_kare.distribute`. The global batch must be
-    divisible by the number of replicas.
+    divisible by the number of replicas. The ``nonfinite_steps`` and
+    ``factor_retries`` logs count steps (a step skipped, or factorised with
+    jitter, on any replica counts once). Multi-worker training and resuming a killed
+    ``fit`` with ``keras.callbacks.BackupAndRestore``: ``docs/scaling_out.md``.
 
     Batches must hold at least 2 examples (KARE of one example is constant);
     use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
@@ -218,8 +221,25 @@ class KAREModel(keras.Model):
         self.stop_reason_ = None
         _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
         # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
-        arguments = in_memory.fit_arguments(arguments)
+        seed = None
+        if _distribute.spans_workers(self.distribute_strategy) and in_memory.is_in_memory(arguments.get("x")):
+            seed = _distribute.shared_seed(self.distribute_strategy)  # the same shuffles on every worker
+        arguments = in_memory.fit_arguments(arguments, seed=seed)
+        self._build_from_dataset(arguments.get("x"))
         return super().fit(**arguments, **extra)
+
+    def _build_from_dataset(self, data):
+        """Build from a dataset's element shapes before ``fit``, if not built yet.
+
+        ``train_step`` would build the model at its first step, but callbacks
+        run before that: ``keras.callbacks.BackupAndRestore`` restores into a
+        built model only (and raises otherwise).
+        """
+        if self.built or not isinstance(data, tf.data.Dataset):
+            return
+        spec = data.element_spec
+        x_spec = spec[0] if isinstance(spec, tuple) else spec
+        self.build(tf.nest.map_structure(lambda s: tuple(s.shape), x_spec))
 
     # -------------------------------------------------- per-epoch metric work
     # Keras resets and reads the metrics once per epoch (and per evaluate), one
@@ -240,7 +260,16 @@ class KAREModel(keras.Model):
     def get_metrics_result(self):
         if getattr(self, "_metrics_result_fn", None) is None:
             self._metrics_result_fn = tf.function(super().get_metrics_result)
-        return self._metrics_result_fn()
+        result = self._metrics_result_fn()
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and isinstance(result, dict):
+            # Read across replicas, a Sum tracker is the sum of every replica's count; a skipped step is
+            # skipped (and counted) on all R replicas. Per replica, as the per-batch logs report them.
+            result = dict(result)
+            for name in _COUNTER_NAMES:
+                if name in result:
+                    result[name] = result[name] / replicas
+        return result
 
     # ------------------------------------------------------------- KARE steps
     def _resolved_implementation(self) -> str:
@@ -319,11 +348,12 @@ class KAREModel(keras.Model):
         for name in _METRIC_NAMES:
             safe = tf.where(ok, values[name], tf.zeros_like(values[name]))
             self._trackers[name].update_state(safe, sample_weight=weight)
-        # counters count steps: a flag raised on any replica counts once (each replica adds 1/R)
+        # counters count steps: a flag raised on any replica is counted on every replica
+        # (get_metrics_result reports the per-replica count)
         rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
         for name, flag in (("factor_retries", rescued), ("nonfinite_steps", tf.logical_not(ok))):
             anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(flag)))
-            self._trackers[name].update_state(_distribute.scale_for_replicas(tf.cast(anywhere, "float32")))
+            self._trackers[name].update_state(tf.cast(anywhere, "float32"))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def _record_failure(self, k, ridge):
