@@ -9,11 +9,13 @@ NTK), global batch 256 and 1024, SGD. Configurations, each in a fresh process:
   (``TF_CONFIG``), one CPU device each.
 
 Time per step: median over ``--steps`` timed steps after 2 untimed ones (the
-callback waits for each step's KARE). Bytes: the tensors each replica receives
-per step through keras_kare's gathers (counted from their static shapes while
-the step is traced; the factors' cotangents go back through an all-reduce of
-the same size as the gathered factors), plus the gradient all-reduce every
-Keras model pays (P float32 values). Prints a markdown table, writes JSON.
+callback waits for each step's KARE; with 2 workers, the slower worker's).
+Bytes per replica and step: what it receives from the other replicas through
+keras_kare's gathers (per-example NTK factors and targets; Gram row blocks),
+counted from the gathered shapes while the step is traced; the size of the
+all-reduce of the factors' cotangents in the backward pass (the whole
+gathered factors); and the gradient all-reduce every Keras model pays
+(P float32 values). Prints a markdown table, writes JSON.
 
     python benchmarks/bench_scope.py --batches 256,1024 --steps 10 --json benchmarks/results/scope.json
 """
@@ -45,16 +47,20 @@ import numpy as np
 import keras_kare
 from keras_kare import distribute
 
-received = {"elements": 0}
-def counting(fn):
+received = {"factors": 0, "rows": 0}  # elements received from the other replicas, per replica and step
+def counting(fn, key):
     def wrapped(value, *args, **kwargs):
         out = fn(value, *args, **kwargs)
-        if out is not value:  # gathered across replicas: count what came from the others (traced once)
-            received["elements"] += int(np.prod(out.shape)) - int(np.prod(value.shape))
+        if out is not value:  # gathered across replicas (counted while tracing)
+            # an unknown example axis (a sharded dataset) holds batch/R examples here, batch gathered
+            local = batch // strategy.num_replicas_in_sync
+            size = lambda shape, n: int(np.prod([n if d is None else d for d in shape]))  # noqa: E731
+            # MirroredStrategy traces the step once per local device
+            received[key] += (size(out.shape, batch) - size(value.shape, local)) / len(strategy.extended.worker_devices)
         return out
     return wrapped
-distribute.gather_examples = counting(distribute.gather_examples)
-distribute.gather_replicated_rows = counting(distribute.gather_replicated_rows)
+distribute.gather_examples = counting(distribute.gather_examples, "factors")
+distribute.gather_replicated_rows = counting(distribute.gather_replicated_rows, "rows")
 
 if mode == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -86,7 +92,8 @@ model.fit(ds, epochs=1, steps_per_epoch=steps + 2, verbose=0, callbacks=[timer])
 params = sum(int(np.prod(w.shape)) for w in net.trainable_variables)
 print("RESULT " + json.dumps({
     "ms": 1000 * statistics.median(timer.times[2:]), "replicas": strategy.num_replicas_in_sync,
-    "gathered_bytes": 4 * received["elements"], "grad_allreduce_bytes": 4 * params if mode != "single" else 0,
+    "factor_bytes": 4 * received["factors"], "row_bytes": 4 * received["rows"],
+    "grad_allreduce_bytes": 4 * params if mode != "single" else 0,
 }))
 """
 
@@ -167,13 +174,20 @@ def main() -> None:
                 res["wall_s"] = time.perf_counter() - t0
                 rows.append(res)
                 print(f"  {mode:8s} {res['scope']:7s} batch {batch:5d}: {res['ms']:8.1f} ms/step", flush=True)
-    print("\n| global batch | configuration | kare_scope | ms / step | KARE batch | received per replica per step |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| global batch | configuration | kare_scope | ms / step | KARE batch | factors + targets gathered "
+        "| Gram rows gathered | factor cotangents all-reduced | gradient all-reduced |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    mib = lambda b: f"{b / 2**20:.2f} MiB" if b else "–"  # noqa: E731
     for r in rows:
         kare_batch = r["batch"] // r["replicas"] if r["scope"] == "replica" else r["batch"]
-        mib = (r["gathered_bytes"] + r["grad_allreduce_bytes"]) / 2**20
-        detail = f"{mib:.2f} MiB" + (f" ({r['gathered_bytes'] / 2**20:.2f} gathered)" if r["gathered_bytes"] else "")
-        print(f"| {r['batch']} | {r['mode']} | {r['scope']} | {r['ms']:.1f} | {kare_batch} | {detail} |")
+        # the backward pass all-reduces the gathered factors' cotangents: the full gathered size
+        cotangents = r["factor_bytes"] * r["replicas"] / (r["replicas"] - 1) if r["factor_bytes"] else 0
+        print(
+            f"| {r['batch']} | {r['mode']} | {r['scope']} | {r['ms']:.1f} | {kare_batch} | {mib(r['factor_bytes'])} "
+            f"| {mib(r['row_bytes'])} | {mib(cotangents)} | {mib(r['grad_allreduce_bytes'])} |"
+        )
     out = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))

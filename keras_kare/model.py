@@ -94,8 +94,10 @@ class KAREModel(compat.MultiWorkerFix, keras.Model):
     global batch and the step minimises the mean of the replicas' KAREs; with
     ``kare_scope="global"`` the step is the single-device KARE step on the
     global batch; see :mod:`keras_kare.distribute`. The global batch must be
-    divisible by the number of replicas. Multi-worker training and resuming a
-    killed ``fit`` with ``keras.callbacks.BackupAndRestore``: ``docs/scaling_out.md``.
+    divisible by the number of replicas. The ``nonfinite_steps`` and
+    ``factor_retries`` logs count steps (a step skipped, or factorised with
+    jitter, on any replica counts once). Multi-worker training and resuming a killed
+    ``fit`` with ``keras.callbacks.BackupAndRestore``: ``docs/scaling_out.md``.
 
     Batches must hold at least 2 examples (KARE of one example is constant);
     use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
@@ -258,7 +260,16 @@ class KAREModel(compat.MultiWorkerFix, keras.Model):
     def get_metrics_result(self):
         if getattr(self, "_metrics_result_fn", None) is None:
             self._metrics_result_fn = tf.function(super().get_metrics_result)
-        return self._metrics_result_fn()
+        result = self._metrics_result_fn()
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and isinstance(result, dict):
+            # Read across replicas, a Sum tracker is the sum of every replica's count; a skipped step is
+            # skipped (and counted) on all R replicas. Per replica, as the per-batch logs report them.
+            result = dict(result)
+            for name in _COUNTER_NAMES:
+                if name in result:
+                    result[name] = result[name] / replicas
+        return result
 
     # ------------------------------------------------------------- KARE steps
     def _resolved_implementation(self) -> str:
@@ -337,11 +348,12 @@ class KAREModel(compat.MultiWorkerFix, keras.Model):
         for name in _METRIC_NAMES:
             safe = tf.where(ok, values[name], tf.zeros_like(values[name]))
             self._trackers[name].update_state(safe, sample_weight=weight)
-        # counters count steps: a flag raised on any replica counts once (each replica adds 1/R)
+        # counters count steps: a flag raised on any replica is counted on every replica
+        # (get_metrics_result reports the per-replica count)
         rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
         for name, flag in (("factor_retries", rescued), ("nonfinite_steps", tf.logical_not(ok))):
             anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(flag)))
-            self._trackers[name].update_state(_distribute.scale_for_replicas(tf.cast(anywhere, "float32")))
+            self._trackers[name].update_state(tf.cast(anywhere, "float32"))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def _record_failure(self, k, ridge):

@@ -151,7 +151,7 @@ def test_indivisible_global_batch_raises(results):
 
 def test_nonfinite_on_one_replica_skips_everywhere(results):
     assert results["skip_weights_unchanged"]
-    assert results["skip_nonfinite_steps"] == 1  # one step, counted once (not once per replica)
+    assert results["skip_nonfinite_steps"] == 1  # one step, skipped on both replicas, counted once
 
 
 def test_kernel_predictor_under_strategy(results):
