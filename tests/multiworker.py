@@ -282,7 +282,6 @@ def scenario_train(argv: Sequence[str]) -> None:
     p.add_argument("--marker", default="")
     p.add_argument("--nan-row", type=int, default=-1)
     p.add_argument("--probe-ntk", action="store_true")
-    p.add_argument("--jit", action="store_true", help="compile(jit_compile=True): the step under XLA")
     a = p.parse_args(argv)
 
     tf, strategy, index = _setup(a.distributed)
@@ -298,7 +297,7 @@ def scenario_train(argv: Sequence[str]) -> None:
         y[a.nan_row] = np.nan
     with strategy.scope():
         model = KAREModel(network(), ridge=0.1, on_nonfinite="skip" if a.nan_row >= 0 else "stop", kare_scope=a.scope)
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5), jit_compile=True if a.jit else "auto")
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5))
     w0 = _weights(model)
     callbacks = _callbacks(index, a.backup_dir, a.log, a.kill_worker, a.kill_epoch, a.marker)
     hist = model.fit(x, y, batch_size=a.batch, epochs=a.epochs, shuffle=a.shuffle, callbacks=callbacks, verbose=0)

@@ -131,11 +131,9 @@ def test_cluster_helper_stops_the_others_when_one_is_killed(tmp_path):
 
 # ------------------------------------------------------------------ 2 workers vs one process
 @pytest.mark.slow
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("scope", SCOPES)
-def test_two_workers_equal_the_single_process_reference(tmp_path, scope, jit):
-    args = _train_args(tmp_path, "fit", "--probe-ntk", *(["--jit"] if jit else []), scope=scope)
-    results = run_cluster("train", args, log_dir=tmp_path)
+def test_two_workers_equal_the_single_process_reference(tmp_path, scope):
+    results = run_cluster("train", _train_args(tmp_path, "fit", "--probe-ntk", scope=scope), log_dir=tmp_path)
     assert [r["replicas"] for r in results] == [2, 2]
     assert [r["local_devices"] for r in results] == [1, 1]
     assert results[0]["w0"] == results[1]["w0"]
