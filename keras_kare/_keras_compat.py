@@ -22,6 +22,15 @@ internal                       used for
 ``keras.src.trainers.compile_utils.MetricsList``
                                group metrics so callbacks infer ``mode="min"``
 ``Model._build_shapes_dict``   whether a model recorded its build input shape
+``BackupAndRestore._training_metadata_path``
+                               the epoch a resumed ``fit`` starts at, known
+                               before Keras restores it (in-memory pipelines
+                               start their per-epoch shuffles there)
+``Trainer._maybe_symbolic_build``, ``Trainer._make_function``
+                               overridden by :class:`MultiWorkerFix`: two
+                               cross-replica reductions of Keras' TensorFlow
+                               trainer that fail across workers
+                               (MultiWorkerMirroredStrategy)
 =============================  ==================================================
 """
 
@@ -110,3 +119,85 @@ def build_shapes(model) -> Optional[dict]:
 def record_build_shapes(model, input_shape) -> None:
     """Record ``input_shape`` where ``Model.get_build_config`` (saving) reads it."""
     model._build_shapes_dict = {"input_shape": input_shape}
+
+
+def _spans_workers(strategy) -> bool:
+    """Whether ``strategy`` has replicas on other workers (MultiWorkerMirroredStrategy with 2+ workers)."""
+    from keras_kare.distribute import spans_workers
+
+    return spans_workers(strategy)
+
+
+class MultiWorkerFix:
+    """Mixin for a ``keras.Model`` subclass: ``fit``/``evaluate`` under ``MultiWorkerMirroredStrategy``.
+
+    Keras' TensorFlow trainer (3.15, with TensorFlow 2.21) cannot ``fit`` under
+    a strategy whose replicas span several workers; two of its cross-replica
+    reductions take a path that only multi-worker strategies take, and fail:
+
+    - before training it builds the model symbolically from the first batch,
+      reduced with ``strategy.reduce("MEAN", (x, y), axis=None)``; on a tuple of
+      per-replica values that raises ``ValueError: Attempt to convert a value
+      (PerReplica:{...}) ... to a Tensor``. Only the batch's shapes matter, so
+      here it is this worker's own share (the same shapes as the mean).
+    - every step's logs are reduced with ``strategy.reduce("MEAN", v, axis=0)``,
+      which fails on the scalar logs every ``train_step`` returns ("Invalid
+      reduction dimension 0 for input with 0 dimensions"). Here a step's
+      scalar outputs get a leading axis of length 1 first, so that reduction
+      is the mean over the replicas, as single-worker strategies report it.
+
+    Strategies on one worker keep Keras' code paths unchanged.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and data_batch is None and strategy is not None and _spans_workers(strategy):
+            import tensorflow as tf
+
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    batch,
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _make_function(self, step_function):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None or not _spans_workers(strategy):
+            return super()._make_function(step_function)
+        import tensorflow as tf
+
+        def with_replica_axis(t):
+            return tf.reshape(t, [1]) if isinstance(t, tf.Tensor) and t.shape.rank == 0 else t
+
+        def step(data):
+            return tf.nest.map_structure(with_replica_axis, step_function(data))
+
+        return super()._make_function(step)
+
+
+def backup_resume_epoch(callback) -> Optional[int]:
+    """The epoch ``keras.callbacks.BackupAndRestore`` ``callback`` will resume ``fit`` at, or None (no backup).
+
+    Read from the training metadata Keras writes next to its backed-up
+    weights (None if it is missing or unreadable; Keras then falls back to its
+    own handling).
+    """
+    import json
+    import os
+
+    path = getattr(callback, "_training_metadata_path", None)
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

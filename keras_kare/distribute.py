@@ -1,24 +1,47 @@
 """``tf.distribute`` support for :class:`~keras_kare.KAREModel` (replica semantics and helpers).
 
-Semantics under a strategy with R replicas (e.g. ``MirroredStrategy``): Keras
-splits every *global* batch of B examples into R contiguous shares of B/R
-examples; **each replica computes the NTK Gram and KARE of its own share**
-(a (B/R)×(B/R) kernel: no cross-replica kernel entries), and the step
-minimises the *mean* of the R per-replica KAREs — the gradient of each
-replica's KARE is scaled by 1/R and Keras' optimizer sums them across
-replicas. The ``kare``/``loss`` logs are likewise the mean over replicas (and
-over the epoch's steps). So a run with global batch B on R replicas equals,
-step for step, a single-device run that splits each batch of B into R
-consecutive pieces of B/R, averages their KAREs and differentiates that; it is
-*not* the same as single-device KARE on batches of B (whose kernel couples all
-B examples) — the effective KARE batch size is B/R. To keep KARE's batch at b,
-use a global batch of b·R.
+Under a strategy with R replicas (``MirroredStrategy``,
+``MultiWorkerMirroredStrategy``, ``TPUStrategy``) Keras splits every *global*
+batch of B examples into R shares of B/R examples. ``KAREModel(kare_scope=...)``
+decides what KARE is computed on:
 
-B must be divisible by R so that every replica sees the same KARE batch size:
+``kare_scope="replica"`` (default; cheapest)
+    **Each replica computes the NTK Gram and KARE of its own share** (a
+    (B/R)×(B/R) kernel: no cross-replica kernel entries), and the step
+    minimises the *mean* of the R per-replica KAREs — the gradient of each
+    replica's KARE is scaled by 1/R and Keras' optimizer sums them across
+    replicas. The ``kare``/``loss`` logs are likewise the mean over replicas.
+    A run with global batch B on R replicas equals, step for step, a
+    single-device run that splits each batch of B into R pieces of B/R,
+    averages their KAREs and differentiates that; it is *not* single-device
+    KARE on batches of B — the effective KARE batch size is B/R, so the
+    objective changes with R. To keep KARE's batch at b, use a global batch
+    of b·R. Communication: one all-reduce of the gradients (as for any Keras
+    model) and a few scalars. Right when B/R is already a good KARE batch
+    (hundreds of examples) and devices are many.
+
+``kare_scope="global"``
+    **One KARE over the whole global batch**, exactly the single-device KARE of
+    B examples, whatever R. Each replica computes the per-example NTK factors
+    of its share, gathers everyone's factors (``all_gather``), builds its
+    (B/R)×B row block of the Gram, the row blocks are gathered into the B×B
+    Gram and every replica solves the same KARE (redundantly: B³/3 flops per
+    replica, no further communication). Gradients flow back through the
+    collectives (:func:`gather_examples`, :func:`gather_replicated_rows`):
+    each replica's gradient is its share of the exact gradient and the
+    optimizer's cross-replica sum is the single-device gradient. Per step each
+    replica receives the other replicas' factors — (R−1)/R · B · Σ_l (d_in,l +
+    C·d_out,l) numbers for a Dense network — and row blocks, (R−1)/R · B²
+    numbers, and all-reduces the factors' cotangents in the backward pass
+    (the network with the jacobian NTK gathers the inputs instead and
+    recomputes all B examples' Jacobians on every replica). Right when the
+    KARE batch must not depend on the device count (reproducing a
+    single-device run, few devices, B up to a few thousand).
+
+B must be divisible by R so that every replica sees the same number of examples:
 :func:`check_global_batch` raises otherwise (for static batch sizes, before
 training), and :func:`check_replica_batch` raises at run time when the shares
 differ (e.g. a last partial batch; use ``drop_remainder=True``).
-
 A step whose KARE or gradient is not finite on *any* replica is skipped on all
 of them (:func:`all_replicas`, :func:`apply_or_else`), keeping the replicas'
 weights identical.
@@ -28,19 +51,74 @@ called inside ``strategy.scope()`` place their Gram blocks (``batch_size``)
 round-robin on the strategy's devices (:func:`block_placement`)
 and concatenate them on the default device; the result is the same Gram. Only
 blocked computations are spread: give a ``batch_size`` smaller than n.
+
+Multi-worker (``MultiWorkerMirroredStrategy``, one process per worker): training
+works as above, with the replicas spread over the workers (each worker's
+in-memory pipeline keeps its share of every global batch, see
+:mod:`keras_kare.in_memory`). Gram computations outside training inside such a
+scope raise ``NotImplementedError`` (:func:`check_single_worker`): a Gram
+assembled from blocks computed on several workers needs a cross-worker gather
+of n×n floats that ``tf.distribute`` offers only inside ``strategy.run``, and it
+buys little, since every worker holds the same trained weights and can compute
+the Gram (or fit a ``KernelPredictor``) alone, outside the scope.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
+
+KARE_SCOPES = ("replica", "global")
+
+
+def check_kare_scope(kare_scope) -> str:
+    """Return ``kare_scope`` after checking it is one of :data:`KARE_SCOPES`."""
+    if kare_scope not in KARE_SCOPES:
+        raise ValueError(f"kare_scope must be one of {KARE_SCOPES}, received {kare_scope!r}.")
+    return kare_scope
 
 
 def _replica_context():
     ctx = tf.distribute.get_replica_context()
     return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def spans_workers(strategy=None) -> bool:
+    """Whether the strategy (default: the current one) has replicas in other processes (multi-worker)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    try:
+        local = len(strategy.extended.worker_devices)
+    except (AttributeError, RuntimeError):  # the default strategy has no device list
+        return False
+    return 0 < local < strategy.num_replicas_in_sync
+
+
+def shared_seed(strategy=None) -> int:
+    """A random seed (Python's ``random``) that every worker of a multi-worker strategy agrees on: worker 0's.
+
+    The in-memory input pipeline of each worker must shuffle identically (each
+    keeps its share of the same global batch); without a common
+    ``keras.utils.set_random_seed`` the workers' own draws would differ. One
+    all-reduce, run by every worker (inside ``fit``, which they all call).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    seed = random.getrandbits(31)
+    if not spans_workers(strategy):
+        return seed
+
+    @tf.function
+    def broadcast():
+        def first_replicas():
+            ctx = tf.distribute.get_replica_context()
+            mine = tf.where(ctx.replica_id_in_sync_group == 0, tf.constant(seed, tf.int64), tf.constant(0, tf.int64))
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+        return strategy.run(first_replicas)
+
+    return int(strategy.experimental_local_results(broadcast())[0].numpy())
 
 
 def num_replicas() -> int:
@@ -54,6 +132,63 @@ def scale_for_replicas(value):
     if ctx is None:
         return value
     return value * tf.cast(1.0 / ctx.num_replicas_in_sync, value.dtype)
+
+
+def in_replicas() -> bool:
+    """True inside the replica context of a strategy with more than one replica (a distributed step)."""
+    return _replica_context() is not None
+
+
+def gather_examples(value, axis: int = 0):
+    """Every replica's ``value`` concatenated along ``axis`` in replica order (``value`` itself without replicas).
+
+    Differentiable with the collective's own gradient: the cotangents of the
+    gathered tensor are summed over replicas and each replica gets its slice.
+    Integer tensors (ids) are gathered too; they carry no gradient.
+    """
+    ctx = _replica_context()
+    if ctx is None:
+        return value
+    return _with_static_shape(ctx.all_gather(value, axis=axis), value, axis, ctx.num_replicas_in_sync)
+
+
+def _with_static_shape(gathered, value, axis: int, replicas: int):
+    """The static shape ``all_gather`` loses: ``value``'s, with ``axis`` multiplied by the replica count."""
+    shape = value.shape
+    if shape.rank is None:
+        return gathered
+    dims = list(shape)
+    dims[axis] = None if dims[axis] is None else dims[axis] * replicas
+    gathered.set_shape(dims)
+    return gathered
+
+
+def gather_replicated_rows(rows):
+    """Stack every replica's row block (equal shares, replica order) into the full matrix.
+
+    For a stacked matrix whose *downstream computation is replicated*
+    (every replica evaluates the same function of it, e.g. KARE of the global
+    Gram): the backward pass hands each replica its own rows of the cotangent
+    — which is identical on every replica — instead of all-reducing a B×B
+    tensor and scaling by 1/R as the generic gather would. The objective of
+    such a replicated computation is therefore *not* scaled by 1/R: the
+    optimizer's cross-replica sum of the replicas' row-block gradients is the
+    gradient of the one objective.
+    """
+    ctx = _replica_context()
+    if ctx is None:
+        return rows
+
+    @tf.custom_gradient
+    def gather(block):
+        def grad(upstream):
+            n = tf.shape(block)[0]
+            start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * n
+            return upstream[start : start + n]
+
+        return _with_static_shape(ctx.all_gather(block, axis=0), block, 0, ctx.num_replicas_in_sync), grad
+
+    return gather(rows)
 
 
 def all_replicas(flag):
@@ -173,6 +308,26 @@ def apply_or_else(optimizer, ok, grads: Sequence, variables: Sequence, on_fail: 
 
 
 # ------------------------------------------------------------------ blocked Grams outside training
+def check_single_worker(what: str) -> None:
+    """Raise ``NotImplementedError`` inside the scope of a strategy whose replicas span several workers.
+
+    Called by :func:`keras_kare.ntk` (and so :class:`~keras_kare.KernelPredictor`)
+    in the cross-replica context; see the module docstring for why.
+    """
+    if not tf.distribute.has_strategy() or not tf.distribute.in_cross_replica_context():
+        return
+    strategy = tf.distribute.get_strategy()
+    if spans_workers(strategy):
+        raise NotImplementedError(
+            f"{what} inside the scope of a multi-worker strategy ({type(strategy).__name__} with "
+            f"{strategy.num_replicas_in_sync} replicas, {len(strategy.extended.worker_devices)} on this worker) "
+            "is not supported: the Gram blocks would have to be gathered across workers. Every worker holds the "
+            "same trained weights, so compute the Gram or fit the KernelPredictor outside strategy.scope() on any "
+            "one worker (e.g. the chief, task index 0); to spread Gram blocks over one machine's devices, use "
+            "MirroredStrategy."
+        )
+
+
 def strategy_devices() -> Optional[list]:
     """The devices of the active ``tf.distribute`` strategy (inside ``strategy.scope()``), if more than one.
 

@@ -13,7 +13,12 @@ Semantics (the same as Keras' array input unless stated):
 
 - batches of ``batch_size`` (default 32) in order, the last one partial;
 - ``shuffle=True`` draws a new permutation of the examples every epoch
-  (``tf.data`` shuffle, seeded by ``keras.utils.set_random_seed``). A single
+  (seeded by ``keras.utils.set_random_seed``). When the ``fit`` can be resumed
+  (a ``keras.callbacks.BackupAndRestore`` callback, or ``initial_epoch > 0``)
+  or runs on several workers, epoch e's permutation depends only on e and a
+  seed drawn once per ``fit``, and the pipeline starts at the epoch the fit
+  resumes at, so a resumed ``fit`` sees the same batches as an uninterrupted
+  one; otherwise it is one ``tf.data`` shuffle that reshuffles every epoch. A single
   full batch is *not* permuted: the KARE and MSE objectives do not depend on
   the order of the examples within a batch, so permuting would only add work
   and float rounding noise;
@@ -31,10 +36,14 @@ Example:
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_kare import _keras_compat as compat
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
@@ -67,7 +76,15 @@ def num_examples(*structures) -> int:
     return sizes.pop()
 
 
-def epoch_dataset(x, y=None, *, batch_size: Optional[int] = None, shuffle: bool = True, seed: Optional[int] = None):
+def epoch_dataset(
+    x,
+    y=None,
+    *,
+    batch_size: Optional[int] = None,
+    shuffle: bool = True,
+    seed: Optional[int] = None,
+    first_epoch: Optional[int] = None,
+):
     """An endless dataset of ``(x, y)`` batches and the number of batches that make one epoch.
 
     Args:
@@ -77,25 +94,79 @@ def epoch_dataset(x, y=None, *, batch_size: Optional[int] = None, shuffle: bool 
             the number of examples.
         shuffle: a new permutation every epoch (see the module docstring; a
             single full batch is never permuted).
-        seed: operation seed of the shuffle (the global seed applies too).
+        seed: seed of the shuffle. With ``first_epoch=None``: the operation
+            seed of a ``tf.data`` shuffle (the global seed applies too).
+            Otherwise the seed of the per-epoch permutations (default: drawn
+            from Python's ``random``, which ``keras.utils.set_random_seed``
+            seeds).
+        first_epoch: None: one ``tf.data`` shuffle that reshuffles at every
+            epoch. An epoch number e: epoch e's permutation is a function of
+            ``(seed, e)`` only (``tf.random.experimental.stateless_shuffle``)
+            and the dataset starts at epoch ``first_epoch``, so a ``fit``
+            resumed at epoch e (``initial_epoch``, ``BackupAndRestore``) sees
+            the batches an uninterrupted ``fit`` sees from epoch e on.
 
     Returns:
-        ``(dataset, steps_per_epoch)``: pass both to ``fit``.
+        ``(dataset, steps_per_epoch)``: pass both to ``fit``. Under a
+        multi-worker ``tf.distribute`` strategy the dataset is sharded by
+        data (``AutoShardPolicy.DATA``): every worker runs the same pipeline
+        and keeps its share of each global batch.
     """
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, received {batch_size!r}.")
+    if first_epoch is not None and (
+        isinstance(first_epoch, bool) or int(first_epoch) != first_epoch or first_epoch < 0
+    ):
+        raise ValueError(f"first_epoch must be a non-negative integer or None, received {first_epoch!r}.")
     n = num_examples(x, y)
     size = min(int(batch_size or 32), n)
     steps = math.ceil(n / size)
     data = _lists_to_tuples(x if y is None else (x, y))
     if steps == 1:
         # the whole data set is one batch: no slicing, no permutation
-        return tf.data.Dataset.from_tensors(data).repeat(), steps
+        return _shard_by_data(tf.data.Dataset.from_tensors(data).repeat()), steps
     tensors = tf.nest.map_structure(tf.convert_to_tensor, data)
-    # batch before repeat: every epoch ends with its own (partial) last batch, as with Keras' arrays
-    indices = _epoch_indices(n, shuffle, seed).batch(size).repeat()
+    if shuffle and first_epoch is not None:
+        indices = _epoch_permutations(n, size, _permutation_seed(seed), int(first_epoch))
+    else:
+        # batch before repeat: every epoch ends with its own (partial) last batch, as with Keras' arrays
+        indices = _epoch_indices(n, shuffle, seed).batch(size).repeat()
     dataset = indices.map(lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors))
-    return dataset.prefetch(1), steps
+    return _shard_by_data(dataset.prefetch(1)), steps
+
+
+def _permutation_seed(seed: Optional[int]) -> int:
+    return int(seed) if seed is not None else random.getrandbits(31)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the ``n`` examples in epoch ``epoch`` of a shuffled :func:`epoch_dataset` (``first_epoch`` set)."""
+    key = tf.constant([seed, epoch], tf.int64)
+    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key).numpy()
+
+
+def _epoch_permutations(n: int, size: int, seed: int, first_epoch: int):
+    """Batches of example indices: epoch e is ``epoch_permutation(n, seed, e)`` cut into batches of ``size``."""
+
+    def one_epoch(epoch):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(size)
+
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(one_epoch)
+
+
+def _shard_by_data(dataset):
+    """Shard by data under a multi-worker strategy: every worker keeps its share of each global batch.
+
+    The examples are in memory, not in files, so the default policy (AUTO)
+    would try file-based sharding, fail and fall back to DATA with a warning;
+    DATA is set explicitly. Each worker computes the whole global batch and
+    keeps its contiguous share (worker i: rows i·B/W … (i+1)·B/W of the batch).
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _epoch_indices(n: int, shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
@@ -147,12 +218,12 @@ def _split_validation(x, y, fraction: float):
     return (head(x), None if y is None else head(y)), (tail(x), None if y is None else tail(y))
 
 
-def fit_arguments(arguments: dict) -> dict:
+def fit_arguments(arguments: dict, seed: Optional[int] = None) -> dict:
     """Rewrite ``keras.Model.fit`` keyword arguments so in-memory data go through :func:`epoch_dataset`.
 
     Anything else (a dataset, a generator, ``sample_weight``/``class_weight``)
     is returned unchanged, as is a call that is not in-memory. The input dict
-    is not modified.
+    is not modified. ``seed``: of the per-epoch shuffles (see :func:`epoch_dataset`).
     """
     args = dict(arguments)
     x, y = args.get("x"), args.get("y")
@@ -166,7 +237,10 @@ def fit_arguments(arguments: dict) -> dict:
         (x, y), validation = _split_validation(x, y, float(split))
         args["validation_data"] = validation
     shuffle = args.pop("shuffle", True)
-    dataset, steps = epoch_dataset(x, y, batch_size=batch_size, shuffle=bool(shuffle))
+    first_epoch = _first_epoch(args, seed)
+    dataset, steps = epoch_dataset(
+        x, y, batch_size=batch_size, shuffle=bool(shuffle), seed=seed, first_epoch=first_epoch
+    )
     args.update(x=dataset, y=None, shuffle=False)
     if args.get("steps_per_epoch") is None:
         args["steps_per_epoch"] = steps
@@ -180,6 +254,23 @@ def fit_arguments(arguments: dict) -> dict:
             if args.get("validation_steps") is None:
                 args["validation_steps"] = vsteps
     return args
+
+
+def _first_epoch(args: dict, seed: Optional[int]) -> Optional[int]:
+    """The epoch the pipeline starts at if this ``fit`` is resumable or seeded, else None (one tf.data shuffle).
+
+    Resumable: a ``keras.callbacks.BackupAndRestore`` among the callbacks (it
+    may resume at the epoch its metadata holds) or ``initial_epoch > 0``.
+    Seeded: ``seed`` given (``KAREModel.fit`` under a multi-worker strategy).
+    Any other fit keeps the ``tf.data`` reshuffle, so its batches are those of
+    earlier versions.
+    """
+    backups = [c for c in (args.get("callbacks") or []) if isinstance(c, keras.callbacks.BackupAndRestore)]
+    initial = int(args.get("initial_epoch") or 0)
+    if not backups and initial == 0 and seed is None:
+        return None
+    resumed = [compat.backup_resume_epoch(c) for c in backups]
+    return max([initial] + [e for e in resumed if e is not None])
 
 
 def fit_in_memory(model, x, y=None, **fit_kwargs):

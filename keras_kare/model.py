@@ -11,7 +11,7 @@ from keras_kare import _keras_compat as compat
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
 from keras_kare import in_memory
-from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation
+from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation, row_block_gram
 from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
 from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
@@ -32,7 +32,7 @@ class _GoodStepMean(keras.metrics.Mean):
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
-class KAREModel(keras.Model):
+class KAREModel(compat.MultiWorkerFix, keras.Model):
     """A Keras model whose ``train_step`` minimises KARE of its batch NTK.
 
     For every batch (x, y) the model builds the empirical NTK Gram K of
@@ -69,6 +69,13 @@ class KAREModel(keras.Model):
             counted in the ``nonfinite_steps`` log and left out of the
             ``kare``/``loss`` averages; ``keras.callbacks.TerminateOnNaN`` is
             therefore not needed (and does not fire on skipped steps).
+        kare_scope: under a ``tf.distribute`` strategy with several replicas,
+            ``"replica"`` (default, cheapest): each replica computes KARE on
+            its own share of the global batch and the step minimises their
+            mean; ``"global"``: one KARE over the whole global batch, equal to
+            the single-device step (the replicas exchange per-example NTK
+            factors and Gram rows). Without replicas both are the same. See
+            :mod:`keras_kare.distribute` for the costs and when to use which.
 
     Factorisations that needed the jitter ladder of :mod:`keras_kare.factor`
     are counted in the ``factor_retries`` log (warned about once).
@@ -82,10 +89,15 @@ class KAREModel(keras.Model):
     for the ``LossScaleOptimizer`` that ``compile`` installs, which alone
     handles overflowing gradients.
 
-    Distribution (``tf.distribute.MirroredStrategy``): each replica computes
-    KARE on its own share of the global batch and the step minimises the mean
-    of the replicas' KAREs; see :mod:`keras_kare.distribute`. The global batch
-    must be divisible by the number of replicas.
+    Distribution (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``): with
+    ``kare_scope="replica"`` each replica computes KARE on its own share of the
+    global batch and the step minimises the mean of the replicas' KAREs; with
+    ``kare_scope="global"`` the step is the single-device KARE step on the
+    global batch; see :mod:`keras_kare.distribute`. The global batch must be
+    divisible by the number of replicas. The ``nonfinite_steps`` and
+    ``factor_retries`` logs count steps (a step skipped, or factorised with
+    jitter, on any replica counts once). Multi-worker training and resuming a killed
+    ``fit`` with ``keras.callbacks.BackupAndRestore``: ``docs/scaling_out.md``.
 
     Batches must hold at least 2 examples (KARE of one example is constant);
     use ``drop_remainder=True`` or a batch size that leaves no remainder of 1.
@@ -109,12 +121,14 @@ class KAREModel(keras.Model):
         implementation: str = "auto",
         solve_dtype: str = "auto",
         on_nonfinite: str = "stop",
+        kare_scope: str = "replica",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', received {on_nonfinite!r}.")
         self.on_nonfinite = on_nonfinite
+        self.kare_scope = _distribute.check_kare_scope(kare_scope)
         v.check_model(base_model, "base_model")
         v.check_kernel_mode(kernel)
         if implementation not in IMPLEMENTATIONS:
@@ -207,8 +221,25 @@ class KAREModel(keras.Model):
         self.stop_reason_ = None
         _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
         # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
-        arguments = in_memory.fit_arguments(arguments)
+        seed = None
+        if _distribute.spans_workers(self.distribute_strategy) and in_memory.is_in_memory(arguments.get("x")):
+            seed = _distribute.shared_seed(self.distribute_strategy)  # the same shuffles on every worker
+        arguments = in_memory.fit_arguments(arguments, seed=seed)
+        self._build_from_dataset(arguments.get("x"))
         return super().fit(**arguments, **extra)
+
+    def _build_from_dataset(self, data):
+        """Build from a dataset's element shapes before ``fit``, if not built yet.
+
+        ``train_step`` would build the model at its first step, but callbacks
+        run before that: ``keras.callbacks.BackupAndRestore`` restores into a
+        built model only (and raises otherwise).
+        """
+        if self.built or not isinstance(data, tf.data.Dataset):
+            return
+        spec = data.element_spec
+        x_spec = spec[0] if isinstance(spec, tuple) else spec
+        self.build(tf.nest.map_structure(lambda s: tuple(s.shape), x_spec))
 
     # -------------------------------------------------- per-epoch metric work
     # Keras resets and reads the metrics once per epoch (and per evaluate), one
@@ -229,7 +260,16 @@ class KAREModel(keras.Model):
     def get_metrics_result(self):
         if getattr(self, "_metrics_result_fn", None) is None:
             self._metrics_result_fn = tf.function(super().get_metrics_result)
-        return self._metrics_result_fn()
+        result = self._metrics_result_fn()
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and isinstance(result, dict):
+            # Read across replicas, a Sum tracker is the sum of every replica's count; a skipped step is
+            # skipped (and counted) on all R replicas. Per replica, as the per-batch logs report them.
+            result = dict(result)
+            for name in _COUNTER_NAMES:
+                if name in result:
+                    result[name] = result[name] / replicas
+        return result
 
     # ------------------------------------------------------------- KARE steps
     def _resolved_implementation(self) -> str:
@@ -252,15 +292,27 @@ class KAREModel(keras.Model):
             message="KAREModel needs at least 2 examples per batch (last partial batch of 1? use drop_remainder=True).",
         )
         implementation = self._resolved_implementation()
+        spread = self._global_scope()
         if implementation == "jacobian" and n_static is not None:
-            self._check_jacobian_step_memory(x, n_static)
-        k = gram(self.base_model, x, None, kernel=self.kernel, implementation=implementation)
+            rows = n_static * _distribute.num_replicas() if spread else n_static
+            self._check_jacobian_step_memory(x, rows)
+        if spread:
+            # one Gram over the global batch: this replica's rows K(x, X), stacked across replicas
+            rows = row_block_gram(self.base_model, x, _distribute.gather_examples, self.kernel, implementation)
+            k = _distribute.gather_replicated_rows(rows)
+            y = _distribute.gather_examples(tf.stop_gradient(tf.convert_to_tensor(y)))
+        else:
+            k = gram(self.base_model, x, None, kernel=self.kernel, implementation=implementation)
         y = as_target_matrix(y, k.dtype)
         if self.kernel == "full":
-            c = tf.shape(k)[2]
+            n, c = tf.shape(k)[0], tf.shape(k)[2]  # n: the global batch under kare_scope="global"
             k = tf.reshape(tf.transpose(k, [0, 2, 1, 3]), [n * c, n * c])
             y = tf.reshape(y, [-1, 1])
         return self.kare_layer.terms(k, y), k
+
+    def _global_scope(self) -> bool:
+        """Whether this step computes one KARE over the global batch of a distributed step."""
+        return self.kare_scope == "global" and _distribute.in_replicas()
 
     def _check_jacobian_step_memory(self, x, n: int) -> None:
         """Raise ``GramMemoryError`` while the step is traced if its per-example Jacobians would not fit.
@@ -296,9 +348,12 @@ class KAREModel(keras.Model):
         for name in _METRIC_NAMES:
             safe = tf.where(ok, values[name], tf.zeros_like(values[name]))
             self._trackers[name].update_state(safe, sample_weight=weight)
+        # counters count steps: a flag raised on any replica is counted on every replica
+        # (get_metrics_result reports the per-replica count)
         rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
-        self._trackers["factor_retries"].update_state(tf.cast(rescued, "float32"))
-        self._trackers["nonfinite_steps"].update_state(1.0 - tf.cast(ok, "float32"))
+        for name, flag in (("factor_retries", rescued), ("nonfinite_steps", tf.logical_not(ok))):
+            anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(flag)))
+            self._trackers[name].update_state(tf.cast(anywhere, "float32"))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def _record_failure(self, k, ridge):
@@ -319,8 +374,9 @@ class KAREModel(keras.Model):
         variables = self.base_model.trainable_variables
         with tf.GradientTape() as tape:
             terms, k = self._kare_terms(x, y)
-            # under a tf.distribute strategy: the mean of the per-replica KAREs (see keras_kare.distribute)
-            objective = _distribute.scale_for_replicas(terms.value)
+            # under a tf.distribute strategy, "replica" scope: the mean of the per-replica KAREs;
+            # "global": every replica holds the one KARE of the global batch (see keras_kare.distribute)
+            objective = terms.value if self._global_scope() else _distribute.scale_for_replicas(terms.value)
             # mixed_float16: compile() wraps the optimizer in a LossScaleOptimizer, whose apply() unscales
             objective = self.optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)
@@ -358,6 +414,7 @@ class KAREModel(keras.Model):
             implementation=self.implementation,
             solve_dtype=self.kare_layer.solve_dtype,
             on_nonfinite=self.on_nonfinite,
+            kare_scope=self.kare_scope,
         )
         return config
 

@@ -196,6 +196,7 @@ def compute_ntk(
     ``extra_copies`` is the number of float64 copies of the result the caller
     will make (``KernelPredictor`` keeps one), for the memory guard.
     """
+    _distribute.check_single_worker("keras_kare.ntk (also used by KernelPredictor)")
     model = unwrap_network(v.check_model(model))
     v.check_kernel_mode(kernel)
     check_verbose(verbose)

@@ -1,9 +1,12 @@
 """In-memory arrays through one pipeline per fit: same batches, same epochs, same weights as plain tf.data."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from precision import float32_gram_entry_rtol
 
 from keras_kare import KAREModel, in_memory
 
@@ -166,3 +169,81 @@ def test_fit_in_memory_for_a_plain_keras_model(rng):
     assert len(h.history["loss"]) == 3
     for a, b in zip(fast.get_weights(), plain.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ resuming a fit
+def test_epoch_permutations_depend_only_on_seed_and_epoch(rng):
+    """With first_epoch set, epoch e's order is epoch_permutation(n, seed, e): a dataset started at epoch 2
+    continues exactly where one started at epoch 0 is after two epochs."""
+    x = np.arange(10, dtype="float32")[:, None]
+    y = -x
+    ds0, steps = in_memory.epoch_dataset(x, y, batch_size=4, shuffle=True, seed=5, first_epoch=0)
+    ds2, _ = in_memory.epoch_dataset(x, y, batch_size=4, shuffle=True, seed=5, first_epoch=2)
+    from_zero, from_two = _epochs(ds0, steps, 4), _epochs(ds2, steps, 2)
+    orders = []
+    for e, epoch in enumerate(from_zero):
+        assert [int(b[0].shape[0]) for b in epoch] == [4, 4, 2]  # the partial batch ends every epoch
+        xs = np.concatenate([b[0].numpy()[:, 0] for b in epoch])
+        np.testing.assert_array_equal(xs, in_memory.epoch_permutation(10, 5, e))
+        np.testing.assert_array_equal(np.concatenate([b[1].numpy()[:, 0] for b in epoch]), -xs)
+        orders.append(tuple(xs))
+    assert len(set(orders)) > 1
+    for a, b in zip(from_zero[2:], from_two):
+        for (ax, ay), (bx, by) in zip(a, b):
+            np.testing.assert_array_equal(ax, bx)
+            np.testing.assert_array_equal(ay, by)
+    with pytest.raises(ValueError, match="first_epoch"):
+        in_memory.epoch_dataset(x, y, batch_size=4, first_epoch=-1)
+
+
+def test_fit_arguments_start_the_shuffles_at_the_backup_epoch(rng, tmp_path):
+    x, y = _data(rng, n=10)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    seen = []
+    for metadata in (None, {"epoch": 3, "batch": 0}):
+        if metadata is not None:
+            (tmp_path / "training_metadata.json").write_text(json.dumps(metadata))
+        args = in_memory.fit_arguments({"x": x, "y": y, "batch_size": 4, "callbacks": [backup]}, seed=11)
+        seen.append(np.concatenate([next(iter(args["x"]))[0].numpy()[:, :1]]))
+    # a fit that cannot be resumed and is not seeded keeps the tf.data reshuffle (the batches of earlier versions)
+    assert in_memory._first_epoch({"x": x, "y": y}, None) is None
+    assert in_memory._first_epoch({"initial_epoch": 2}, None) == 2
+    assert in_memory._first_epoch({}, 5) == 0
+    order = lambda e: x[in_memory.epoch_permutation(10, 11, e)[:4], :1]  # noqa: E731
+    np.testing.assert_array_equal(seen[0], order(0))
+    np.testing.assert_array_equal(seen[1], order(3))  # the first batch of epoch 3, where Keras will resume
+
+
+def test_interrupted_fit_resumed_by_backup_and_restore_equals_uninterrupted(rng, tmp_path):
+    """In one process (the kill -9 versions are in test_multiworker): a shuffled fit that fails during epoch 2
+    and is run again with a fresh model and the same seeds resumes at epoch 2 with the backed-up weights and
+    optimizer state (SGD momentum), sees the batches of epochs 2 and 3, and ends where an uninterrupted fit ends."""
+    x, y = _data(rng, n=24)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 0:
+                raise RuntimeError("interrupted")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    def run(backup_dir, *extra):
+        model = KAREModel(_net(seed=3), ridge=0.1)
+        model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+        callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir)), *extra]
+        history = model.fit(x, y, batch_size=8, epochs=4, shuffle=True, callbacks=callbacks, verbose=0)
+        return model, history
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(tmp_path / "a", Interrupt())
+    resumed, history = run(tmp_path / "a")
+    straight, full = run(tmp_path / "b")
+    assert history.epoch == [2, 3]
+    assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations) == 4 * 3
+    # the same float32 operations on the same batches: at most the Gram entry rounding bound per step (12 steps;
+    # equal in practice, but this process does not enable op determinism, which is global and permanent)
+    rtol = 12 * float32_gram_entry_rtol(resumed.base_model.count_params())
+    np.testing.assert_allclose(history.history["kare"], full.history["kare"][2:], rtol=rtol)
+    for a, b in zip(resumed.base_model.get_weights(), straight.base_model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())

@@ -22,7 +22,7 @@ Where TensorFlow is used:
   ``tf.function``).
 
 What a JAX port would have to provide: this package's functions (``gram``,
-``block_gram``/``BlockGram``, ``forward_profile``, ``resolve_implementation``,
+``block_gram``/``BlockGram``, ``row_block_gram``, ``forward_profile``, ``resolve_implementation``,
 ``swap_examples``) built on ``jax.jacrev``/``vmap`` (neural-tangents'
 ``empirical.py`` is the model), the KARE and ridge algebra in ``keras.ops`` or
 ``jax.numpy`` with ``jax.custom_vjp`` in place of ``tf.custom_gradient``, a
@@ -41,6 +41,7 @@ from keras_kare.backend.tensorflow import (  # noqa: E402 - only after the backe
     forward_profile,
     gram,
     resolve_implementation,
+    row_block_gram,
     swap_examples,
 )
 
@@ -52,5 +53,6 @@ __all__ = [
     "block_gram",
     "gram",
     "resolve_implementation",
+    "row_block_gram",
     "swap_examples",
 ]

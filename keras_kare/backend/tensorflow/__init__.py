@@ -10,6 +10,7 @@ Other modules use TensorFlow too (linear algebra, training step, distribution):
 from keras_kare.backend.tensorflow.blocks import BlockGram, block_gram
 from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
 from keras_kare.backend.tensorflow.jacobian import forward_profile
+from keras_kare.backend.tensorflow.row_blocks import row_block_gram
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -17,6 +18,7 @@ __all__ = [
     "forward_profile",
     "block_gram",
     "gram",
+    "row_block_gram",
     "resolve_implementation",
     "swap_examples",
 ]

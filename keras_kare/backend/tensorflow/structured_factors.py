@@ -29,8 +29,10 @@ Every factor class provides the same small interface, so a new kind of
 factor is one class here: ``to_grad()`` (explicit per-example gradients),
 ``gram(other, kernel)`` (its Gram contribution with a factor of the same class),
 ``compact(kernel, n)`` (the form to keep for blocked Grams), ``concat(factors)``
-(one factor for a variable used at several call sites, or None) and
-``tensors()``/``static``/``from_tensors()`` (``tf.function`` I/O).
+(one factor for a variable used at several call sites, or None),
+``tensors()``/``static``/``from_tensors()`` (``tf.function`` I/O) and
+``example_axes`` (the example axis of each of ``tensors()``, for gathering a
+batch spread over replicas: :func:`map_examples`).
 
 Cost model (the ghost-vs-materialise choice is made in ``LinearFactor.gram``
 and ``EmbeddingFactor.gram``, counted in multiply-adds, ``Cg = C`` for
@@ -120,6 +122,8 @@ class Factor:
 
     #: the name recorded by :func:`flatten_factors`; each subclass registers under it
     kind: ClassVar[str]
+    #: the example (batch) axis of each tensor in :meth:`tensors`
+    example_axes: ClassVar[tuple]
     _KINDS: ClassVar[dict] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -174,6 +178,7 @@ class LinearFactor(Factor):
     delta: tf.Tensor
     ones: bool = False
     kind: ClassVar[str] = "linear"
+    example_axes: ClassVar[tuple] = (0, 1)
 
     @property
     def d_in(self) -> int:
@@ -289,6 +294,7 @@ class EmbeddingFactor(Factor):
     delta: tf.Tensor
     vocab: int
     kind: ClassVar[str] = "embedding"
+    example_axes: ClassVar[tuple] = (0, 1)
 
     def to_grad(self) -> tf.Tensor:
         """Per-example table gradients (C, n, vocab·dim) by a segment sum (no one-hot)."""
@@ -361,6 +367,7 @@ class GradFactor(Factor):
 
     grad: tf.Tensor
     kind: ClassVar[str] = "grad"
+    example_axes: ClassVar[tuple] = (1,)
 
     def to_grad(self) -> tf.Tensor:
         return self.grad
@@ -411,6 +418,11 @@ def compact(f: Factor, kernel: str, n: int) -> Factor:
     convolution these are far smaller than its patches), otherwise as is.
     """
     return f.compact(kernel, n)
+
+
+def map_examples(f: Factor, fn) -> Factor:
+    """``f`` with every tensor replaced by ``fn(tensor, example_axis)`` (e.g. a gather over replicas)."""
+    return type(f).from_tensors([fn(t, axis) for t, axis in zip(f.tensors(), f.example_axes)], f.static)
 
 
 def flatten_factors(factors: "dict[tuple, Factor]") -> tuple[list, list]:
