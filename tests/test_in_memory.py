@@ -247,3 +247,14 @@ def test_interrupted_fit_resumed_by_backup_and_restore_equals_uninterrupted(rng,
     np.testing.assert_allclose(history.history["kare"], full.history["kare"][2:], rtol=rtol)
     for a, b in zip(resumed.base_model.get_weights(), straight.base_model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_pipelines_shard_by_data_and_do_not_autotune(batch_size):
+    """In-memory pipelines: DATA sharding (multi-worker) and no autotuning thread (which delays fit's end)."""
+    x = np.arange(12, dtype="float32").reshape(6, 2)
+    dataset, _ = in_memory.epoch_dataset(x, x[:, 0], batch_size=batch_size or len(x))
+    for ds in (dataset, in_memory.epoch_orders(6)):
+        options = ds.options()
+        assert options.autotune.enabled is False
+        assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
