@@ -52,11 +52,14 @@ def counting(fn, key):
     def wrapped(value, *args, **kwargs):
         out = fn(value, *args, **kwargs)
         if out is not value:  # gathered across replicas (counted while tracing)
-            # an unknown example axis (a sharded dataset) holds batch/R examples here, batch gathered
             local = batch // strategy.num_replicas_in_sync
-            size = lambda shape, n: int(np.prod([n if d is None else d for d in shape]))  # noqa: E731
+            if key == "rows":  # (batch/R, batch) row blocks stacked into the (batch, batch) Gram
+                elements = (batch - local) * batch
+            else:  # an unknown example axis (a sharded dataset) holds batch/R examples here, batch gathered
+                size = lambda shape, n: int(np.prod([n if d is None else d for d in shape]))  # noqa: E731
+                elements = size(out.shape, batch) - size(value.shape, local)
             # MirroredStrategy traces the step once per local device
-            received[key] += (size(out.shape, batch) - size(value.shape, local)) / len(strategy.extended.worker_devices)
+            received[key] += elements / len(strategy.extended.worker_devices)
         return out
     return wrapped
 distribute.gather_examples = counting(distribute.gather_examples, "factors")
