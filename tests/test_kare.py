@@ -97,15 +97,16 @@ def test_gradient_wrt_kernel_matches_finite_differences(rng, relative):
 
 
 @pytest.mark.parametrize("relative", [False, True])
-def test_gradient_wrt_float32_kernel_agrees_with_float64_to_single_precision(rng, relative):
+@pytest.mark.parametrize("n", [256, 600])
+def test_gradient_wrt_float32_kernel_agrees_with_float64_to_single_precision(rng, relative, n):
     """A float32 kernel's KARE gradient takes its two n³ backward products in float32.
 
     Each entry of A = M⁻¹ and of A² is a sum of n products, so float32 rounding
     gives a normwise relative error of at most about n·ε₃₂ (n = 256:
     3e-5); the float64 gradient (checked against finite differences above) is
-    the reference.
+    the reference. n = 600 is above the size at which the products are blocked
+    (``risk.PRODUCT_BLOCK``): the same sums, grouped by blocks.
     """
-    n = 256
     k64 = _psd(rng, n, rank=40, scale=3.0)
     y = rng.normal(size=(n, 2))
 

@@ -114,22 +114,6 @@ def test_kare_and_gradient_at_blocked_sizes_match_float64_numpy(rng, relative):
     assert np.linalg.norm(grad - want) <= 8 * n * kappa * U64 * np.linalg.norm(want)
 
 
-def test_float32_kernel_gradient_at_blocked_sizes_agrees_with_float64(rng):
-    """As test_kare's float32 test, at n = 600: the blocked float32 products err by about n·ε₃₂."""
-    n = 600
-    k64 = _psd(rng, n, rank=40, scale=3.0)
-    y = rng.normal(size=(n, 1))
-
-    def grad(k0):
-        k = tf.Variable(k0)
-        with tf.GradientTape() as tape:
-            val = keras_kare.kare(k, y.astype(k0.dtype), ridge=0.1)
-        return tape.gradient(val, k).numpy().astype(np.float64)
-
-    g64, g32 = grad(k64), grad(k64.astype(np.float32))
-    assert np.linalg.norm(g32 - g64) < n * np.finfo(np.float32).eps * np.linalg.norm(g64)
-
-
 def test_symmetric_eigh_matches_numpy_and_restores_the_thread_limit(rng):
     """One-thread LAPACK below the size limit: the same decomposition up to round-off (backward error ~ n·u·‖K‖)."""
     from threadpoolctl import threadpool_info
