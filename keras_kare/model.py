@@ -32,7 +32,7 @@ class _GoodStepMean(keras.metrics.Mean):
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
-class KAREModel(compat.MultiWorkerFix, keras.Model):
+class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model):
     """A Keras model whose ``train_step`` minimises KARE of its batch NTK.
 
     For every batch (x, y) the model builds the empirical NTK Gram K of
@@ -256,6 +256,14 @@ class KAREModel(compat.MultiWorkerFix, keras.Model):
 
             self._reset_metrics_fn = tf.function(reset)
         self._reset_metrics_fn()
+
+    def _logs_are_metric_results(self, logs) -> bool:
+        """A step's logs are every tracker's result after the step (one replica: nothing averaged across replicas)."""
+        return (
+            isinstance(logs, dict)
+            and set(logs) == set(self._trackers)
+            and self.distribute_strategy.num_replicas_in_sync == 1
+        )
 
     def get_metrics_result(self):
         if getattr(self, "_metrics_result_fn", None) is None:

@@ -258,3 +258,26 @@ def test_pipelines_shard_by_data_and_do_not_autotune(batch_size):
         options = ds.options()
         assert options.autotune.enabled is False
         assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+
+
+def test_epoch_logs_are_the_last_steps_metric_results():
+    """The epoch's logs come from the last step, without a second read-out, and equal that read-out."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).standard_normal((24, 4)).astype("float32")
+    y = np.tanh(x[:, :2])
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, "tanh"), keras.layers.Dense(2)])
+    model = KAREModel(net, ridge=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    calls = []
+    read_out = model.get_metrics_result
+    model.get_metrics_result = lambda: calls.append(1) or read_out()
+    hist = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, validation_data=(x[:16], y[:16]))
+    assert not calls  # neither the training epochs nor the validation read the metrics again
+    del model.get_metrics_result
+    after = {k: float(v) for k, v in model.get_metrics_result().items()}  # the validation's state, read now
+    for name, value in after.items():
+        np.testing.assert_allclose(hist.history["val_" + name][-1], value, rtol=0, atol=0)
+    # and they are the validation's values: the mean KARE of its 2 batches of 8, evaluated again
+    evaluated = model.evaluate(x[:16], y[:16], batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(hist.history["val_kare"][-1], evaluated["kare"], rtol=4 * float32_gram_entry_rtol(44))
+    assert len(hist.history["kare"]) == 3 and np.isfinite(hist.history["kare"]).all()

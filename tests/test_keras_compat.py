@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_kare"
 INTERNALS = re.compile(
     r"keras\.src|_run_through_graph|_standardize_inputs|_flatten_layers|_call_context_args|\._direction\b"
     r'|MetricsList|_build_shapes_dict|[."]_keras_mask\b|\._functional\b'
-    r"|_maybe_symbolic_build|_make_function|_training_metadata_path"
+    r"|_maybe_symbolic_build|_make_function|_training_metadata_path|_get_metrics_result_or_logs"
 )
 
 
@@ -41,8 +41,9 @@ def test_internals_present_on_this_keras():
     out = compat.run_through_graph(functional, x, lambda op: lambda *a, **k: seen.append(op) or op(*a, **k))
     np.testing.assert_allclose(out, functional(x))
     assert len(seen) == 2
-    # overridden by MultiWorkerFix; if Keras renames them the overrides would silently stop applying
-    for name in ("_maybe_symbolic_build", "_make_function"):
+    # overridden by MultiWorkerFix and EpochLogsFromLastStep; if Keras renamed them,
+    # the overrides would silently stop applying
+    for name in ("_maybe_symbolic_build", "_make_function", "_get_metrics_result_or_logs"):
         assert callable(getattr(keras.Model, name, None)), name
     backup = keras.callbacks.BackupAndRestore("unused")
     assert isinstance(getattr(backup, "_training_metadata_path", None), str)
