@@ -192,7 +192,7 @@ def gather_replicated_rows(rows):
 
 
 def all_replicas(flag):
-    """Logical AND of a boolean scalar over all replicas (the flag itself without replicas)."""
+    """Elementwise logical AND of a boolean tensor over all replicas, in one all-reduce (the flag without replicas)."""
     ctx = _replica_context()
     if ctx is None:
         return flag

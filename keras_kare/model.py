@@ -359,9 +359,9 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         # counters count steps: a flag raised on any replica is counted on every replica
         # (get_metrics_result reports the per-replica count)
         rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
-        for name, flag in (("factor_retries", rescued), ("nonfinite_steps", tf.logical_not(ok))):
-            anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(flag)))
-            self._trackers[name].update_state(tf.cast(anywhere, "float32"))
+        anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(tf.stack([rescued, tf.logical_not(ok)]))))
+        for name, flag in zip(("factor_retries", "nonfinite_steps"), tf.unstack(anywhere)):
+            self._trackers[name].update_state(tf.cast(flag, "float32"))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def _record_failure(self, k, ridge):
