@@ -9,8 +9,9 @@ Workloads (float32, random data of the stated shapes):
   dnn-b32    the same runner, 13-128-128-5, n = 152, batch 32 (5 batches per pass), --dnn-b32-passes passes
 
 For each, in one process: the steady-state step (``--calls`` back-to-back
-direct calls of the compiled train function on a ready iterator, or of
-train_dnn's compiled loop of passes, after warm-up; per SGD step) and the
+direct calls of the compiled train function on a ready iterator, or
+back-to-back calls of train_dnn's compiled loop of passes covering about
+``--calls`` × 100 SGD steps, after warm-up; per SGD step) and the
 wall time of the user's call (KAREModel.fit for ``--epochs`` epochs;
 train_dnn for the passes given), excluding tracing (a warm-up call runs
 first); the ratio is that wall time / (SGD steps × step). Step and fit are
@@ -133,27 +134,31 @@ def bench_dnn(w, passes: int, calls: int, repeats: int) -> dict:
     def net():
         return build_mlp(w["d"], w["depth"], w["width"], w["outputs"], seed=0)
 
-    model = runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)[0]  # traces
-    spe = model.steps_per_execution  # SGD steps per compiled call
+    runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)  # traces
     per_pass = -(-n // (batch or n))
     sgd_steps = passes * per_pass
     (entry,) = pool._entries.values()  # the compiled loop train_dnn runs (one pooled network)
-    loop, ppc = entry["loop"], spe // per_pass
+    loop = entry["loop"]
+    ppc = loop.passes_per_call
+    spe = ppc * per_pass  # SGD steps per compiled call
     orders = np.stack([np.random.default_rng(i).permutation(n) for i in range(ppc)])
     xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
 
+    loop_calls = max(3, calls * 100 // spe)  # about calls × 100 SGD steps, as the KARE workloads' calls
+
     def loop_seconds():
-        """Seconds per SGD step of ``calls`` back-to-back calls of the compiled loop (``spe`` steps each)."""
+        """Seconds per SGD step of back-to-back calls of the compiled loop (``spe`` steps each)."""
         loop(xt, yt, orders, ppc)
         t = time.perf_counter()
-        for _ in range(calls):
+        for _ in range(loop_calls):
             loop(xt, yt, orders, ppc)
-        return (time.perf_counter() - t) / (calls * spe)
+        return (time.perf_counter() - t) / (loop_calls * spe)
 
     def measure():
         step = loop_seconds()
+        fresh = net()  # building the network is not training it
         t = time.perf_counter()
-        runner.train_dnn(net(), x, y, 0.01, passes, batch, quiet, pool=pool)
+        runner.train_dnn(fresh, x, y, 0.01, passes, batch, quiet, pool=pool)
         fit = time.perf_counter() - t
         return {"step_ms": 1e3 * step, "fit_s": fit, "ratio": fit / (sgd_steps * step)}
 

@@ -130,10 +130,10 @@ def test_dnn_compiled_loop_matches_keras_fit(rng, jit_compile, batch_size, passe
     for a, b, w0 in zip(ref.get_weights(), net.get_weights(), _net(0).get_weights()):
         moved = float(np.abs(a - w0).max())
         np.testing.assert_allclose(b, a, rtol=0, atol=steps * (len(x) + 8) * U32 * moved + 4 * U32 * np.abs(a).max())
-    # the logged loss: the mean over the last whole call (min(passes, 100 // per_pass) passes)
-    per_call = min(passes, 100 // per_pass)
-    last_call = losses[(passes // per_call) * per_call - per_call : (passes // per_call) * per_call]
-    assert info["final_loss"] == pytest.approx(np.mean(last_call), rel=steps * (len(x) + 8) * U32)
+    # the logged loss: the mean over the last checked chunk of min(passes, 100 // per_pass) passes (here partial)
+    per_check = min(passes, runner.CHECK_STEPS // per_pass)
+    last_chunk = losses[(len(losses) - 1) // per_check * per_check :]
+    assert info["final_loss"] == pytest.approx(np.mean(last_chunk), rel=steps * (len(x) + 8) * U32)
 
 
 def test_epoch_orders_are_the_batches_of_epoch_dataset():
@@ -158,13 +158,33 @@ def test_pool_keys_separate_architectures_and_objectives(rng):
     assert pool.builds == 4
 
 
-def test_dnn_divergence_restores_last_finite_weights(rng):
+@pytest.mark.parametrize("batch_size, lr", [(None, 1.0), (8, 0.7)])  # blows up in the first check / after 4
+def test_dnn_divergence_restores_last_finite_weights(rng, batch_size, lr):
+    """Training that blows up stops at its first non-finite check with the weights of the check before.
+
+    Oracle: the initial weights, or the same training run for exactly the
+    passes kept (it stays finite there), which ends at the same weights bit
+    for bit (the same steps on the same batches).
+    """
     x, y = _data(rng)
     msgs = []
-    net, info = train_dnn(_net(0), x, y * 1e6, 1e3, 300, None, msgs.append)
-    assert info["stopped_at"] is not None
-    assert all(np.all(np.isfinite(w)) for w in net.get_weights())
-    assert any("not finite" in m for m in msgs)
+    keras.utils.set_random_seed(1)
+    net, info = train_dnn(_net(0), x, y, lr, 1000, batch_size, msgs.append)
+    per_pass = 1 if batch_size is None else 3
+    assert info["stopped_at"] is not None and info["stopped_at"] % per_pass == 0
+    (line,) = [m for m in msgs if "not finite" in m]
+    kept = int(line.rsplit(" ", 1)[1])  # "... restored the weights of step K"
+    assert info["stopped_at"] - kept == (runner.CHECK_STEPS // per_pass) * per_pass
+    if kept == 0:
+        reference = _net(0).get_weights()
+        assert info["final_loss"] is None
+    else:
+        keras.utils.set_random_seed(1)
+        ref, ref_info = train_dnn(_net(0), x, y, lr, kept // per_pass, batch_size, quiet)
+        assert ref_info["stopped_at"] is None and ref_info["final_loss"] == info["final_loss"]
+        reference = ref.get_weights()
+    for a, b in zip(reference, net.get_weights()):
+        np.testing.assert_array_equal(b, a)
 
 
 def test_run_seed_trains_and_predicts_with_the_same_kernel_mode(rng, monkeypatch):

@@ -39,89 +39,36 @@ METHODS = ("kare", "after_kernel", "dnn")
 
 
 class _Progress(keras.callbacks.Callback):
-    """Logs every ``every`` epochs and stops on a non-finite loss, keeping the last finite weights.
+    """Logs every ``every`` epochs of a KAREModel fit and stops on a non-finite KARE.
 
     The paper stops KARE training on a failed factorisation / NaN. A
     :class:`~keras_kare.KAREModel` never applies a non-finite step, so its
-    weights are already those of the last good step; for a plain network
-    (``snapshot``) the weights of the last epoch with a finite loss are kept
-    on-device (:class:`_Snapshot`) and restored, so that the kernel evaluated
-    afterwards is a real one.
+    weights are already those of the last good step when training stops.
     """
 
-    def __init__(
-        self,
-        label: str,
-        total: int,
-        every: int,
-        key: str,
-        log: Callable[[str], None],
-        steps_per_epoch: int = 1,
-        snapshot: Optional["_Snapshot"] = None,
-    ):
+    def __init__(self, label: str, total: int, every: int, key: str, log: Callable[[str], None]):
         super().__init__()
         self.label, self.total, self.every, self.key, self.log = label, total, max(1, every), key, log
-        self.spe = steps_per_epoch
-        self.snapshot = snapshot
         self.stopped_at: Optional[int] = None
         self.last: Optional[float] = None
 
     def on_train_begin(self, logs=None):
         self.t0 = time.time()
-        if self.snapshot is not None:
-            self.snapshot.save()
 
     def on_epoch_end(self, epoch, logs=None):
         value = float((logs or {}).get(self.key, np.nan))
-        finite = math.isfinite(value) and (self.snapshot is None or self.snapshot.save())
-        if not finite:
-            if self.snapshot is not None:
-                self.snapshot.restore()
-            self.stopped_at = (epoch + 1) * self.spe
+        if not math.isfinite(value):
+            self.stopped_at = epoch + 1
             self.model.stop_training = True
             self.log(
-                f"{self.label}: {self.key} not finite by step {self.stopped_at}; stopped and restored the "
-                f"weights of step {epoch * self.spe}"
+                f"{self.label}: {self.key} not finite by step {self.stopped_at}; stopped at the weights of step {epoch}"
             )
             return
         self.last = value
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.total:
-            step, total = (epoch + 1) * self.spe, self.total * self.spe
-            self.log(f"{self.label}: step {step}/{total} {self.key}={value:.5g} ({time.time() - self.t0:.1f}s)")
-
-
-class _Snapshot:
-    """An on-device copy of a network's weights: ``save()`` (only if all finite; returns whether) and ``restore()``.
-
-    One compiled call per epoch instead of copying every weight to NumPy.
-    """
-
-    def __init__(self, variables):
-        self.variables = list(variables)
-        self.copies = [tf.Variable(v, trainable=False) for v in self.variables]
-
-        def save():
-            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in self.variables])
-
-            def assign():
-                for c, v in zip(self.copies, self.variables):
-                    c.assign(v)
-                return tf.constant(True)
-
-            return tf.cond(ok, assign, lambda: tf.constant(False))
-
-        def restore():
-            for c, v in zip(self.copies, self.variables):
-                v.assign(c)
-            return tf.constant(True)
-
-        self._save, self._restore = tf.function(save), tf.function(restore)
-
-    def save(self) -> bool:
-        return bool(self._save())
-
-    def restore(self) -> None:
-        self._restore()
+            self.log(
+                f"{self.label}: step {epoch + 1}/{self.total} {self.key}={value:.5g} ({time.time() - self.t0:.1f}s)"
+            )
 
 
 def _architecture(net) -> tuple:
@@ -248,12 +195,19 @@ class _CompiledPasses:
 
     The steps are those of Keras' ``fit`` on the same batches (the network's
     ``train_step``: forward pass, its compiled loss, gradient, its optimizer's
-    update; ``loss`` the mean over the call's steps, weighted by batch size),
-    but the loop over the steps is compiled together with them
+    update), but the loop over the steps is compiled together with them
     (``jit_compile=True``: one XLA program per call), so a tiny network pays
-    for its arithmetic instead of TensorFlow's per-operation dispatch and
-    ``tf.data`` per step. Results differ from ``fit`` by float round-off only
-    (XLA fuses and orders reductions differently).
+    for its arithmetic instead of TensorFlow's per-operation dispatch,
+    ``tf.data`` per step and a host round trip per check. Results differ from
+    ``fit`` by float round-off only (XLA fuses and orders reductions
+    differently).
+
+    Divergence is checked inside the call, every ``passes_per_check`` passes
+    (a *chunk*): its loss is the mean over the chunk's steps (as Keras'
+    epoch loss), and if it or any trainable weight is not finite the weights
+    go back to the copy taken after the last good chunk (on-device, no host
+    copy) and the call stops. A call runs up to ``checks_per_call`` chunks,
+    the last one possibly partial.
 
     Batches: each pass visits the examples in the order given for it (a row of
     ``orders``) in consecutive batches of ``batch_size``, the last one
@@ -263,59 +217,104 @@ class _CompiledPasses:
     Args:
         model: a compiled Keras model (single input and target array).
         n: examples; batch_size: examples per batch (``>= n``: full batch).
-        passes_per_call: the largest number of passes of one call.
+        passes_per_check: passes per chunk (the divergence check's period).
+        checks_per_call: the largest number of chunks of one call.
         jit_compile: compile with XLA (False: a graph-mode loop, for tests).
 
     Example:
-        >>> loop = _CompiledPasses(net, len(x), 32, passes_per_call=20)         # doctest: +SKIP
-        >>> loss = loop(x, y, orders, passes=20)  # orders: (20, n) int indices  # doctest: +SKIP
+        >>> loop = _CompiledPasses(net, len(x), 32, passes_per_check=20, checks_per_call=5)  # doctest: +SKIP
+        >>> losses, stopped = loop(x, y, orders, passes=100)  # orders: (100, n) int indices  # doctest: +SKIP
     """
 
-    def __init__(self, model, n: int, batch_size: int, passes_per_call: int, jit_compile: bool = True):
+    def __init__(
+        self, model, n: int, batch_size: int, passes_per_check: int, checks_per_call: int, jit_compile: bool = True
+    ):
         self.n, self.full = int(n), batch_size >= n
-        self.passes_per_call = int(passes_per_call)
+        self.passes_per_check, self.checks_per_call = int(passes_per_check), int(checks_per_call)
+        self.passes_per_call = self.passes_per_check * self.checks_per_call
         bs = min(int(batch_size), self.n)
         full_batches, last = divmod(self.n, bs)
+        weights = list(model.trainable_variables)
+        self._copies = [tf.Variable(w, trainable=False) for w in weights]
 
         def step(x, y):
             return tf.cast(model.train_step((x, y))["loss"], tf.float32)
 
+        def one_pass(x, y, order, loss):
+            if self.full:
+                return step(x, y)
+
+            def batch(b, loss):
+                rows = tf.gather(order, b * bs + tf.range(bs))
+                return b + 1, step(tf.gather(x, rows), tf.gather(y, rows))
+
+            _, loss = tf.while_loop(lambda b, _: b < full_batches, batch, (tf.constant(0), loss))
+            if last:
+                rows = order[full_batches * bs :]
+                loss = step(tf.gather(x, rows), tf.gather(y, rows))
+            return loss
+
+        def keep_or_restore(loss):
+            """Copy the weights if the chunk ended finite, else restore the copy; returns whether it was finite."""
+            finite = tf.reduce_all([tf.math.is_finite(loss)] + [tf.reduce_all(tf.math.is_finite(w)) for w in weights])
+            for c, w in zip(self._copies, weights):
+                kept = tf.where(finite, w, c)
+                c.assign(kept)
+                w.assign(kept)
+            return finite
+
         def run(x, y, orders, passes):
-            model.reset_metrics()  # the returned loss is the mean over this call's steps, as in a Keras epoch
+            for c, w in zip(self._copies, weights):  # the weights this call starts from are good
+                c.assign(w)
+            chunks = (passes + self.passes_per_check - 1) // self.passes_per_check
 
-            def one_pass(p, loss):
-                if self.full:
-                    return p + 1, step(x, y)
-                order = orders[p]
+            def chunk(k, stopped, losses):
+                model.reset_metrics()  # the chunk's loss is the mean over its steps, as in a Keras epoch
+                first = k * self.passes_per_check
+                stop = tf.minimum(first + self.passes_per_check, passes)
+                _, loss = tf.while_loop(
+                    lambda p, _: p < stop,
+                    lambda p, loss: (p + 1, one_pass(x, y, orders[p], loss)),
+                    (first, tf.constant(np.nan, tf.float32)),
+                )
+                finite = keep_or_restore(loss)
+                losses = tf.tensor_scatter_nd_update(losses, [[k]], [loss])
+                return k + 1, tf.logical_not(finite), losses
 
-                def batch(b, loss):
-                    rows = tf.gather(order, b * bs + tf.range(bs))
-                    return b + 1, step(tf.gather(x, rows), tf.gather(y, rows))
-
-                _, loss = tf.while_loop(lambda b, _: b < full_batches, batch, (tf.constant(0), loss))
-                if last:
-                    rows = order[full_batches * bs :]
-                    loss = step(tf.gather(x, rows), tf.gather(y, rows))
-                return p + 1, loss
-
-            return tf.while_loop(lambda p, _: p < passes, one_pass, (tf.constant(0), tf.constant(np.nan, tf.float32)))[
-                1
-            ]
+            nan = tf.fill([self.checks_per_call], tf.constant(np.nan, tf.float32))
+            done, stopped, losses = tf.while_loop(
+                lambda k, stopped, _: tf.logical_and(k < chunks, tf.logical_not(stopped)),
+                chunk,
+                (tf.constant(0), tf.constant(False), nan),
+            )
+            return losses, done, stopped
 
         self._run = tf.function(run, jit_compile=jit_compile)
 
-    def __call__(self, x, y, orders, passes: int) -> float:
+    def __call__(self, x, y, orders, passes: int) -> tuple[np.ndarray, bool]:
         """Run ``passes`` (at most ``passes_per_call``) passes; ``orders``: (passes, n) indices, None for full batch.
 
-        Returns the mean loss over the call's steps (non-finite if training diverged).
+        Returns the loss of every chunk run (the mean over its steps) and
+        whether the call stopped on a non-finite chunk (the last one returned;
+        the weights are then those after the chunk before it).
         """
+        if not 0 < passes <= self.passes_per_call:
+            raise ValueError(f"passes must be in [1, {self.passes_per_call}], received {passes}.")
         if orders is None or self.full:
             orders = np.zeros((self.passes_per_call, 1), np.int32)
         else:
             orders = np.asarray(orders, np.int32)
             if len(orders) < self.passes_per_call:  # one shape for every call: no second compilation
                 orders = np.concatenate([orders, np.repeat(orders[-1:], self.passes_per_call - len(orders), 0)])
-        return float(self._run(x, y, tf.constant(orders), tf.constant(passes, tf.int32)))
+        losses, done, stopped = self._run(x, y, tf.constant(orders), tf.constant(passes, tf.int32))
+        return losses.numpy()[: int(done)], bool(stopped)
+
+
+CHECK_STEPS = 100
+"""train_dnn checks for divergence about every this many SGD steps (whole passes)."""
+
+PROGRESS_LINES = 5
+"""train_dnn reports its progress about this many times per training (one compiled call each)."""
 
 
 def train_dnn(
@@ -334,58 +333,60 @@ def train_dnn(
 
     The training is Keras' ``fit`` on in-memory data
     (:func:`keras_kare.in_memory.epoch_dataset`: full batch as given,
-    mini-batches reshuffled every pass) in whole calls of about 100 SGD steps,
-    the loss checked for divergence after every call; each call's steps run
-    in one XLA-compiled loop over the network's own ``train_step``
-    (:class:`_CompiledPasses`; ``jit_compile=False``: a graph-mode loop), about
-    3× faster than Keras' ``steps_per_execution`` loop for the paper's tiny
-    networks, with the same batches in the same order (results equal up to
-    float32 round-off). The passes are the first ``steps`` epochs of one
-    iterator over the pipeline, also when ``steps`` is not a multiple of the
-    passes per call. With a ``pool`` the compiled network is reused across
-    calls (see :class:`TrainerPool`).
+    mini-batches reshuffled every pass), its steps run in XLA-compiled loops
+    over the network's own ``train_step`` (:class:`_CompiledPasses`;
+    ``jit_compile=False``: a graph-mode loop), about 3× faster than Keras'
+    ``steps_per_execution`` loop for the paper's tiny networks, with the same
+    batches in the same order (results equal up to float32 round-off). The
+    passes are the first ``steps`` epochs of one iterator over the pipeline.
+    The loss is checked about every :data:`CHECK_STEPS` SGD steps on-device;
+    on a non-finite loss or weight training stops with the weights of the
+    last finite check (``info["stopped_at"]``: the SGD step of the failed
+    check). Progress is logged :data:`PROGRESS_LINES` times, one compiled call
+    each. With a ``pool`` the compiled network is reused across calls (see
+    :class:`TrainerPool`).
     """
     n = len(x)
     bs = _batch(n, batch_size)
     full = bs >= n
     per_pass = math.ceil(n / bs)  # SGD steps per pass over the data
-    passes_per_call = max(1, min(steps, 100 // per_pass))
-    spe = per_pass * passes_per_call  # SGD steps per compiled call
+    per_check = max(1, min(steps, CHECK_STEPS // per_pass))  # passes per divergence check
+    checks = math.ceil(steps / per_check)
+    checks_per_call = math.ceil(checks / min(checks, PROGRESS_LINES))
+    per_call = per_check * checks_per_call
 
     def build(network):
-        network.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse", steps_per_execution=spe)
-        return {
-            "model": network,
-            "snapshot": _Snapshot(network.trainable_variables),
-            "loop": _CompiledPasses(network, n, bs, passes_per_call, jit_compile),
-        }
+        network.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+        return {"model": network, "loop": _CompiledPasses(network, n, bs, per_check, checks_per_call, jit_compile)}
 
-    key = ("dnn", _architecture(net), n, bs, spe, bool(jit_compile))
+    key = ("dnn", _architecture(net), n, bs, per_check, checks_per_call, bool(jit_compile))
     entry = pool.get(key, net, build, lr) if pool is not None else build(net)
     model, loop = entry["model"], entry["loop"]
     x_t, y_t = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     # the pass orders of Keras' fit on epoch_dataset(x, y, shuffle=not full) for `steps` epochs of one pass
-    # (a call's passes_per_call orders in one read; the remaining passes use the first rows of the next read)
-    orders = None if full else iter(in_memory.epoch_orders(n, shuffle=True).batch(passes_per_call))
-
-    def draw(iterator, passes):
-        return None if iterator is None else next(iterator).numpy()[:passes]
-
-    calls, rest = divmod(steps, passes_per_call)
-    cb = _Progress(label, calls, max(1, calls // 5), "loss", log, steps_per_epoch=spe, snapshot=entry["snapshot"])
-    cb.set_model(model)
+    orders = None if full else iter(in_memory.epoch_orders(n, shuffle=True).batch(per_call).prefetch(1))
     t0 = time.time()
-    cb.on_train_begin()
-    for call in range(calls):
-        cb.on_epoch_end(call, {"loss": loop(x_t, y_t, draw(orders, passes_per_call), passes_per_call)})
-        if cb.stopped_at is not None:
-            break
-    if rest and cb.stopped_at is None:
-        loop(x_t, y_t, draw(orders, rest), rest)  # the remaining passes, not checked (as before)
+    last, stopped_at, done = None, None, 0  # done: passes trained and kept
+    while done < steps and stopped_at is None:
+        passes = min(per_call, steps - done)
+        losses, stopped = loop(x_t, y_t, None if orders is None else next(orders).numpy()[:passes], passes)
+        good = losses[:-1] if stopped else losses
+        if len(good):
+            last = float(good[-1])
+        if stopped:
+            kept = done + len(good) * per_check
+            stopped_at = min(kept + per_check, steps) * per_pass
+            log(
+                f"{label}: loss not finite by step {stopped_at}; stopped and restored the weights of step "
+                f"{kept * per_pass}"
+            )
+        else:
+            done += passes
+            log(f"{label}: step {done * per_pass}/{steps * per_pass} loss={last:.5g} ({time.time() - t0:.1f}s)")
     return model, {
         "train_seconds": time.time() - t0,
-        "final_loss": cb.last,
-        "stopped_at": cb.stopped_at,
+        "final_loss": last,
+        "stopped_at": stopped_at,
         "batch_size": bs,
     }
 
