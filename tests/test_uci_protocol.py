@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,15 @@ def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
         assert set(summary[p]) >= set(methods) and summary[p]["n_datasets"] == 1
     assert summary["kare"] == summary["validated"]["kare"]
     assert any("estimated total for 18 trainings" in line for line in logs)  # 6 grid + at most 3 × 4 fold trainings
+    # a line per training: configuration, its best accuracy (the fake kare config lr 0.2 predicts class 1: 2 of 6
+    # evaluation rows), time, count and time left
+    per_config = [line for line in logs if " trainings, about " in line]
+    assert len(per_config) == 6 + 8  # the kernel methods' folds are cached per (kind, config, fold): 2 × 4
+    assert re.fullmatch(
+        r"poison: kare depth 1 width 4 lr 0\.2: best accuracy kare 33\.3% in \d+\.\ds \(2/18 trainings, about .+ left\)",
+        per_config[1],
+    )
+    assert per_config[-1].startswith("poison: fold 4/4 dnn depth 1 width 4 lr ")
     table = (tmp_path / "run" / "table.md").read_text()
     assert "| NTK-KARE | paper (optimistic) |" in table and "| KRR (RBF) | validated |" in table
     assert "| poison | 20 | 3 | 66.7 / 0.0 |" in table
