@@ -133,7 +133,8 @@ def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
     per_config = [line for line in logs if " trainings, about " in line]
     assert len(per_config) == 6 + 8  # the kernel methods' folds are cached per (kind, config, fold): 2 × 4
     assert re.fullmatch(
-        r"poison: kare depth 1 width 4 lr 0\.2: best accuracy kare 33\.3% in \d+\.\ds \(2/18 trainings, about .+ left\)",
+        r"poison: kare depth 1 width 4 lr 0\.2: best accuracy kare 33\.3% in \d+\.\ds "
+        r"\(2/18 trainings, about .+ left\)",
         per_config[1],
     )
     assert per_config[-1].startswith("poison: fold 4/4 dnn depth 1 width 4 lr ")
