@@ -265,3 +265,28 @@ def test_summary_of_the_validated_protocol_picks_the_ridge_on_held_out_rows():
     assert s["kare"]["selected_test_mse"] == pytest.approx((0.3 + 0.2) / 2)  # KARE's picks differ
     assert "validated" in s["seed_stats"]
     assert "held-out training rows" in R.markdown_table(s)
+
+
+def test_run_seed_concurrent_dnn_gives_the_sequential_rows(rng):
+    """The DNN trained in a second thread while NTK-KARE trains: the same numbers as one after the other."""
+    x, y = _data(rng, n=40)
+    cfg = dict(TINY_CFG, kare_steps=3, dnn_steps=150)  # two compiled DNN calls, with a divergence check each
+    pool = TrainerPool()
+    rows = {
+        c: runner.run_seed(x[:30], y[:30], x[30:], y[30:], 0, cfg, quiet, pool=pool, concurrent=c)
+        for c in (True, False)
+    }
+    assert len(rows[True]) == len(rows[False]) == 2 * len(cfg["ridges"]) + 1
+    for a, b in zip(rows[True], rows[False]):
+        assert (a["method"], a["ridge"]) == (b["method"], b["ridge"])
+        assert a["test_mse"] == b["test_mse"]  # no random draw during training: bit for bit
+
+
+def test_run_seed_reraises_the_dnn_threads_error(rng, monkeypatch):
+    def broken(*args, **kwargs):
+        raise FloatingPointError("from the DNN thread")
+
+    monkeypatch.setattr(runner, "train_dnn", broken)
+    x, y = _data(rng, n=30)
+    with pytest.raises(FloatingPointError, match="from the DNN thread"):
+        runner.run_seed(x[:20], y[:20], x[20:], y[20:], 0, TINY_CFG, quiet, concurrent=True)

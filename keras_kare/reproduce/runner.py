@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import time
 from typing import Callable, Optional
 
@@ -121,15 +123,17 @@ class TrainerPool:
 
     def __init__(self):
         self._entries: dict = {}
+        self._lock = threading.Lock()  # run_seed trains the DNN in a second thread
         self.builds = 0
 
     def get(self, key, net, build: Callable, lr: float):
         """The pooled model for ``key`` with ``net``'s weights and a fresh optimizer at ``lr`` (built on first use)."""
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = build(net)
-            self.builds += 1
-            return entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = build(net)
+                self.builds += 1
+                return entry
         model = entry["model"]
         target = unwrap_network(model)
         target.set_weights(net.get_weights())
@@ -425,6 +429,28 @@ def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", vali
     }
 
 
+class _InBackground:
+    """``fn()`` in a daemon thread; :meth:`result` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable, name: str):
+        self._out: dict = {}
+
+        def target():
+            try:
+                self._out["value"] = fn()
+            except BaseException as error:  # re-raised in the caller's thread by result()
+                self._out["error"] = error
+
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+
 def run_seed(
     x_tr,
     y_tr,
@@ -435,6 +461,7 @@ def run_seed(
     log=logger.info,
     classification: bool = False,
     pool: Optional[TrainerPool] = None,
+    concurrent: Optional[bool] = None,
 ) -> list[dict]:
     """All three methods on one data draw; returns result rows (one per method × ridge; one for the DNN).
 
@@ -442,6 +469,14 @@ def run_seed(
     dnn_steps, ridges, batch_size (None: paper rule), kernel (the NTK mode of
     both KARE training and kernel ridge regression). A ``pool`` reuses compiled
     models across seeds (:class:`TrainerPool`).
+
+    ``concurrent`` (default: on a CPU with more than one core) trains the DNN
+    in a second thread while NTK-KARE trains: the two trainings are
+    independent, and part of a KARE step (the float64 Cholesky, small
+    operations) leaves cores idle. Results are the same either way (no random
+    draw happens during training); only full-batch DNN training runs
+    concurrently (a mini-batch shuffle would draw its seed while the other
+    thread creates operations).
 
     With ``cfg["validation_fraction"] = f > 0`` (the *validated* protocol) the
     last fraction f of the training rows is held out: every method trains on
@@ -469,6 +504,16 @@ def run_seed(
 
     rows = []
     tag = f"seed {seed}"
+    dnn_net = net()  # built here: both networks start from the same weights, drawn in this thread
+    full_batch = _batch(len(x_tr), cfg.get("batch_size")) >= len(x_tr)
+    if concurrent is None:
+        concurrent = (os.cpu_count() or 1) > 1
+
+    def dnn_training():
+        dnn_args = (dnn_net, x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log)
+        return train_dnn(*dnn_args, f"[{tag}] DNN", pool=pool)
+
+    dnn_job = _InBackground(dnn_training, f"keras_kare {tag} DNN") if concurrent and full_batch else None
     kare_model, info = train_kare(
         net(),
         x_tr,
@@ -489,9 +534,7 @@ def run_seed(
     )
     rows += _rows("kare", seed, res, info)
 
-    dnn, info = train_dnn(
-        net(), x_tr, y_fit, cfg["dnn_lr"], cfg["dnn_steps"], cfg.get("batch_size"), log, f"[{tag}] DNN", pool=pool
-    )
+    dnn, info = dnn_job.result() if dnn_job is not None else dnn_training()
     pred = dnn.predict(x_te, batch_size=4096, verbose=0)
     mse, acc = score(pred if y_te.ndim > 1 else pred[:, 0], y_te)
     log(f"[{tag}] DNN: test MSE {mse:.4f} (train {info['train_seconds']:.0f}s)")
