@@ -135,6 +135,15 @@ def _median_ms(f, repeats: int = 5) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _result(reuse_step_ms: float, joint_step_ms: float, reuse_grid_s: float, joint_grid_s: float) -> dict:
+    return {
+        "reuse_step_ms": reuse_step_ms,
+        "joint_step_ms": joint_step_ms,
+        "reuse_grid_s": reuse_grid_s,
+        "joint_grid_s": joint_grid_s,
+    }
+
+
 def bench_kare(n: int, lrs, steps: int) -> dict:
     x, y = _data(n)
     xt, yt = tf.constant(x), tf.constant(y)
@@ -154,12 +163,7 @@ def bench_kare(n: int, lrs, steps: int) -> dict:
     t = time.perf_counter()
     JointKARE(_net(), lrs).fit(xt, yt, steps)
     joint_cold = time.perf_counter() - t
-    return {
-        "reuse_step_ms": reuse_ms,
-        "joint_step_ms": joint_ms,
-        "reuse_grid_s": reuse_cold,
-        "joint_grid_s": joint_cold,
-    }
+    return _result(reuse_ms, joint_ms, reuse_cold, joint_cold)
 
 
 def bench_dnn(n: int, lrs, passes: int, batch: int = 32) -> dict:
@@ -186,12 +190,7 @@ def bench_dnn(n: int, lrs, passes: int, batch: int = 32) -> dict:
     data = iter(in_memory.epoch_orders(n, shuffle=True).batch(passes))
     JointDNN(_net(), lrs, n, batch).run(xt, yt, tf.constant(next(data).numpy(), tf.int32)).numpy()
     joint_cold = time.perf_counter() - t
-    return {
-        "reuse_step_ms": reuse_ms,
-        "joint_step_ms": joint_ms,
-        "reuse_grid_s": reuse_cold,
-        "joint_grid_s": joint_cold,
-    }
+    return _result(reuse_ms, joint_ms, reuse_cold, joint_cold)
 
 
 def main(argv=None):
