@@ -101,7 +101,7 @@ def epoch_dataset(
             seeds).
         first_epoch: None: one ``tf.data`` shuffle that reshuffles at every
             epoch. An epoch number e: epoch e's permutation is a function of
-            ``(seed, e)`` only (``tf.random.experimental.stateless_shuffle``)
+            ``(seed, e)`` only (:func:`permutation`)
             and the dataset starts at epoch ``first_epoch``, so a ``fit``
             resumed at epoch e (``initial_epoch``, ``BackupAndRestore``) sees
             the batches an uninterrupted ``fit`` sees from epoch e on.
@@ -127,7 +127,7 @@ def epoch_dataset(
         return _in_memory_options(tf.data.Dataset.from_tensors(data).repeat()), steps
     tensors = tf.nest.map_structure(tf.convert_to_tensor, data)
     if shuffle and first_epoch is not None:
-        indices = _epoch_permutations(n, size, _permutation_seed(seed), int(first_epoch))
+        indices = _epoch_permutations(n, size, permutation_seed(seed), int(first_epoch))
     else:
         # batch before repeat: every epoch ends with its own (partial) last batch, as with Keras' arrays
         indices = _epoch_indices(n, shuffle, seed).batch(size).repeat()
@@ -135,23 +135,45 @@ def epoch_dataset(
     return _in_memory_options(dataset.prefetch(1)), steps
 
 
-def _permutation_seed(seed: Optional[int]) -> int:
+def permutation_seed(seed: Optional[int] = None) -> int:
+    """``seed``, or one drawn from Python's ``random`` (which ``keras.utils.set_random_seed`` seeds)."""
     return int(seed) if seed is not None else random.getrandbits(31)
+
+
+def permutation(n: int, seed, epoch) -> tf.Tensor:
+    """Epoch ``epoch``'s order of ``n`` examples under ``seed``: a function of ``(seed, epoch)`` only.
+
+    The argsort of ``n`` full-range stateless random int64 keys (a tie has
+    probability about n²/2⁶⁵ and is broken by index). Works eagerly, in
+    ``tf.data``, in ``tf.function`` and under XLA, so a compiled training loop
+    can draw the same orders as :func:`epoch_dataset` (``first_epoch`` set).
+
+    Args:
+        n: number of examples (static).
+        seed, epoch: integers or int scalar tensors.
+
+    Returns:
+        An int32 vector: a permutation of ``0..n-1``.
+
+    Example:
+        >>> sorted(permutation(4, seed=1, epoch=0).numpy().tolist())
+        [0, 1, 2, 3]
+    """
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    keys = tf.random.stateless_uniform([n], seed=key, minval=None, maxval=None, dtype=tf.int64)
+    return tf.argsort(keys, stable=True)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order of the ``n`` examples in epoch ``epoch`` of a shuffled :func:`epoch_dataset` (``first_epoch`` set)."""
-    key = tf.constant([seed, epoch], tf.int64)
-    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key).numpy()
+    return permutation(n, seed, epoch).numpy()
 
 
 def _epoch_permutations(n: int, size: int, seed: int, first_epoch: int):
     """Batches of example indices: epoch e is ``epoch_permutation(n, seed, e)`` cut into batches of ``size``."""
 
     def one_epoch(epoch):
-        key = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
-        return tf.data.Dataset.from_tensor_slices(order).batch(size)
+        return tf.data.Dataset.from_tensor_slices(permutation(n, seed, epoch)).batch(size)
 
     return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(one_epoch)
 
@@ -179,39 +201,11 @@ def _in_memory_options(dataset):
 
 
 def _epoch_indices(n: int, shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
-    """The example indices of one epoch, ``0..n-1``, in the epoch's order (one pipeline for both users below)."""
+    """The example indices of one epoch, ``0..n-1``, in the epoch's order (``tf.data``'s reshuffle)."""
     indices = tf.data.Dataset.range(n)
     if shuffle:
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     return indices
-
-
-def epoch_orders(n: int, *, shuffle: bool = True, seed: Optional[int] = None) -> tf.data.Dataset:
-    """An endless dataset of the per-epoch orders :func:`epoch_dataset` visits ``n`` examples in.
-
-    Element ``e`` is an int64 vector of length ``n``: the example indices of
-    epoch ``e`` in order; batch ``b`` of :func:`epoch_dataset` (``batch_size``
-    s, ``shuffle``, ``seed`` and the global seed the same) is slice
-    ``[b·s, (b+1)·s)`` of it. Both are built from the same index pipeline, so
-    under the same random state they draw the same permutations. For training
-    loops that gather their own batches from in-memory arrays.
-
-    Args:
-        n: number of examples (> 1 for a shuffle to matter).
-        shuffle: a new permutation every epoch; else always ``0..n-1``.
-        seed: operation seed of the shuffle (the global seed applies too).
-
-    Returns:
-        A ``tf.data.Dataset`` of int64 vectors of shape ``(n,)``.
-
-    Example:
-        >>> orders = iter(epoch_orders(5, shuffle=False))
-        >>> next(orders).numpy().tolist()
-        [0, 1, 2, 3, 4]
-    """
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, received {n!r}.")
-    return _in_memory_options(_epoch_indices(int(n), shuffle, seed).batch(int(n)).repeat())
 
 
 def _split_validation(x, y, fraction: float):

@@ -196,6 +196,19 @@ def test_epoch_permutations_depend_only_on_seed_and_epoch(rng):
         in_memory.epoch_dataset(x, y, batch_size=4, first_epoch=-1)
 
 
+def test_permutation_is_the_same_eagerly_in_tf_data_and_under_xla():
+    """Compiled training loops draw epoch_dataset's orders themselves: every context must give the same ones."""
+    eager = [in_memory.permutation(50, 7, e).numpy() for e in range(3)]
+    assert all(sorted(p) == list(range(50)) for p in eager)
+    assert len({tuple(p) for p in eager}) == 3
+    xla = tf.function(lambda s, e: in_memory.permutation(50, s, e), jit_compile=True)
+    ds = tf.data.Dataset.range(3).map(lambda e: in_memory.permutation(50, 7, e))
+    for e, from_data in enumerate(ds):
+        np.testing.assert_array_equal(xla(tf.constant(7, tf.int64), tf.constant(e, tf.int64)), eager[e])
+        np.testing.assert_array_equal(from_data, eager[e])
+    assert not np.array_equal(in_memory.permutation(50, 8, 0), eager[0])  # the seed matters
+
+
 def test_fit_arguments_start_the_shuffles_at_the_backup_epoch(rng, tmp_path):
     x, y = _data(rng, n=10)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path))
@@ -254,7 +267,8 @@ def test_pipelines_shard_by_data_and_do_not_autotune(batch_size):
     """In-memory pipelines: DATA sharding (multi-worker) and no autotuning thread (which delays fit's end)."""
     x = np.arange(12, dtype="float32").reshape(6, 2)
     dataset, _ = in_memory.epoch_dataset(x, x[:, 0], batch_size=batch_size or len(x))
-    for ds in (dataset, in_memory.epoch_orders(6)):
+    resumable, _ = in_memory.epoch_dataset(x, x[:, 0], batch_size=batch_size or len(x), first_epoch=1)
+    for ds in (dataset, resumable):
         options = ds.options()
         assert options.autotune.enabled is False
         assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA

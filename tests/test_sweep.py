@@ -90,7 +90,7 @@ def test_dnn_sweep_traces_once_and_matches_fresh_models(rng, monkeypatch, batch_
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def _keras_fit_dnn(net, x, y, lr, passes, batch_size):
+def _keras_fit_dnn(net, x, y, lr, passes, batch_size, seed):
     """The reference DNN training: plain ``keras.Model.fit`` on ``in_memory.epoch_dataset``, one pass an epoch.
 
     Returns the network and the per-pass mean losses.
@@ -98,7 +98,7 @@ def _keras_fit_dnn(net, x, y, lr, passes, batch_size):
     n = len(x)
     bs = min(batch_size or n, n)
     net.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
-    data, per_pass = in_memory.epoch_dataset(x, y, batch_size=bs, shuffle=bs < n)
+    data, per_pass = in_memory.epoch_dataset(x, y, batch_size=bs, shuffle=True, seed=seed, first_epoch=0)
     history = net.fit(data, steps_per_epoch=per_pass, epochs=passes, shuffle=False, verbose=0)
     return net, history.history["loss"]
 
@@ -111,8 +111,9 @@ def _keras_fit_dnn(net, x, y, lr, passes, batch_size):
 def test_dnn_compiled_loop_matches_keras_fit(rng, jit_compile, batch_size, passes):
     """train_dnn's compiled loop runs Keras' fit steps on the same batches in the same order.
 
-    Oracle: ``keras.Model.fit`` on the same pipeline, same global seed (the
-    mini-batch shuffle), one pass per epoch (:func:`_keras_fit_dnn`).
+    Oracle: ``keras.Model.fit`` on ``in_memory.epoch_dataset`` with the same
+    shuffle seed (per-epoch orders from ``tf.data``, not the compiled loop's
+    own draws), one pass per epoch (:func:`_keras_fit_dnn`).
     Tolerance: each of the ``s`` SGD steps changes a weight by lr·g, g a sum
     over at most n = 20 examples of products carrying a few roundings each;
     XLA may sum in another order, so a step's update may differ by (n + 8)·u
@@ -121,10 +122,8 @@ def test_dnn_compiled_loop_matches_keras_fit(rng, jit_compile, batch_size, passe
     would change the weights by a whole step's size, ~1/u times more.
     """
     x, y = _data(rng)
-    keras.utils.set_random_seed(3)
-    ref, losses = _keras_fit_dnn(_net(0), x, y, 0.05, passes, batch_size)
-    keras.utils.set_random_seed(3)
-    net, info = train_dnn(_net(0), x, y, 0.05, passes, batch_size, quiet, jit_compile=jit_compile)
+    ref, losses = _keras_fit_dnn(_net(0), x, y, 0.05, passes, batch_size, seed=3)
+    net, info = train_dnn(_net(0), x, y, 0.05, passes, batch_size, quiet, jit_compile=jit_compile, seed=3)
     per_pass = 1 if batch_size is None else 3
     steps = passes * per_pass
     for a, b, w0 in zip(ref.get_weights(), net.get_weights(), _net(0).get_weights()):
@@ -136,16 +135,19 @@ def test_dnn_compiled_loop_matches_keras_fit(rng, jit_compile, batch_size, passe
     assert info["final_loss"] == pytest.approx(np.mean(last_chunk), rel=steps * (len(x) + 8) * U32)
 
 
-def test_epoch_orders_are_the_batches_of_epoch_dataset():
-    n, bs = 11, 4
-    keras.utils.set_random_seed(5)
-    data, steps = in_memory.epoch_dataset(np.arange(n), batch_size=bs, shuffle=True)
-    batches = [b.numpy() for _, b in zip(range(4 * steps), data)]
-    keras.utils.set_random_seed(5)
-    orders = [o.numpy() for _, o in zip(range(4), in_memory.epoch_orders(n, shuffle=True))]
-    np.testing.assert_array_equal(np.concatenate(batches), np.concatenate(orders))
-    assert all(sorted(o) == list(range(n)) for o in orders) and len({tuple(o) for o in orders}) > 1
-    np.testing.assert_array_equal(next(iter(in_memory.epoch_orders(n, shuffle=False))), np.arange(n))
+def test_dnn_passes_are_shuffled_by_the_seed(rng):
+    """Mini-batch passes: a new order every pass, set by the seed (drawn from Python's random when not given)."""
+    x, y = _data(rng)
+
+    def weights(**kw):
+        return train_dnn(_net(0), x, y, 0.05, 3, 8, quiet, **kw)[0].get_weights()[0]
+
+    np.testing.assert_array_equal(weights(seed=1), weights(seed=1))
+    assert np.abs(weights(seed=1) - weights(seed=2)).max() > 1e-4  # another batch order, another SGD path
+    keras.utils.set_random_seed(4)
+    drawn = weights()
+    keras.utils.set_random_seed(4)
+    np.testing.assert_array_equal(weights(), drawn)
 
 
 def test_pool_keys_separate_architectures_and_objectives(rng):

@@ -213,10 +213,12 @@ class _CompiledPasses:
     copy) and the call stops. A call runs up to ``checks_per_call`` chunks,
     the last one possibly partial.
 
-    Batches: each pass visits the examples in the order given for it (a row of
-    ``orders``) in consecutive batches of ``batch_size``, the last one
-    partial, exactly as :func:`keras_kare.in_memory.epoch_dataset` batches
-    them; a single full batch is the data as given.
+    Batches: pass p visits the examples in the order
+    :func:`keras_kare.in_memory.permutation` ``(n, seed, p)``, drawn inside the
+    compiled loop, in consecutive batches of ``batch_size``, the last one
+    partial: the batches of Keras' ``fit`` on
+    :func:`keras_kare.in_memory.epoch_dataset` ``(x, y, shuffle=True, seed=seed,
+    first_epoch=0)``, one pass an epoch. A single full batch is the data as given.
 
     Args:
         model: a compiled Keras model (single input and target array).
@@ -227,7 +229,7 @@ class _CompiledPasses:
 
     Example:
         >>> loop = _CompiledPasses(net, len(x), 32, passes_per_check=20, checks_per_call=5)  # doctest: +SKIP
-        >>> losses, stopped = loop(x, y, orders, passes=100)  # orders: (100, n) int indices  # doctest: +SKIP
+        >>> losses, stopped = loop(x, y, seed=7, first_pass=0, passes=100)                  # doctest: +SKIP
     """
 
     def __init__(
@@ -243,6 +245,9 @@ class _CompiledPasses:
 
         def step(x, y):
             return tf.cast(model.train_step((x, y))["loss"], tf.float32)
+
+        def order(seed, p):
+            return None if self.full else in_memory.permutation(self.n, seed, p)
 
         def one_pass(x, y, order, loss):
             if self.full:
@@ -267,7 +272,7 @@ class _CompiledPasses:
                 w.assign(kept)
             return finite
 
-        def run(x, y, orders, passes):
+        def run(x, y, seed, first_pass, passes):
             for c, w in zip(self._copies, weights):  # the weights this call starts from are good
                 c.assign(w)
             chunks = (passes + self.passes_per_check - 1) // self.passes_per_check
@@ -278,7 +283,7 @@ class _CompiledPasses:
                 stop = tf.minimum(first + self.passes_per_check, passes)
                 _, loss = tf.while_loop(
                     lambda p, _: p < stop,
-                    lambda p, loss: (p + 1, one_pass(x, y, orders[p], loss)),
+                    lambda p, loss: (p + 1, one_pass(x, y, order(seed, first_pass + p), loss)),
                     (first, tf.constant(np.nan, tf.float32)),
                 )
                 finite = keep_or_restore(loss)
@@ -289,14 +294,14 @@ class _CompiledPasses:
             done, stopped, losses = tf.while_loop(
                 lambda k, stopped, _: tf.logical_and(k < chunks, tf.logical_not(stopped)),
                 chunk,
-                (tf.constant(0), tf.constant(False), nan),
+                (tf.constant(0, tf.int64), tf.constant(False), nan),
             )
             return losses, done, stopped
 
         self._run = tf.function(run, jit_compile=jit_compile)
 
-    def __call__(self, x, y, orders, passes: int) -> tuple[np.ndarray, bool]:
-        """Run ``passes`` (at most ``passes_per_call``) passes; ``orders``: (passes, n) indices, None for full batch.
+    def __call__(self, x, y, seed: int, first_pass: int, passes: int) -> tuple[np.ndarray, bool]:
+        """Run passes ``first_pass … first_pass + passes − 1`` (at most ``passes_per_call``), shuffled by ``seed``.
 
         Returns the loss of every chunk run (the mean over its steps) and
         whether the call stopped on a non-finite chunk (the last one returned;
@@ -304,13 +309,8 @@ class _CompiledPasses:
         """
         if not 0 < passes <= self.passes_per_call:
             raise ValueError(f"passes must be in [1, {self.passes_per_call}], received {passes}.")
-        if orders is None or self.full:
-            orders = np.zeros((self.passes_per_call, 1), np.int32)
-        else:
-            orders = np.asarray(orders, np.int32)
-            if len(orders) < self.passes_per_call:  # one shape for every call: no second compilation
-                orders = np.concatenate([orders, np.repeat(orders[-1:], self.passes_per_call - len(orders), 0)])
-        losses, done, stopped = self._run(x, y, tf.constant(orders), tf.constant(passes, tf.int32))
+        args = (tf.constant(seed, tf.int64), tf.constant(first_pass, tf.int64), tf.constant(passes, tf.int64))
+        losses, done, stopped = self._run(x, y, *args)
         return losses.numpy()[: int(done)], bool(stopped)
 
 
@@ -332,18 +332,21 @@ def train_dnn(
     label="dnn",
     pool: Optional[TrainerPool] = None,
     jit_compile: bool = True,
+    seed: Optional[int] = None,
 ):
     """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
 
-    The training is Keras' ``fit`` on in-memory data
-    (:func:`keras_kare.in_memory.epoch_dataset`: full batch as given,
-    mini-batches reshuffled every pass), its steps run in XLA-compiled loops
-    over the network's own ``train_step`` (:class:`_CompiledPasses`;
+    The training is Keras' ``fit`` for ``steps`` epochs on in-memory data
+    (:func:`keras_kare.in_memory.epoch_dataset` ``(x, y, shuffle=True,
+    seed=seed, first_epoch=0)``: full batch as given, mini-batches in a new
+    order every pass, a function of ``(seed, pass)``; ``seed=None`` draws one
+    from Python's ``random``, which ``keras.utils.set_random_seed`` seeds). Its
+    steps run in XLA-compiled loops over the network's own ``train_step``,
+    the pass orders drawn inside them (:class:`_CompiledPasses`;
     ``jit_compile=False``: a graph-mode loop), about 3× faster than Keras'
     ``steps_per_execution`` loop for the paper's tiny networks, with the same
     batches in the same order (results equal up to float32 round-off). The
-    passes are the first ``steps`` epochs of one iterator over the pipeline.
-    The loss is checked about every :data:`CHECK_STEPS` SGD steps on-device;
+    loss is checked about every :data:`CHECK_STEPS` SGD steps on-device;
     on a non-finite loss or weight training stops with the weights of the
     last finite check (``info["stopped_at"]``: the SGD step of the failed
     check). Progress is logged :data:`PROGRESS_LINES` times, one compiled call
@@ -352,7 +355,6 @@ def train_dnn(
     """
     n = len(x)
     bs = _batch(n, batch_size)
-    full = bs >= n
     per_pass = math.ceil(n / bs)  # SGD steps per pass over the data
     per_check = max(1, min(steps, CHECK_STEPS // per_pass))  # passes per divergence check
     checks = math.ceil(steps / per_check)
@@ -363,17 +365,16 @@ def train_dnn(
         network.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
         return {"model": network, "loop": _CompiledPasses(network, n, bs, per_check, checks_per_call, jit_compile)}
 
+    seed = in_memory.permutation_seed(seed)
     key = ("dnn", _architecture(net), n, bs, per_check, checks_per_call, bool(jit_compile))
     entry = pool.get(key, net, build, lr) if pool is not None else build(net)
     model, loop = entry["model"], entry["loop"]
     x_t, y_t = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    # the pass orders of Keras' fit on epoch_dataset(x, y, shuffle=not full) for `steps` epochs of one pass
-    orders = None if full else iter(in_memory.epoch_orders(n, shuffle=True).batch(per_call).prefetch(1))
     t0 = time.time()
     last, stopped_at, done = None, None, 0  # done: passes trained and kept
     while done < steps and stopped_at is None:
         passes = min(per_call, steps - done)
-        losses, stopped = loop(x_t, y_t, None if orders is None else next(orders).numpy()[:passes], passes)
+        losses, stopped = loop(x_t, y_t, seed, done, passes)
         good = losses[:-1] if stopped else losses
         if len(good):
             last = float(good[-1])
