@@ -220,12 +220,7 @@ class RunClock:
 
 def _outcome(records: list[dict]) -> str:
     """``"kare 86.7%"``-style best evaluation accuracy (over the ridge grid) of each record of one training."""
-    parts = []
-    for r in records:
-        acc = np.asarray(r["accuracy"], dtype=np.float64)
-        best = np.nanmax(acc) if np.isfinite(acc).any() else np.nan
-        parts.append(f"{r['method']} {best:.1%}" if np.isfinite(best) else f"{r['method']} no finite accuracy")
-    return "best accuracy " + ", ".join(parts)
+    return "best accuracy " + ", ".join(f"{r['method']} {paper_best([r], r['method']):.1%}" for r in records)
 
 
 def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
