@@ -29,6 +29,15 @@ The predictor's training inputs are stored as given (not as features): the NTK
 of a new input against them needs the network's gradients at the training
 points. ``FORMAT_VERSION`` changes whenever the layout changes incompatibly;
 loading any other version raises :class:`IncompatibleFormatError`.
+
+Loading checks the archive before using it: every member's CRC, the three
+members, the metadata's fields and the arrays it lists. A file that fails any
+of these (truncated, a changed byte, a missing member or array, metadata that
+is not the expected JSON) raises :class:`IncompatibleFormatError`; errors of
+the Keras model itself (an unregistered custom layer) are Keras' own. Saving
+writes a temporary file beside ``path`` and renames it into place: a failed
+save leaves neither a partial file nor a temporary one, and an existing file
+at ``path`` is untouched.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import io
 import json
 import os
 import tempfile
+import uuid
 import zipfile
 from typing import Any
 
@@ -50,8 +60,13 @@ READABLE_VERSIONS = (1, 2)
 _LEAF = "__leaf__"
 
 
+MEMBERS = ("metadata.json", "model.keras", "arrays.npz")
+METADATA_FIELDS = {"format": str, "format_version": int, "params": dict, "fitted": bool, "arrays": list}
+FITTED_FIELDS = {"state": dict, "x_structure": dict}
+
+
 class IncompatibleFormatError(ValueError):
-    """The file is not a KernelPredictor archive this version of keras_kare can read."""
+    """The file is not a KernelPredictor archive this version of keras_kare can read (or it is damaged)."""
 
 
 # ---------------------------------------------------------------- nesting
@@ -114,6 +129,8 @@ def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite
     from keras_kare import __version__
 
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory; expected the path of a file to write.")
     if os.path.exists(path) and not overwrite:
         raise ValueError(f"{path!r} exists; pass overwrite=True to replace it.")
     fitted = hasattr(predictor, "dual_coef_")
@@ -138,28 +155,76 @@ def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite
         predictor.model.save(model_path)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        tmp_out = path + ".tmp"
-        with zipfile.ZipFile(tmp_out, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.writestr("metadata.json", json.dumps(meta, indent=2, default=_json_scalar))
-            zf.write(model_path, "model.keras")
-            zf.writestr("arrays.npz", buf.getvalue())
-        os.replace(tmp_out, path)
+        metadata = json.dumps(meta, indent=2, default=_json_scalar)
+        directory, name = os.path.split(os.path.abspath(path))
+        tmp_out = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")  # renamed into place when complete
+        fd = os.open(tmp_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+        try:
+            with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr("metadata.json", metadata)
+                zf.write(model_path, "model.keras")
+                zf.writestr("arrays.npz", buf.getvalue())
+            os.replace(tmp_out, path)
+        except BaseException:
+            os.unlink(tmp_out)
+            raise
 
 
 # ---------------------------------------------------------------- load
-def read_metadata(path) -> dict:
-    """The archive's ``metadata.json``, after checking format name and version."""
-    path = os.fspath(path)
+def _damaged(path, what: str) -> IncompatibleFormatError:
+    return IncompatibleFormatError(
+        f"{path!r} is damaged or incomplete ({what}); it cannot be read as a KernelPredictor archive. "
+        "Save the predictor again."
+    )
+
+
+def _open_archive(path) -> zipfile.ZipFile:
+    """The archive, after checking it is a zip whose members all pass their CRC check."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such KernelPredictor file: {path!r}")
     if not zipfile.is_zipfile(path):
         raise IncompatibleFormatError(
-            f"{path!r} is not a KernelPredictor file (expected a zip archive written by KernelPredictor.save)."
+            f"{path!r} is not a KernelPredictor file (expected a zip archive written by KernelPredictor.save; "
+            "a truncated file is not one either)."
         )
-    with zipfile.ZipFile(path) as zf:
-        if "metadata.json" not in zf.namelist():
-            raise IncompatibleFormatError(f"{path!r} has no metadata.json; it was not written by KernelPredictor.save.")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise _damaged(path, f"unreadable zip directory: {err}") from err
+    try:
+        bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        zf.close()
+        raise _damaged(path, f"unreadable member: {err}") from err
+    if bad is not None:
+        zf.close()
+        raise _damaged(path, f"member {bad!r} fails its CRC check")
+    return zf
+
+
+def _check_fields(path, meta: dict, fields: dict) -> None:
+    for key, kind in fields.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _damaged(path, f"metadata field {key!r} is {value!r}, expected a {kind.__name__}")
+
+
+def read_metadata(path) -> dict:
+    """The archive's ``metadata.json``, after checking the archive, the format name and version."""
+    path = os.fspath(path)
+    with _open_archive(path) as zf:
+        return _metadata(path, zf)
+
+
+def _metadata(path: str, zf: zipfile.ZipFile) -> dict:
+    if "metadata.json" not in zf.namelist():
+        raise IncompatibleFormatError(f"{path!r} has no metadata.json; it was not written by KernelPredictor.save.")
+    try:
         meta = json.loads(zf.read("metadata.json"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise _damaged(path, f"metadata.json is not JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"metadata.json holds a {type(meta).__name__}, expected an object")
     if meta.get("format") != FORMAT_NAME:
         raise IncompatibleFormatError(f"{path!r} holds {meta.get('format')!r}, not a {FORMAT_NAME} archive.")
     version = meta.get("format_version")
@@ -170,22 +235,42 @@ def read_metadata(path) -> dict:
             f"{', '.join(map(str, READABLE_VERSIONS))} only. Load it with the keras_kare version that wrote it, "
             "or refit the predictor."
         )
+    _check_fields(path, meta, METADATA_FIELDS)
+    if meta["fitted"]:
+        _check_fields(path, meta, FITTED_FIELDS)
     return meta
 
 
 def load_predictor(cls, path, custom_objects=None, compile: bool = True):
     """Rebuild a predictor written by :func:`save_predictor`; see ``KernelPredictor.load``."""
-    meta = read_metadata(path)
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(os.fspath(path)) as zf:
-        zf.extract("model.keras", tmp)
-        model = keras.models.load_model(
-            os.path.join(tmp, "model.keras"), custom_objects=custom_objects, compile=compile
-        )
-        with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    predictor = cls(model, **meta["params"])
+    path = os.fspath(path)
+    with _open_archive(path) as zf:
+        meta = _metadata(path, zf)
+        missing = [m for m in MEMBERS if m not in zf.namelist()]
+        if missing:
+            raise _damaged(path, f"missing member(s) {missing}")
+        try:
+            with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise _damaged(path, f"arrays.npz is unreadable: {err}") from err
+        absent = sorted(set(meta["arrays"]) - set(arrays))
+        if absent:
+            raise _damaged(path, f"arrays {absent} listed in metadata.json are not in arrays.npz")
+        with tempfile.TemporaryDirectory() as tmp:
+            zf.extract("model.keras", tmp)
+            model = keras.models.load_model(
+                os.path.join(tmp, "model.keras"), custom_objects=custom_objects, compile=compile
+            )
+    try:
+        predictor = cls(model, **meta["params"])
+    except TypeError as err:
+        raise _damaged(path, f"metadata params do not fit {cls.__name__}: {err}") from err
     if not meta["fitted"]:
         return predictor
-    n_leaves = sum(1 for k in arrays if k.startswith("x_fit_"))
-    x_fit = _structure_from_json(meta["x_structure"], [arrays[f"x_fit_{i}"] for i in range(n_leaves)])
-    return predictor.restore_fitted_state(x_fit, meta["state"], arrays)
+    try:
+        n_leaves = sum(1 for k in arrays if k.startswith("x_fit_"))
+        x_fit = _structure_from_json(meta["x_structure"], [arrays[f"x_fit_{i}"] for i in range(n_leaves)])
+        return predictor.restore_fitted_state(x_fit, meta["state"], arrays)
+    except (KeyError, IndexError, TypeError) as err:
+        raise _damaged(path, f"the fitted state is incomplete: {type(err).__name__}: {err}") from err

@@ -1,5 +1,6 @@
 """Saving: KAREModel ``.keras`` round trip (incl. optimizer state) and KernelPredictor save/load."""
 
+import io
 import json
 import zipfile
 
@@ -199,3 +200,116 @@ def test_format_1_archive_loads_as_exact_predictor(tmp_path):
     old = KernelPredictor.load(tmp_path / "v1.kkp")
     assert old.solver == "auto" and old.solver_ == "exact"
     np.testing.assert_array_equal(old.predict(x[:4]), kp.predict(x[:4]))
+
+
+# ---------------------------------------------------------------- damaged files and failed saves
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A small fitted predictor's archive and its member layout."""
+    keras.utils.set_random_seed(0)
+    x, y = _data(n=8)
+    path = tmp_path_factory.mktemp("saved") / "p.kkp"
+    KernelPredictor(_net(), ridge=1e-2).fit(x, y).save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {info.filename: info for info in zf.infolist()}
+    return path, members
+
+
+def _member_data_offset(path, info) -> int:
+    """Where a stored member's bytes start (after its local header)."""
+    raw = path.read_bytes()
+    name_len, extra_len = np.frombuffer(raw[info.header_offset + 26 : info.header_offset + 30], "<u2")
+    return info.header_offset + 30 + int(name_len) + int(extra_len)
+
+
+@pytest.mark.parametrize("member", ["metadata.json", "model.keras", "arrays.npz"])
+def test_flipped_byte_inside_a_member_is_the_format_error(saved, tmp_path, member):
+    path, members = saved
+    raw = bytearray(path.read_bytes())
+    info = members[member]
+    raw[_member_data_offset(path, info) + info.file_size // 2] ^= 0x5A
+    (tmp_path / "bad.kkp").write_bytes(bytes(raw))
+    with pytest.raises(IncompatibleFormatError, match=f"damaged.*{member}.*CRC"):
+        KernelPredictor.load(tmp_path / "bad.kkp")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.7, 0.999])
+def test_truncated_file_is_the_format_error(saved, tmp_path, keep):
+    path, _ = saved
+    raw = path.read_bytes()
+    (tmp_path / "cut.kkp").write_bytes(raw[: int(len(raw) * keep)])
+    with pytest.raises(IncompatibleFormatError):
+        KernelPredictor.load(tmp_path / "cut.kkp")
+
+
+def _rewrite(src, dst, drop=(), replace=None):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.namelist():
+            if item in drop:
+                continue
+            zout.writestr(item, (replace or {}).get(item, zin.read(item)))
+
+
+@pytest.mark.parametrize("member", ["model.keras", "arrays.npz"])
+def test_missing_member_is_the_format_error(saved, tmp_path, member):
+    _rewrite(saved[0], tmp_path / "bad.kkp", drop=[member])
+    with pytest.raises(IncompatibleFormatError, match=f"missing member.*{member}"):
+        KernelPredictor.load(tmp_path / "bad.kkp")
+
+
+def test_missing_array_is_the_format_error(saved, tmp_path):
+    path, _ = saved
+    with zipfile.ZipFile(path) as zf, np.load(io.BytesIO(zf.read("arrays.npz"))) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "dual_coef"}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _rewrite(path, tmp_path / "bad.kkp", replace={"arrays.npz": buf.getvalue()})
+    with pytest.raises(IncompatibleFormatError, match=r"arrays \['dual_coef'\] listed"):
+        KernelPredictor.load(tmp_path / "bad.kkp")
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ("{not json", "metadata.json is not JSON"),
+        ("[1, 2]", "holds a list"),
+        (b"\xff\xfe", "metadata.json is not JSON"),
+        ({"fitted": None}, "'fitted' is None"),
+        ({"params": {"ridge": 0.1, "no_such_param": 1}}, "params do not fit"),
+        ({"state": {"solver_": "exact"}}, "fitted state is incomplete"),
+        ({"x_structure": {"list": [{"__leaf__": 5}]}}, "fitted state is incomplete"),
+    ],
+)
+def test_wrong_metadata_is_the_format_error(saved, tmp_path, metadata, message):
+    path, _ = saved
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("metadata.json"))
+    data = metadata if isinstance(metadata, (str, bytes)) else json.dumps({**meta, **metadata})
+    _rewrite(path, tmp_path / "bad.kkp", replace={"metadata.json": data})
+    with pytest.raises(IncompatibleFormatError, match=message):
+        KernelPredictor.load(tmp_path / "bad.kkp")
+
+
+def test_failed_saves_leave_nothing_behind(tmp_path, monkeypatch):
+    x, y = _data(n=8)
+    kp = KernelPredictor(_net(), ridge=1e-2).fit(x, y)
+    (tmp_path / "dir.kkp").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        kp.save(tmp_path / "dir.kkp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.kkp"] and not list((tmp_path / "dir.kkp").iterdir())
+
+    kp.save(tmp_path / "p.kkp")
+    good = (tmp_path / "p.kkp").read_bytes()
+
+    def broken_writestr(self, name, data, *args, **kwargs):  # the disk fills up while the archive is written
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", broken_writestr)
+    with pytest.raises(OSError, match="No space left"):
+        kp.save(tmp_path / "p.kkp")
+    with pytest.raises(OSError, match="No space left"):
+        kp.save(tmp_path / "new.kkp")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.kkp", "p.kkp"]  # no temporary file, no partial file
+    assert (tmp_path / "p.kkp").read_bytes() == good  # the existing file is untouched
+    np.testing.assert_array_equal(KernelPredictor.load(tmp_path / "p.kkp").predict(x), kp.predict(x))
