@@ -120,14 +120,29 @@ class NystromSystem:
     ARRAYS = ("transform", "eigenvalues", "eigenvectors", "proj")
     SCALARS = ("y_sq", "n_rows", "trace")
 
+    decomposed = True  # the m-dimensional eigendecomposition is part of the system
+
     def coefficients(self, lam: float) -> np.ndarray:
         """β(λ), (q, C): predictions are ``K(x, C) β``."""
         if lam + self.eigenvalues.min(initial=np.inf) <= 0:
             raise ValueError(f"the ridge must be positive, received {lam!r}.")
         return self.transform @ (self.eigenvectors @ (self.proj / (self.eigenvalues[:, None] + lam)))
 
-    def path(self, lambdas: np.ndarray):
-        """KARE, LOO MSE (NaN: not available for Nyström) and training MSE for each absolute λ."""
+    def dual_coef(self, lam: float) -> np.ndarray:
+        """``n β(λ)``, (q, C): predictions are ``K(x, C) α / n_rows`` as for the exact system."""
+        return self.n_rows * self.coefficients(lam)
+
+    def kernel_eigenvalues(self) -> np.ndarray:
+        """The n ascending eigenvalues of K̃ = K_nC K_CC⁺ K_Cn (at most r non-zero; the rest are zeros)."""
+        s = np.zeros(self.n_rows)
+        s[self.n_rows - self.eigenvalues.size :] = np.sort(self.n_rows * self.eigenvalues)
+        return s
+
+    def path(self, lambdas: np.ndarray, verbose=0):
+        """KARE, LOO MSE (NaN: not available for Nyström) and training MSE for each absolute λ.
+
+        ``verbose`` is accepted for the common interface; the m-dimensional path needs no progress bar.
+        """
         d = self.eigenvalues[:, None]
         n, c = self.n_rows, self.proj.shape[1]
         energy = n * self.proj**2 / d  # |Qᵀ Y|² per direction, Φ/√n = Q diag(√d) Vᵀ
@@ -142,6 +157,22 @@ class NystromSystem:
             train.append(num)
         r = len(kare_vals)
         return np.array(kare_vals), np.full(r, np.nan), np.array(train)
+
+    def predict_path(self, k_x: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+        """``K(x, C) β(λ)`` for each λ, (R, rows of ``k_x``, C)."""
+        return np.stack([k_x @ self.coefficients(lam) for lam in lambdas])
+
+    def state(self, include_kernel: bool = True) -> tuple[dict, dict]:
+        """(scalars, arrays) to save, named ``nystrom_<field>`` (``include_kernel``: no n × n Gram is held)."""
+        return (
+            {f"nystrom_{f}": getattr(self, f) for f in self.SCALARS},
+            {f"nystrom_{f}": getattr(self, f) for f in self.ARRAYS},
+        )
+
+    @classmethod
+    def from_state(cls, scalars: dict, arrays: dict, y=None, kernel=None) -> "NystromSystem":
+        """Inverse of :meth:`state` (``y`` and ``kernel`` are accepted for the common interface)."""
+        return cls(*(arrays[f"nystrom_{f}"] for f in cls.ARRAYS), *(scalars[f"nystrom_{f}"] for f in cls.SCALARS))
 
 
 def solve_system(k_cc: np.ndarray, acc: Accumulator, trace: float, eps: float) -> NystromSystem:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from typing import Optional, Union
@@ -11,8 +12,8 @@ import tensorflow as tf
 
 from keras_kare import _validation as v
 from keras_kare import nystrom
+from keras_kare._keras_compat import nested_layers
 from keras_kare.backend import forward_profile
-from keras_kare.factor import symmetric_eigh
 from keras_kare.memory import (
     USABLE_FRACTION,
     available_bytes,
@@ -23,7 +24,7 @@ from keras_kare.memory import (
 from keras_kare.networks import unwrap_network
 from keras_kare.ntk import compute_ntk
 from keras_kare.progress import Progress, check_verbose
-from keras_kare.ridge import RidgePath, absolute_ridge, solve_dual, spectral_path
+from keras_kare.ridge import ExactSystem, RidgePath, absolute_ridge
 from keras_kare.risk import check_ridge
 
 logger = logging.getLogger("keras_kare")
@@ -44,6 +45,63 @@ NYSTROM_DIAGONAL_BLOCK = 256
 def _rows(x, start: int, stop: int):
     """Rows ``start:stop`` of every leaf of a (possibly nested) input."""
     return tf.nest.map_structure(lambda t: t[start:stop], x)
+
+
+def network_fingerprint(network) -> dict:
+    """What determines a network's NTK, in three parts whose change :class:`KernelPredictor` reports by name.
+
+    - ``"weights"``: a digest of every weight's path, shape, dtype and value, trainable or not (BatchNorm
+      moving statistics change the features the NTK differentiates through);
+    - ``"trainable"``: which of those weights are trainable (the NTK sums over exactly these);
+    - ``"layers"``: each nested layer's class, name and configuration (an activation swapped in place).
+
+    Random-seed state (``keras.random.SeedGenerator``) and metric variables are not weights and are left
+    out: they change on training calls that leave the function unchanged.
+    """
+    weights = network.weights
+    trainable = {id(w) for w in network.trainable_weights}
+    digest = hashlib.blake2b(digest_size=16)
+    for w in weights:
+        value = np.ascontiguousarray(w.numpy())
+        digest.update(f"{w.path}|{value.shape}|{value.dtype}|".encode())
+        digest.update(value.view(np.uint8).reshape(-1) if value.size else b"")
+    layers = hashlib.blake2b(digest_size=16)
+    for layer in nested_layers(network):
+        try:
+            config = "" if hasattr(layer, "layers") else repr(layer.get_config())
+        except NotImplementedError:  # a custom layer without get_config: its class and name still count
+            config = ""
+        layers.update(f"{type(layer).__module__}.{type(layer).__qualname__}|{layer.name}|{config}\n".encode())
+    return {
+        "weights": digest.hexdigest(),
+        "trainable": tuple(id(w) in trainable for w in weights),
+        "layers": layers.hexdigest(),
+    }
+
+
+def check_kernel_not_zero(trace: float) -> None:
+    """Raise ``ValueError`` for a training Gram with ``tr K`` not > 0: a zero (degenerate) NTK.
+
+    A PSD Gram with zero trace is zero everywhere; every relative ridge is then 0 and every KARE value NaN,
+    so this runs before the ridge grid or any solve. (Kept here until the shared degenerate-kernel check of
+    :mod:`keras_kare._validation` exists; switch to it then.)
+    """
+    if not np.isfinite(trace):
+        raise FloatingPointError(f"the training Gram has tr K = {trace!r}; check the network's weights for NaN or inf.")
+    if not trace > 0:
+        raise ValueError(
+            f"the network's NTK on the training inputs is zero (tr K = {trace!r}): no trainable weight influences "
+            "the output at these inputs (e.g. all-zero weights without biases, or outputs that do not depend on "
+            "the trainable weights), so kernel ridge regression has nothing to fit. Check the initialisation and "
+            "which weights are trainable."
+        )
+
+
+_FINGERPRINT_CHANGES = {
+    "weights": "the model's weights changed since fit() (trainable or not, e.g. BatchNorm moving statistics)",
+    "trainable": "which of the model's weights are trainable changed since fit() (a layer's trainable flag)",
+    "layers": "the model's layers changed since fit()",
+}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -80,6 +138,11 @@ class KernelPredictor:
     ``score`` (R²), ``fit`` returns ``self``, learned state ends in ``_``.
     ``sklearn.base.clone`` shares the Keras model (the predictor never
     changes its weights) rather than copying it.
+
+    The fitted predictor belongs to the network as it was at ``fit``: if its
+    weights (trainable or not, e.g. BatchNorm moving statistics), which of
+    them are trainable, or its layers change afterwards, ``predict``,
+    ``predict_path`` and ``save`` raise ``ValueError`` (call ``fit`` again).
 
     Args:
         model: any Keras model (a ``KAREModel`` is unwrapped to its network).
@@ -232,9 +295,17 @@ class KernelPredictor:
         nystrom.check_n_centers(self.n_centers)
         nystrom.check_seed(self.seed)
 
-    def _check_fitted(self):
-        if not hasattr(self, "dual_coef_"):
+    def _check_fitted(self, attribute: str = "dual_coef_"):
+        if not hasattr(self, attribute):
             raise NotFittedError("This KernelPredictor is not fitted yet; call fit(x, y) first.")
+
+    @property
+    def train_kernel_(self) -> np.ndarray:
+        """The float64 training Gram (n, n) (or (n·C, n·C)) of an ``"exact"`` predictor."""
+        system = self.__dict__.get("_system")
+        if not isinstance(system, ExactSystem):
+            raise AttributeError("train_kernel_ exists only on a fitted predictor with solver_='exact'.")
+        return system.kernel
 
     def _ridge_grid(self, ridges, trace: float, n: int) -> np.ndarray:
         """A checked 1-D ridge grid in the predictor's units (default: the relative 1e-6…1e3 grid)."""
@@ -245,13 +316,11 @@ class KernelPredictor:
             raise ValueError(f"ridges must be a non-empty 1-D grid of finite values > 0, received {ridges!r}.")
         return ridges
 
-    def _check_weights_unchanged(self, what: str):
-        now = self._weights_snapshot()
-        if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(now, self._fit_weights)):
-            raise ValueError(f"the model's weights changed since fit(); {what} belong to the old NTK. Call fit again.")
-
-    def _weights_snapshot(self):
-        return [np.array(w) for w in self.network.trainable_variables]
+    def _check_network_unchanged(self, what: str):
+        now = network_fingerprint(self.network)
+        changed = [_FINGERPRINT_CHANGES[k] for k in _FINGERPRINT_CHANGES if now[k] != self._fit_fingerprint[k]]
+        if changed:
+            raise ValueError(f"{'; '.join(changed)}; {what} belong to the old NTK. Call fit again.")
 
     # ---------------------------------------------------------------- kernel
     def _gram(self, x1, x2=None, verbose=None) -> np.ndarray:
@@ -275,7 +344,7 @@ class KernelPredictor:
 
     def _basis(self):
         """The inputs the dual coefficients pair with: the training inputs, or the Nyström centres."""
-        if self.solver_ == "exact":
+        if not hasattr(self, "centers_idx_"):
             return self.X_fit_
         return tf.nest.map_structure(lambda t: np.take(t, self.centers_idx_, axis=0), self.X_fit_)
 
@@ -329,7 +398,7 @@ class KernelPredictor:
                     f"kernel='full' needs one target column per network output: the network has "
                     f"{width} outputs, y has {y_mat.shape[1]} columns."
                 )
-        for name in ("train_kernel_", "centers_idx_", "ridge_path_", "dual_coef_", "_eig", "_nystrom"):
+        for name in ("centers_idx_", "ridge_path_", "dual_coef_", "_system", "_fit_fingerprint"):
             self.__dict__.pop(name, None)
         self.n_outputs_ = y_mat.shape[1]
         self._y_ndim = y_arr.ndim
@@ -345,26 +414,24 @@ class KernelPredictor:
                 self.batch_size,
                 advice="Use solver='nystrom' (memory O(m² + block·m) for m centres, never n²).",
             )
-            self.train_kernel_ = self._gram(x_t)  # exactly symmetric (compute_ntk mirrors blocks)
-            self._eig = None
+            # exactly symmetric (compute_ntk mirrors blocks)
+            self._system = ExactSystem(self._gram(x_t), self.y_fit_)
         else:
-            self._fit_nystrom(x_t, n)
-        trace, n_rows = self._trace_and_rows()
+            self._system = self._fit_nystrom(x_t, n)
+        check_kernel_not_zero(self._system.trace)
         if self.ridge == "auto":
             path = self.ridge_path(DEFAULT_RIDGE_GRID if self.relative_ridge else None)
             self.ridge_ = path.best_kare_ridge
             self.ridge_path_ = path
         else:
             self.ridge_ = float(self.ridge)
-        self.effective_ridge_ = float(absolute_ridge(self.ridge_, trace, n_rows, self.relative_ridge))
-        if self.solver_ == "exact":
-            self.dual_coef_ = solve_dual(self.train_kernel_, self.y_fit_, self.effective_ridge_)
-        else:
-            self.dual_coef_ = n_rows * self._nystrom.coefficients(self.effective_ridge_)
-        self._fit_weights = self._weights_snapshot()
+        system = self._system
+        self.effective_ridge_ = float(absolute_ridge(self.ridge_, system.trace, system.n_rows, self.relative_ridge))
+        self.dual_coef_ = system.dual_coef(self.effective_ridge_)
+        self._fit_fingerprint = network_fingerprint(self.network)
         return self
 
-    def _fit_nystrom(self, x_t, n: int) -> None:
+    def _fit_nystrom(self, x_t, n: int) -> nystrom.NystromSystem:
         """Sample the centres and reduce the streamed cross-Gram to the m-dimensional system."""
         m = nystrom.resolve_n_centers(self.n_centers, n)
         rows = self._rows_per_example()
@@ -392,30 +459,19 @@ class KernelPredictor:
             for d in range(s, e, diag_block):  # tr K from the diagonal blocks of the true Gram
                 trace += float(np.trace(self._gram(_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
             progress.advance()
-        self._nystrom = nystrom.solve_system(k_cc, acc, trace, eps)
-
-    def _trace_and_rows(self) -> tuple[float, int]:
-        """tr K and the number of rows of the training Gram (n, or n·C for ``kernel="full"``)."""
-        if self.solver_ == "exact":
-            return float(np.trace(self.train_kernel_)), self.train_kernel_.shape[0]
-        return self._nystrom.trace, self._nystrom.n_rows
+        check_kernel_not_zero(trace)
+        return nystrom.solve_system(k_cc, acc, trace, eps)
 
     def predict(self, x) -> np.ndarray:
         """``(1/n) K(x, B) α`` (B: training inputs or centres): (m,) for 1-D training targets, else (m, C)."""
         self._check_fitted()
         x_t = v.as_input(x, "x")
         m = v.num_rows(x_t, "x")
-        self._check_weights_unchanged("the dual coefficients")
+        self._check_network_unchanged("the dual coefficients")
         k = self._gram(x_t, self._basis())
-        pred = k @ self.dual_coef_ / self._trace_and_rows()[1]
+        pred = k @ self.dual_coef_ / self._system.n_rows
         pred = pred.reshape(m, self.n_outputs_)
         return pred[:, 0] if self._y_ndim == 1 else pred
-
-    def _spectrum(self):
-        """(eigenvalues, eigenvectors) of the training Gram, computed once and cached (exact solver)."""
-        if self._eig is None:
-            self._eig = symmetric_eigh(self.train_kernel_)
-        return self._eig
 
     def kernel_eigenvalues(self) -> np.ndarray:
         """Ascending eigenvalues of the training Gram K (``"exact"``) or of its Nyström approximation K̃.
@@ -424,14 +480,8 @@ class KernelPredictor:
         the rest are returned as zeros (n values in all). Cached with the
         eigendecomposition :meth:`ridge_path` uses.
         """
-        if not hasattr(self, "solver_"):
-            raise NotFittedError("This KernelPredictor is not fitted yet; call fit(x, y) first.")
-        if self.solver_ == "exact":
-            return self._spectrum()[0]
-        sys_ = self._nystrom
-        s = np.zeros(sys_.n_rows)
-        s[sys_.n_rows - sys_.eigenvalues.size :] = np.sort(sys_.n_rows * sys_.eigenvalues)
-        return s
+        self._check_fitted("_system")
+        return self._system.kernel_eigenvalues()
 
     def ridge_path(self, ridges=None) -> RidgePath:
         """KARE (= GCV) and leave-one-out MSE for each ridge, training data only.
@@ -449,25 +499,17 @@ class KernelPredictor:
         Returns:
             A :class:`~keras_kare.ridge.RidgePath`.
         """
-        if not hasattr(self, "solver_"):
-            raise NotFittedError("This KernelPredictor is not fitted yet; call fit(x, y) first.")
-        trace, n = self._trace_and_rows()
-        ridges = self._ridge_grid(ridges, trace, n)
-        lambdas = absolute_ridge(ridges, trace, n, self.relative_ridge)
-        if self.solver_ == "nystrom":
-            return RidgePath(ridges, lambdas, *self._nystrom.path(lambdas))
+        self._check_fitted("_system")
+        lambdas, ridges = self._lambdas(ridges)
+        n = self._system.n_rows
         verbose = (1 if n >= RIDGE_PATH_PROGRESS_N else 0) if self.verbose == "auto" else self.verbose
-        n_chunks = min(len(lambdas), 8) if verbose else 1
-        progress = Progress((self._eig is None) + n_chunks, verbose)
-        if self._eig is None:
-            self._spectrum()
-            progress.advance()
-        parts = []
-        for idx in np.array_split(np.arange(len(lambdas)), n_chunks):
-            parts.append(spectral_path(*self._eig, self.y_fit_, lambdas[idx]))
-            progress.advance()
-        kare_vals, loo, train = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        return RidgePath(ridges, lambdas, kare_vals, loo, train)
+        return RidgePath(ridges, lambdas, *self._system.path(lambdas, verbose=verbose))
+
+    def _lambdas(self, ridges) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute λ, the checked grid in the predictor's units) for a ridge grid (None: the default)."""
+        trace, n = self._system.trace, self._system.n_rows
+        ridges = self._ridge_grid(ridges, trace, n)
+        return absolute_ridge(ridges, trace, n, self.relative_ridge), ridges
 
     def predict_path(self, x, ridges=None) -> np.ndarray:
         """Predictions on ``x`` for every ridge of a grid, from one eigendecomposition.
@@ -487,23 +529,9 @@ class KernelPredictor:
         self._check_fitted()
         x_t = v.as_input(x, "x")
         m = v.num_rows(x_t, "x")
-        self._check_weights_unchanged("the training Gram and dual coefficients")
-        trace, n = self._trace_and_rows()
-        ridges = self._ridge_grid(ridges, trace, n)
-        lambdas = absolute_ridge(ridges, trace, n, self.relative_ridge)
-        kx = self._gram(x_t, self._basis())
-        if self.solver_ == "nystrom":
-            preds = np.stack([kx @ self._nystrom.coefficients(lam) for lam in lambdas])
-        else:
-            s, vecs = self._spectrum()
-            if np.any(s.min() / n + lambdas <= 0):
-                raise np.linalg.LinAlgError(
-                    f"K/n + λI is not positive definite for some ridge of the grid (smallest eigenvalue of K/n "
-                    f"{s.min() / n:.3e}); use larger ridges."
-                )
-            kv = kx @ vecs  # (m·C or m, n)
-            proj = vecs.T @ self.y_fit_  # (n, C')
-            preds = np.stack([kv @ (proj / (s[:, None] / n + lam)) / n for lam in lambdas])
+        self._check_network_unchanged("the training Gram and dual coefficients")
+        lambdas, _ = self._lambdas(ridges)
+        preds = self._system.predict_path(self._gram(x_t, self._basis()), lambdas)
         preds = preds.reshape(len(lambdas), m, self.n_outputs_)
         return preds[..., 0] if self._y_ndim == 1 else preds
 
@@ -519,7 +547,7 @@ class KernelPredictor:
             ValueError: the model's weights changed since ``fit``.
         """
         self._check_fitted()
-        self._check_weights_unchanged("the dual coefficients (saving would write an inconsistent predictor)")
+        self._check_network_unchanged("the dual coefficients (saving would write an inconsistent predictor)")
         scalars = {
             "solver_": self.solver_,
             "n_outputs_": int(self.n_outputs_),
@@ -528,14 +556,11 @@ class KernelPredictor:
             "y_ndim": int(self._y_ndim),
         }
         arrays = {"y_fit": np.asarray(self.y_fit_), "dual_coef": np.asarray(self.dual_coef_)}
-        if self.solver_ == "exact" and include_train_kernel:
-            arrays["train_kernel"] = np.asarray(self.train_kernel_)
-        if self.solver_ == "nystrom":
+        if hasattr(self, "centers_idx_"):
             arrays["centers_idx"] = np.asarray(self.centers_idx_)
-            for field in nystrom.NystromSystem.ARRAYS:
-                arrays[f"nystrom_{field}"] = getattr(self._nystrom, field)
-            for field in nystrom.NystromSystem.SCALARS:
-                scalars[f"nystrom_{field}"] = getattr(self._nystrom, field)
+        system_scalars, system_arrays = self._system.state(include_kernel=include_train_kernel)
+        scalars.update(system_scalars)
+        arrays.update(system_arrays)
         path = getattr(self, "ridge_path_", None)
         if path is not None:
             for field in RidgePath.__dataclass_fields__:
@@ -561,14 +586,11 @@ class KernelPredictor:
         v.ensure_built(self.network, tf.nest.map_structure(lambda t: t[:1], x_fit))
         if self.solver_ == "nystrom":
             self.centers_idx_ = arrays["centers_idx"]
-            self._nystrom = nystrom.NystromSystem(
-                *(arrays[f"nystrom_{f}"] for f in nystrom.NystromSystem.ARRAYS),
-                *(scalars[f"nystrom_{f}"] for f in nystrom.NystromSystem.SCALARS),
-            )
+            self._system = nystrom.NystromSystem.from_state(scalars, arrays)
         else:
-            self._eig = None
-            self.train_kernel_ = arrays["train_kernel"] if "train_kernel" in arrays else self._gram(x_fit)
-        self._fit_weights = self._weights_snapshot()
+            kernel = None if "train_kernel" in arrays else self._gram(x_fit)
+            self._system = ExactSystem.from_state(scalars, arrays, self.y_fit_, kernel)
+        self._fit_fingerprint = network_fingerprint(self.network)
         return self
 
     # ---------------------------------------------------------------- persistence

@@ -8,6 +8,11 @@ and the relative ridge ``λ = λ̃ · tr(K) / n²``. With ``H = (K/n)(K/n + λI)
 the hat matrix, KARE(K, Y, λ) equals GCV: ``mean((I−H)Y)² / (tr(I−H)/n)²``;
 the exact leave-one-out residual is ``((I−H)Y)_i / (1 − H_ii)``. One
 eigendecomposition ``K = V diag(s) Vᵀ`` serves every ridge of a grid.
+
+:class:`ExactSystem` holds an exact KRR problem behind the interface
+:class:`keras_kare.nystrom.NystromSystem` also implements (``n_rows``,
+``trace``, ``dual_coef``, ``path``, ``predict_path``, ``kernel_eigenvalues``,
+``state``/``from_state``), so a predictor delegates to either.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from keras_kare.factor import failure_advice, min_eigenvalue, robust_cholesky_numpy
+from keras_kare.factor import failure_advice, min_eigenvalue, robust_cholesky_numpy, symmetric_eigh
+from keras_kare.progress import Progress
 
 logger = logging.getLogger("keras_kare")
 
@@ -112,3 +118,98 @@ def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarr
         loo.append(np.mean((resid / one_minus_h[:, None]) ** 2))
         train.append(num)
     return np.array(kare_vals), np.array(loo), np.array(train)
+
+
+class ExactSystem:
+    """An exact KRR problem: the float64 training Gram K (q × q) and targets Y (q, C).
+
+    q is the number of Gram rows (n, or n·C for ``kernel="full"``). The
+    eigendecomposition ``K = V diag(s) Vᵀ`` is computed on first use and
+    cached; it serves :meth:`path`, :meth:`predict_path` and
+    :meth:`kernel_eigenvalues`. :meth:`dual_coef` solves by Cholesky.
+
+    Args:
+        kernel: (q, q) symmetric float64 Gram (kept, not copied).
+        y: (q, C) float64 targets.
+
+    Example:
+        >>> system = ExactSystem(np.eye(2), np.ones((2, 1)))
+        >>> system.dual_coef(0.5).ravel().tolist()  # (K/n + λI)⁻¹ Y = Y / (0.5 + 0.5)
+        [1.0, 1.0]
+    """
+
+    def __init__(self, kernel: np.ndarray, y: np.ndarray):
+        self.kernel = kernel
+        self.y = y
+        self._eig = None
+
+    @property
+    def n_rows(self) -> int:
+        """q, the rows of the training Gram."""
+        return self.kernel.shape[0]
+
+    @property
+    def trace(self) -> float:
+        """tr K."""
+        return float(np.trace(self.kernel))
+
+    @property
+    def decomposed(self) -> bool:
+        """Whether the eigendecomposition is cached."""
+        return self._eig is not None
+
+    def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ascending eigenvalues, eigenvectors) of K, computed once."""
+        if self._eig is None:
+            self._eig = symmetric_eigh(self.kernel)
+        return self._eig
+
+    def dual_coef(self, lam: float) -> np.ndarray:
+        """α = (K/n + λI)⁻¹ Y, (q, C): predictions are ``K(x, X) α / n_rows`` (see :func:`solve_dual`)."""
+        return solve_dual(self.kernel, self.y, lam)
+
+    def kernel_eigenvalues(self) -> np.ndarray:
+        """The q ascending eigenvalues of K."""
+        return self.spectrum()[0]
+
+    def path(self, lambdas: np.ndarray, verbose=0):
+        """KARE, exact LOO MSE and training MSE for each absolute λ (:func:`spectral_path`).
+
+        ``verbose``: a progress bar over the eigendecomposition (if not cached) and up to 8 chunks of the grid.
+        """
+        n_chunks = min(len(lambdas), 8) if verbose else 1
+        progress = Progress((not self.decomposed) + n_chunks, verbose)
+        if not self.decomposed:
+            self.spectrum()
+            progress.advance()
+        parts = []
+        for idx in np.array_split(np.arange(len(lambdas)), n_chunks):
+            parts.append(spectral_path(*self._eig, self.y, lambdas[idx]))
+            progress.advance()
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    def predict_path(self, k_x: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+        """``K(x, X) α(λ) / n`` for each λ, (R, rows of ``k_x``, C), from the cached eigendecomposition.
+
+        Raises:
+            numpy.linalg.LinAlgError: ``K/n + λI`` is not positive definite for some λ of the grid.
+        """
+        s, vecs = self.spectrum()
+        n = self.n_rows
+        if np.any(s.min() / n + lambdas <= 0):
+            raise np.linalg.LinAlgError(
+                f"K/n + λI is not positive definite for some ridge of the grid (smallest eigenvalue of K/n "
+                f"{s.min() / n:.3e}); use larger ridges."
+            )
+        kv = k_x @ vecs  # (rows, n)
+        proj = vecs.T @ self.y  # (n, C)
+        return np.stack([kv @ (proj / (s[:, None] / n + lam)) / n for lam in lambdas])
+
+    def state(self, include_kernel: bool = True) -> tuple[dict, dict]:
+        """(scalars, arrays) to save: the Gram as ``train_kernel`` unless ``include_kernel`` is False."""
+        return {}, ({"train_kernel": self.kernel} if include_kernel else {})
+
+    @classmethod
+    def from_state(cls, scalars: dict, arrays: dict, y: np.ndarray, kernel=None) -> "ExactSystem":
+        """Inverse of :meth:`state`; ``kernel`` is the recomputed Gram when ``train_kernel`` was not saved."""
+        return cls(arrays["train_kernel"] if "train_kernel" in arrays else kernel, y)

@@ -155,3 +155,88 @@ def test_bad_inputs(problem):
     frozen.trainable = False
     with pytest.raises(ValueError, match="no trainable weights"):
         KernelPredictor(frozen).fit(x, y)
+
+
+# ---------------------------------------------------------------- the predictor knows its network
+def bn_net():
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Activation("gelu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("trainable", "which of the model's weights are trainable changed"),
+        ("moving_mean", "weights changed since fit"),
+        ("weights", "weights changed since fit"),
+        ("activation", "layers changed since fit"),
+    ],
+)
+def test_any_change_of_the_ntk_is_refused(problem, tmp_path, change, message):
+    x, y, xt = problem
+    net = bn_net()
+    kp = KernelPredictor(net, ridge=1e-2).fit(x, y)
+    before = kp.predict(xt)
+    net.layers[4](np.ones((4, 8), "float32"), training=True)  # dropout draws seeds: not a change of the NTK
+    np.testing.assert_array_equal(kp.predict(xt), before)
+    dense, bn = net.layers[0], net.layers[1]
+    if change == "trainable":
+        dense.trainable = False  # the same weights, but the NTK no longer sums over this layer's
+    elif change == "moving_mean":
+        bn.moving_mean.assign(bn.moving_mean + 0.5)  # non-trainable state: changes the features, not the weights
+    elif change == "weights":
+        net.layers[-1].bias.assign(net.layers[-1].bias + 1.0)
+    else:
+        net.layers[2].activation = keras.activations.tanh
+    with pytest.raises(ValueError, match=message):
+        kp.predict(xt)
+    with pytest.raises(ValueError, match=message):
+        kp.predict_path(xt, [1e-2])
+    with pytest.raises(ValueError, match=message):
+        kp.save(tmp_path / "p.kkp")
+    assert not list(tmp_path.iterdir())
+    refit = KernelPredictor(net, ridge=1e-2).fit(x, y)  # refitting is the documented way on
+    np.testing.assert_array_equal(kp.fit(x, y).predict(xt), refit.predict(xt))
+
+
+def test_fingerprint_sees_one_ulp_in_one_weight():
+    from keras_kare.predictor import network_fingerprint
+
+    net = make_net()
+    net.build((None, 3))
+    before = network_fingerprint(net)
+    assert network_fingerprint(net) == before
+    kernel = net.layers[1].kernel.numpy()
+    kernel[3, 0] = np.nextafter(kernel[3, 0], np.float32(np.inf))
+    net.layers[1].kernel.assign(kernel)
+    after = network_fingerprint(net)
+    assert after["weights"] != before["weights"] and after["trainable"] == before["trainable"]
+
+
+# ---------------------------------------------------------------- degenerate kernels
+def zero_net(c=1):
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(6, "tanh", use_bias=False, kernel_initializer="zeros"),
+            keras.layers.Dense(c, use_bias=False, kernel_initializer="zeros"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("ridge, solver", [(1e-3, "exact"), ("auto", "exact"), (1e-3, "nystrom"), ("auto", "nystrom")])
+def test_zero_ntk_is_one_clear_error(problem, ridge, solver, recwarn):
+    x, y, _ = problem
+    kp = KernelPredictor(zero_net(), ridge=ridge, solver=solver)
+    with pytest.raises(ValueError, match=r"NTK on the training inputs is zero \(tr K = 0.0\): no trainable weight"):
+        kp.fit(x, y)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # raised before any ridge is tried
+    assert not hasattr(kp, "dual_coef_")
