@@ -50,21 +50,18 @@ def _rows(x, start: int, stop: int):
 def network_fingerprint(network) -> dict:
     """What determines a network's NTK, in three parts whose change :class:`KernelPredictor` reports by name.
 
-    - ``"weights"``: a digest of every weight's path, shape, dtype and value, trainable or not (BatchNorm
-      moving statistics change the features the NTK differentiates through);
+    - ``"weights"``: every weight's path and a copy of its value, trainable or not (BatchNorm moving
+      statistics change the features the NTK differentiates through);
     - ``"trainable"``: which of those weights are trainable (the NTK sums over exactly these);
-    - ``"layers"``: each nested layer's class, name and configuration (an activation swapped in place).
+    - ``"layers"``: a digest of each nested layer's class, name and configuration (e.g. an activation
+      swapped in place).
 
     Random-seed state (``keras.random.SeedGenerator``) and metric variables are not weights and are left
-    out: they change on training calls that leave the function unchanged.
+    out: they change on calls that leave the function unchanged. Compare with :func:`fingerprint_changes`
+    (bitwise, so a one-ulp change of one weight counts; copying and comparing beats hashing the values).
     """
     weights = network.weights
     trainable = {id(w) for w in network.trainable_weights}
-    digest = hashlib.blake2b(digest_size=16)
-    for w in weights:
-        value = np.ascontiguousarray(w.numpy())
-        digest.update(f"{w.path}|{value.shape}|{value.dtype}|".encode())
-        digest.update(value.view(np.uint8).reshape(-1) if value.size else b"")
     layers = hashlib.blake2b(digest_size=16)
     for layer in nested_layers(network):
         try:
@@ -73,27 +70,47 @@ def network_fingerprint(network) -> dict:
             config = ""
         layers.update(f"{type(layer).__module__}.{type(layer).__qualname__}|{layer.name}|{config}\n".encode())
     return {
-        "weights": digest.hexdigest(),
+        "weights": [(w.path, np.array(w.numpy())) for w in weights],
         "trainable": tuple(id(w) in trainable for w in weights),
         "layers": layers.hexdigest(),
     }
 
 
-def check_kernel_not_zero(trace: float) -> None:
-    """Raise ``ValueError`` for a training Gram with ``tr K`` not > 0: a zero (degenerate) NTK.
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The bytes of a contiguous array, for a bitwise comparison (NaN equals itself, -0.0 differs from 0.0)."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
-    A PSD Gram with zero trace is zero everywhere; every relative ridge is then 0 and every KARE value NaN,
-    so this runs before the ridge grid or any solve. (Kept here until the shared degenerate-kernel check of
-    :mod:`keras_kare._validation` exists; switch to it then.)
+
+def _same_weights(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        pa == pb and wa.shape == wb.shape and wa.dtype == wb.dtype and np.array_equal(_bits(wa), _bits(wb))
+        for (pa, wa), (pb, wb) in zip(a, b)
+    )
+
+
+def fingerprint_changes(before: dict, now: dict) -> list:
+    """The parts (``"weights"``, ``"trainable"``, ``"layers"``) in which two :func:`network_fingerprint` differ."""
+    changed = [] if _same_weights(before["weights"], now["weights"]) else ["weights"]
+    return changed + [k for k in ("trainable", "layers") if before[k] != now[k]]
+
+
+def check_kernel_not_zero(trace: float, n_rows: int) -> None:
+    """Raise ``ValueError`` when the training Gram is zero (mean diagonal ``tr K / n`` at most float64's tiny).
+
+    A zero NTK (every gradient vanishes) makes a ridge relative to ``tr K`` zero, ``K/n + λI`` singular and
+    every KARE value of the default grid NaN, so this runs before the ridge grid or any solve. Callers with
+    a fixed absolute ridge do not call it: ``K = 0`` is then well defined (the predictions are 0).
+    Local stand-in for the shared degenerate-kernel check of :mod:`keras_kare.risk`
+    (``check_kernel_not_degenerate``), which the predictor should call once it is there.
     """
     if not np.isfinite(trace):
         raise FloatingPointError(f"the training Gram has tr K = {trace!r}; check the network's weights for NaN or inf.")
-    if not trace > 0:
+    if trace <= n_rows * float(np.finfo(np.float64).tiny):
         raise ValueError(
-            f"the network's NTK on the training inputs is zero (tr K = {trace!r}): no trainable weight influences "
-            "the output at these inputs (e.g. all-zero weights without biases, or outputs that do not depend on "
-            "the trainable weights), so kernel ridge regression has nothing to fit. Check the initialisation and "
-            "which weights are trainable."
+            f"the network's NTK on the training inputs is zero (tr K = {trace!r} over {n_rows} rows): no trainable "
+            "weight influences the output at these inputs (e.g. all-zero weights without biases, or no unit "
+            "active), so a ridge relative to tr K is zero and K/n + λI singular. Re-initialise the network, check "
+            "which weights are trainable, or use a fixed absolute ridge (relative_ridge=False)."
         )
 
 
@@ -307,6 +324,10 @@ class KernelPredictor:
             raise AttributeError("train_kernel_ exists only on a fitted predictor with solver_='exact'.")
         return system.kernel
 
+    def _ridge_follows_trace(self) -> bool:
+        """Whether fit's ridge scales with tr K (relative units, or the default grid of ``ridge="auto"``)."""
+        return self.relative_ridge or self.ridge == "auto"
+
     def _ridge_grid(self, ridges, trace: float, n: int) -> np.ndarray:
         """A checked 1-D ridge grid in the predictor's units (default: the relative 1e-6…1e3 grid)."""
         if ridges is None:
@@ -317,10 +338,10 @@ class KernelPredictor:
         return ridges
 
     def _check_network_unchanged(self, what: str):
-        now = network_fingerprint(self.network)
-        changed = [_FINGERPRINT_CHANGES[k] for k in _FINGERPRINT_CHANGES if now[k] != self._fit_fingerprint[k]]
+        changed = fingerprint_changes(self._fit_fingerprint, network_fingerprint(self.network))
         if changed:
-            raise ValueError(f"{'; '.join(changed)}; {what} belong to the old NTK. Call fit again.")
+            reasons = "; ".join(_FINGERPRINT_CHANGES[k] for k in changed)
+            raise ValueError(f"{reasons}; {what} belong to the old NTK. Call fit again.")
 
     # ---------------------------------------------------------------- kernel
     def _gram(self, x1, x2=None, verbose=None) -> np.ndarray:
@@ -418,7 +439,8 @@ class KernelPredictor:
             self._system = ExactSystem(self._gram(x_t), self.y_fit_)
         else:
             self._system = self._fit_nystrom(x_t, n)
-        check_kernel_not_zero(self._system.trace)
+        if self._ridge_follows_trace():
+            check_kernel_not_zero(self._system.trace, self._system.n_rows)
         if self.ridge == "auto":
             path = self.ridge_path(DEFAULT_RIDGE_GRID if self.relative_ridge else None)
             self.ridge_ = path.best_kare_ridge
@@ -459,7 +481,8 @@ class KernelPredictor:
             for d in range(s, e, diag_block):  # tr K from the diagonal blocks of the true Gram
                 trace += float(np.trace(self._gram(_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
             progress.advance()
-        check_kernel_not_zero(trace)
+        if self._ridge_follows_trace():
+            check_kernel_not_zero(trace, acc.n_rows)
         return nystrom.solve_system(k_cc, acc, trace, eps)
 
     def predict(self, x) -> np.ndarray:

@@ -208,17 +208,19 @@ def test_any_change_of_the_ntk_is_refused(problem, tmp_path, change, message):
 
 
 def test_fingerprint_sees_one_ulp_in_one_weight():
-    from keras_kare.predictor import network_fingerprint
+    from keras_kare.predictor import fingerprint_changes, network_fingerprint
 
     net = make_net()
     net.build((None, 3))
     before = network_fingerprint(net)
-    assert network_fingerprint(net) == before
+    assert fingerprint_changes(before, network_fingerprint(net)) == []
     kernel = net.layers[1].kernel.numpy()
     kernel[3, 0] = np.nextafter(kernel[3, 0], np.float32(np.inf))
     net.layers[1].kernel.assign(kernel)
-    after = network_fingerprint(net)
-    assert after["weights"] != before["weights"] and after["trainable"] == before["trainable"]
+    assert fingerprint_changes(before, network_fingerprint(net)) == ["weights"]
+    kernel[3, 0] = np.nextafter(kernel[3, 0], np.float32(-np.inf))
+    net.layers[1].kernel.assign(kernel)
+    assert fingerprint_changes(before, network_fingerprint(net)) == []  # the snapshot is a copy, not a view
 
 
 # ---------------------------------------------------------------- degenerate kernels
@@ -236,7 +238,15 @@ def zero_net(c=1):
 def test_zero_ntk_is_one_clear_error(problem, ridge, solver, recwarn):
     x, y, _ = problem
     kp = KernelPredictor(zero_net(), ridge=ridge, solver=solver)
-    with pytest.raises(ValueError, match=r"NTK on the training inputs is zero \(tr K = 0.0\): no trainable weight"):
+    with pytest.raises(
+        ValueError, match=r"NTK on the training inputs is zero \(tr K = 0.0 over 24 rows\): no trainable"
+    ):
         kp.fit(x, y)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # raised before any ridge is tried
     assert not hasattr(kp, "dual_coef_")
+
+
+def test_zero_ntk_with_a_fixed_absolute_ridge_predicts_zero(problem):
+    x, y, xt = problem
+    kp = KernelPredictor(zero_net(), ridge=0.1, relative_ridge=False, solver="exact").fit(x, y)
+    np.testing.assert_array_equal(kp.predict(xt), np.zeros(len(xt)))  # K = 0: α = Y/λ, K(x, X) α = 0
