@@ -219,6 +219,19 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         else:
             arguments["callbacks"] = list(callbacks or []) + [NonFiniteGuard(self.on_nonfinite)]
         self.stop_reason_ = None
+        # everything knowable before the first step is checked here, before any weight moves
+        arguments["x"], arguments["y"] = v.check_fit_arrays(
+            self.base_model,
+            arguments.get("x"),
+            arguments.get("y"),
+            arguments.get("batch_size"),
+            arguments.get("validation_split"),
+            arguments.get("validation_data"),
+            arguments.get("validation_batch_size"),
+        )
+        v.check_fit_dataset(arguments.get("x"))
+        if isinstance(arguments.get("validation_data"), tf.data.Dataset):
+            v.check_fit_dataset(arguments["validation_data"], "validation_data")
         _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
         # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
         seed = None

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
+from keras_kare.backend import IMPLEMENTATIONS
 from keras_kare.networks import is_kare_model, unwrap_network
 
 
@@ -22,6 +23,13 @@ def default_implementation(model, implementation: Optional[str]) -> str:
     if implementation is not None:
         return implementation
     return getattr(model, "implementation", "auto") if is_kare_model(model) else "auto"
+
+
+def check_implementation(implementation: Optional[str], name: str = "implementation") -> Optional[str]:
+    """None (the model's own) or one of ``backend.IMPLEMENTATIONS``."""
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{name} must be None or one of {IMPLEMENTATIONS}, received {implementation!r}.")
+    return implementation
 
 
 def as_probe(x, y, name: str, min_rows: int = 2):
