@@ -136,12 +136,14 @@ def check_kernel_and_targets(kernel, targets) -> tuple[tf.Tensor, tf.Tensor]:
     targets with one row per kernel row, n ≥ 2. Eagerly also: no NaN or inf.
     An integer kernel is cast to float32.
     """
-    k = tf.convert_to_tensor(kernel)
+    # Python lists as numpy reads them (float64), not as tf.convert_to_tensor would (float32)
+    as_tensor = lambda a: tf.convert_to_tensor(np.asarray(a) if isinstance(a, (list, tuple)) else a)  # noqa: E731
+    k = as_tensor(kernel)
     if not (k.dtype.is_floating or k.dtype.is_integer):
         raise TypeError(f"kernel must be a real matrix, received dtype {k.dtype.name}.")
     if k.shape.rank != 2 or (k.shape[0] is not None and k.shape[1] is not None and k.shape[0] != k.shape[1]):
         raise ValueError(f"kernel must be a square (n, n) matrix, received shape {tuple(k.shape)}.")
-    y = tf.convert_to_tensor(targets)
+    y = as_tensor(targets)
     if not (y.dtype.is_floating or y.dtype.is_integer or y.dtype.is_bool):
         raise TypeError(f"targets must be numeric, received dtype {y.dtype.name}.")
     if y.shape.rank not in (1, 2):
