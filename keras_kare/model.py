@@ -208,7 +208,16 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def fit(self, *args, **kwargs):
-        """``keras.Model.fit`` plus the non-finite-step guard (see ``on_nonfinite``)."""
+        """``keras.Model.fit`` plus the non-finite-step guard (see ``on_nonfinite``).
+
+        Before the first step (so that no weight moves on bad input), arrays
+        and Python lists of rows are checked against the base network and
+        their targets (shape (n,) or (n, C), one row per example), and batch
+        sizes that would leave a batch of one example (KARE is undefined on
+        it) raise ``ValueError``; a dataset must yield (x, y) pairs whose
+        static batch sizes agree (``keras_kare._validation.check_fit_arrays``,
+        ``check_fit_dataset``).
+        """
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
         arguments = dict(bound.arguments)
         arguments.pop("self")

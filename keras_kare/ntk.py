@@ -183,10 +183,15 @@ def ntk(
         model: any Keras model (Sequential, Functional or subclassed); built on
             the first example of ``x1`` if it is not built yet. A ``KAREModel``
             is unwrapped to its base network.
-        x1: (n1, ...) inputs (array, tensor, or the nested structure the
-            model takes).
-        x2: (n2, ...) inputs, or ``None`` for ``x2 = x1`` (symmetry is
-            exploited and the result is exactly symmetric).
+        x1: (n1, ...) inputs: an array-like (array, tensor, nested Python
+            lists of rows) or the nested structure the model takes. Checked
+            against the network before anything is traced: a per-example shape
+            other than the declared one (no unit axis added or dropped), a
+            non-numeric or complex dtype, NaN/inf or an empty batch raise
+            ``ValueError``/``TypeError`` naming the argument.
+        x2: (n2, ...) inputs, checked the same way, or ``None`` for
+            ``x2 = x1`` (symmetry is exploited and the result is exactly
+            symmetric).
         kernel: for C outputs, ``"trace"`` = Σ_c ∇f_c·∇f_c (no division by C,
             unlike neural-tangents), ``"summed_output"`` = NTK of Σ_c f_c (the
             paper's convention, includes cross-output terms) or ``"full"``, the
@@ -203,7 +208,10 @@ def ntk(
 
     Returns:
         A float tensor of shape (n1, n2), or (n1, n2, C, C) for ``"full"``;
-        differentiable w.r.t. ``model.trainable_variables``.
+        differentiable w.r.t. ``model.trainable_variables``. A call never
+        changes what a later call returns: the compiled Gram functions are
+        keyed by the inputs' per-example shapes and dtypes, with only the
+        batch axis left free.
 
     Example:
         >>> import keras, numpy as np, keras_kare
