@@ -150,7 +150,7 @@ class KernelMonitor(keras.callbacks.Callback):
             self._check_model()
 
     def _check_model(self):
-        c.check_probe_against_model(self.model, self.x, "KernelMonitor")
+        c.check_probe_against_model(self.model, self.x, "KernelMonitor x")
         c.check_targets_against_model(self.model, self.x, self.y, self.kernel, "KernelMonitor")
 
     def on_train_begin(self, logs=None):
