@@ -208,7 +208,16 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def fit(self, *args, **kwargs):
-        """``keras.Model.fit`` plus the non-finite-step guard (see ``on_nonfinite``)."""
+        """``keras.Model.fit`` plus the non-finite-step guard (see ``on_nonfinite``).
+
+        Before the first step (so that no weight moves on bad input), arrays
+        and Python lists of rows are checked against the base network and
+        their targets (shape (n,) or (n, C), one row per example), and batch
+        sizes that would leave a batch of one example (KARE is undefined on
+        it) raise ``ValueError``; a dataset must yield (x, y) pairs whose
+        static batch sizes agree (``keras_kare._validation.check_fit_arrays``,
+        ``check_fit_dataset``).
+        """
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
         arguments = dict(bound.arguments)
         arguments.pop("self")
@@ -219,6 +228,19 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         else:
             arguments["callbacks"] = list(callbacks or []) + [NonFiniteGuard(self.on_nonfinite)]
         self.stop_reason_ = None
+        # everything knowable before the first step is checked here, before any weight moves
+        arguments["x"], arguments["y"] = v.check_fit_arrays(
+            self.base_model,
+            arguments.get("x"),
+            arguments.get("y"),
+            arguments.get("batch_size"),
+            arguments.get("validation_split"),
+            arguments.get("validation_data"),
+            arguments.get("validation_batch_size"),
+        )
+        v.check_fit_dataset(arguments.get("x"))
+        if isinstance(arguments.get("validation_data"), tf.data.Dataset):
+            v.check_fit_dataset(arguments["validation_data"], "validation_data")
         _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
         # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
         seed = None

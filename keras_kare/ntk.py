@@ -24,30 +24,54 @@ logger = logging.getLogger("keras_kare")
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _compiled_gram(model, kernel: str, implementation: str):
-    """A ``tf.function`` of the Gram for ``model``, cached per model.
+def _compiled_gram(model, x1, x2, kernel: str, implementation: str):
+    """A ``tf.function`` of the Gram for ``model`` and the inputs' signature, cached per model.
 
     Eager calls of the autodiff (``tape.jacobian`` with ``pfor`` in
-    particular) rebuild their graph on every call; compiling once per model,
-    kernel mode and implementation makes blocked computation cost one trace
-    per distinct block shape instead of one per block.
+    particular) rebuild their graph on every call; compiling once makes
+    blocked computation cost one trace per graph instead of one per block.
+    The cache key is everything that determines the graph: kernel mode,
+    implementation, the variables that count (freezing a layer changes them)
+    and each input's per-example shape and dtype (``_validation.signature``).
+    The function's input signature fixes those and leaves only the batch axis
+    free, so no call relaxes it further (to an unknown rank, say) and no call
+    changes what a later call computes.
     """
     per_model = _COMPILED.setdefault(model, {})
-    # freezing/unfreezing layers changes which variables count: part of the key
-    key = (kernel, implementation, tuple(id(v) for v in model.trainable_variables))
+    key = (
+        kernel,
+        implementation,
+        tuple(id(w) for w in model.trainable_variables),
+        v.signature(x1),
+        None if x2 is None else v.signature(x2),
+    )
     if key not in per_model:
+        if x2 is None:
 
-        def fn(x1, x2=None):
-            return gram(model, x1, x2, kernel=kernel, implementation=implementation)
+            def fn(a):
+                return gram(model, a, None, kernel=kernel, implementation=implementation)
 
-        per_model[key] = tf.function(fn, reduce_retracing=True)
+            specs = [v.batch_specs(x1)]
+        else:
+
+            def fn(a, b):
+                return gram(model, a, b, kernel=kernel, implementation=implementation)
+
+            specs = [v.batch_specs(x1), v.batch_specs(x2)]
+        per_model[key] = tf.function(fn, input_signature=specs)
     return per_model[key]
 
 
 def _gram(model, x1, x2, kernel: str, implementation: str):
     if tf.executing_eagerly():
-        return _compiled_gram(model, kernel, implementation)(x1, x2)
+        fn = _compiled_gram(model, x1, x2, kernel, implementation)
+        return fn(x1) if x2 is None else fn(x1, x2)
     return gram(model, x1, x2, kernel=kernel, implementation=implementation)
+
+
+def _rows(x) -> int:
+    """The number of examples of validated inputs."""
+    return int(tf.nest.flatten(x)[0].shape[0])
 
 
 def _slice(x, start: int, stop: int):
@@ -68,8 +92,8 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     every pair); otherwise each pair is computed from its two input blocks.
     ``verbose``: progress bar over the computed blocks (see :mod:`keras_kare.progress`).
     """
-    n1 = v.num_rows(x1, "x1")
-    n2 = n1 if x2 is None else v.num_rows(x2, "x2")
+    n1 = _rows(x1)
+    n2 = n1 if x2 is None else _rows(x2)
     if batch_size is None or (batch_size >= n1 and batch_size >= n2):
         return _gram(model, x1, x2, kernel, implementation)  # symmetrised by backend.gram
     b1 = _blocks(n1, batch_size)
@@ -112,7 +136,9 @@ def _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size):
     """
     if not tf.executing_eagerly():
         return None
-    engine = block_gram(model, kernel, implementation, batch_size)
+    engine = block_gram(model, kernel, implementation, batch_size, v.batch_specs(x1))
+    if engine is not None and x2 is not None and v.signature(x2) != v.signature(x1):
+        return None  # the engine is compiled for one input signature
     if engine is None:
         return None
     first = engine.features(_slice(x1, *b1[0]))
@@ -157,10 +183,15 @@ def ntk(
         model: any Keras model (Sequential, Functional or subclassed); built on
             the first example of ``x1`` if it is not built yet. A ``KAREModel``
             is unwrapped to its base network.
-        x1: (n1, ...) inputs (array, tensor, or the nested structure the
-            model takes).
-        x2: (n2, ...) inputs, or ``None`` for ``x2 = x1`` (symmetry is
-            exploited and the result is exactly symmetric).
+        x1: (n1, ...) inputs: an array-like (array, tensor, nested Python
+            lists of rows) or the nested structure the model takes. Checked
+            against the network before anything is traced: a per-example shape
+            other than the declared one (no unit axis added or dropped), a
+            non-numeric or complex dtype, NaN/inf or an empty batch raise
+            ``ValueError``/``TypeError`` naming the argument.
+        x2: (n2, ...) inputs, checked the same way, or ``None`` for
+            ``x2 = x1`` (symmetry is exploited and the result is exactly
+            symmetric).
         kernel: for C outputs, ``"trace"`` = Σ_c ∇f_c·∇f_c (no division by C,
             unlike neural-tangents), ``"summed_output"`` = NTK of Σ_c f_c (the
             paper's convention, includes cross-output terms) or ``"full"``, the
@@ -177,7 +208,10 @@ def ntk(
 
     Returns:
         A float tensor of shape (n1, n2), or (n1, n2, C, C) for ``"full"``;
-        differentiable w.r.t. ``model.trainable_variables``.
+        differentiable w.r.t. ``model.trainable_variables``. A call never
+        changes what a later call returns: the compiled Gram functions are
+        keyed by the inputs' per-example shapes and dtypes, with only the
+        batch axis left free.
 
     Example:
         >>> import keras, numpy as np, keras_kare
@@ -189,36 +223,69 @@ def ntk(
 
 
 def compute_ntk(
-    model, x1, x2=None, kernel="trace", implementation="auto", batch_size=None, extra_copies: int = 0, verbose="auto"
+    model,
+    x1,
+    x2=None,
+    kernel="trace",
+    implementation="auto",
+    batch_size=None,
+    extra_copies: int = 0,
+    verbose="auto",
+    names: tuple = ("x1", "x2"),
 ):
-    """:func:`ntk` with one more knob for callers inside the package.
+    """:func:`ntk` with two more knobs for callers inside the package.
 
     ``extra_copies`` is the number of float64 copies of the result the caller
-    will make (``KernelPredictor`` keeps one), for the memory guard.
+    will make (``KernelPredictor`` keeps one), for the memory guard; ``names``
+    are the names of ``x1`` and ``x2`` in error messages (the caller's own
+    argument names).
     """
     _distribute.check_single_worker("keras_kare.ntk (also used by KernelPredictor)")
     model = unwrap_network(v.check_model(model))
     v.check_kernel_mode(kernel)
     check_verbose(verbose)
-    if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int or None, received {batch_size!r}.")
-    dtype = _model_dtype(model)
-    x1 = v.as_input(x1, "x1", dtype)
-    v.num_rows(x1, "x1")
-    if x2 is not None:
-        x2 = v.as_input(x2, "x2", dtype)
-        v.num_rows(x2, "x2")
-    v.ensure_built(model, x1)
+    batch_size = v.check_batch_size(batch_size)
+    x1 = network_input(model, x1, names[0])
+    x2 = None if x2 is None else network_input(model, x2, names[1])
     implementation = resolve_implementation(model, implementation)
     _check_memory(model, x1, x2, kernel, implementation, batch_size, extra_copies)
     return blocked_gram(model, x1, x2, kernel, implementation, batch_size, verbose)
 
 
+def network_input(model, x, name: str, min_rows: int = 1):
+    """``x`` checked against ``model`` (``_validation.as_network_input``), and traceable through it.
+
+    A network that declares its inputs (Sequential/Functional from
+    ``keras.Input``) has them compared shape by shape; any network is then
+    traced symbolically on one example (``backend.forward_profile``, cached per
+    input signature, no computation), so an input the network cannot take is
+    a ``ValueError`` naming ``name`` before any Gram is compiled or computed.
+
+    Args:
+        model: the (unwrapped) network; built on ``x`` if it is not yet.
+        x: an array-like or the nested structure the network takes.
+        name: the argument's name in error messages.
+        min_rows: the fewest examples accepted.
+
+    Returns:
+        ``x`` as a structure of tensors in the network's input dtypes.
+    """
+    x = v.as_network_input(model, x, name, min_rows)
+    try:
+        forward_profile(model, _slice(x, 0, 1))
+    except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+        shapes = [tuple(t.shape[1:]) for t in tf.nest.flatten(x)]
+        raise ValueError(
+            f"{name}: the network cannot be applied to inputs of per-example shape "
+            f"{shapes[0] if len(shapes) == 1 else shapes}: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    return x
+
+
 def _check_memory(model, x1, x2, kernel, implementation, batch_size, extra_copies):
     """Raise :class:`~keras_kare.memory.GramMemoryError` before an oversized Gram is attempted."""
-    n1 = v.num_rows(x1, "x1")
-    n2 = n1 if x2 is None else v.num_rows(x2, "x2")
+    n1 = _rows(x1)
+    n2 = n1 if x2 is None else _rows(x2)
     one_block = x2 is None and (batch_size is None or batch_size >= n1)
     result, work, n_outputs = gram_bytes(
         model, _slice(x1, 0, 1), n1, n2, kernel, implementation, batch_size, extra_copies, one_jacobian=one_block
@@ -255,27 +322,9 @@ def gram_bytes(
         kernel,
         implementation,
         batch_size,
-        itemsize=_model_dtype(model).size,
+        itemsize=v.float_dtype(model).size,
         extra_copies=extra_copies,
         one_jacobian=one_jacobian,
         activations=profile.activations if implementation == "jacobian" else 0,
     )
     return result, work, profile.outputs
-
-
-def _model_dtype(model):
-    """The float dtype inputs are cast to: the model's first floating ``keras.Input``, else its compute dtype.
-
-    A model whose layers are float64 under the default float32 policy declares
-    ``keras.Input(..., dtype="float64")``; casting its inputs to the model
-    object's own (policy) dtype would silently round them to float32.
-    """
-    try:
-        declared = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(getattr(model, "inputs", None) or [])]
-    except (AttributeError, TypeError, ValueError):  # not built from keras.Input
-        declared = []
-    for dtype in declared:
-        if dtype.is_floating:
-            return dtype
-    dtype = tf.as_dtype(getattr(model, "compute_dtype", None) or "float32")
-    return dtype if dtype.is_floating else tf.float32

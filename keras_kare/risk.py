@@ -56,10 +56,113 @@ def check_ridge(ridge, name: str = "ridge") -> float:
     return ridge
 
 
+def check_ridge_or_auto(ridge, name: str = "ridge"):
+    """``"auto"``, or ``ridge`` as a float after :func:`check_ridge` (the ridge argument of the predictors)."""
+    if isinstance(ridge, str):
+        if ridge != "auto":
+            raise ValueError(f"{name} must be a positive float or 'auto', received {ridge!r}.")
+        return ridge
+    return check_ridge(ridge, name)
+
+
 def check_solve_dtype(solve_dtype: str) -> str:
     if solve_dtype not in SOLVE_DTYPES:
         raise ValueError(f"solve_dtype must be one of {SOLVE_DTYPES}, received {solve_dtype!r}.")
     return solve_dtype
+
+
+#: A kernel whose mean diagonal tr K / n is at most this is "zero" (float64's smallest normal number).
+DEGENERATE_MEAN_DIAGONAL = float(np.finfo(np.float64).tiny)
+
+
+class DegenerateKernelError(ValueError):
+    """The kernel is zero (an NTK that vanishes), so a ridge defined relative to its trace is zero too."""
+
+
+def check_kernel_not_degenerate(trace: float, n: int, name: str = "kernel", ridge_units: str = "relative") -> None:
+    """Raise before solving if a ridge derived from ``tr K`` would be meaningless.
+
+    Definition: a PSD kernel is *degenerate* when its mean diagonal
+    ``tr K / n`` is at most :data:`DEGENERATE_MEAN_DIAGONAL` — it is zero up to
+    underflow, as the NTK of a network whose gradients all vanish (e.g. every
+    weight zero and no bias, or dead units everywhere). A ridge relative to the
+    trace (``relative_ridge=True``, or the default grid of ``ridge="auto"``,
+    which is scaled by ``tr K / n²`` in either unit) is then zero, and
+    ``K/n + zI`` is singular. A negative trace means the matrix is not positive
+    semi-definite at all. Constant and rank-one kernels are *not* degenerate:
+    ``K/n + zI`` is positive definite for any ``z > 0`` and KARE and kernel
+    ridge regression are well defined (the predictor is a constant, or one
+    direction, fitted with the ridge). An absolute ridge with a zero kernel is
+    well defined too (``M = zI``: KARE is the mean of the squared targets and
+    kernel ridge regression predicts 0), so callers with an absolute ridge do
+    not call this.
+
+    Args:
+        trace: ``tr K`` (of the Gram actually solved, rows = ``n``).
+        n: the number of rows of K.
+        name: what the kernel is called in the message.
+        ridge_units: the words for the ridge that depends on the trace.
+
+    Raises:
+        DegenerateKernelError (a ``ValueError``): zero kernel.
+        ValueError: negative trace.
+
+    Example:
+        >>> check_kernel_not_degenerate(0.0, 6)
+        Traceback (most recent call last):
+        ...
+        keras_kare.risk.DegenerateKernelError: kernel is zero: ...
+    """
+    trace = float(trace)
+    if not math.isfinite(trace):
+        raise ValueError(f"{name} has a non-finite trace ({trace}); expected a finite positive semi-definite kernel.")
+    if trace < 0.0:
+        raise ValueError(
+            f"{name} has a negative trace ({trace:.3e}): it is not positive semi-definite, so it is not a kernel."
+        )
+    if trace <= n * DEGENERATE_MEAN_DIAGONAL:
+        raise DegenerateKernelError(
+            f"{name} is zero: its trace is {trace:.3e} over {n} rows (the network's NTK vanishes, e.g. all weights "
+            f"zero without biases, or no unit active on these inputs), so the {ridge_units} ridge, proportional to "
+            "tr K, is zero and K/n + zI is singular. Re-initialise the network, or use an absolute ridge "
+            "(relative_ridge=False with a fixed ridge value)."
+        )
+
+
+def check_kernel_and_targets(kernel, targets) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(kernel, targets)`` as tensors after the checks :func:`kare` and ``layers.KARE`` share.
+
+    Static checks (any mode): a real (n, n) kernel, (n,) or (n, C) numeric
+    targets with one row per kernel row, n ≥ 2. Eagerly also: no NaN or inf.
+    An integer kernel is cast to float32.
+    """
+    # Python lists as numpy reads them (float64), not as tf.convert_to_tensor would (float32)
+    as_tensor = lambda a: tf.convert_to_tensor(np.asarray(a) if isinstance(a, (list, tuple)) else a)  # noqa: E731
+    k = as_tensor(kernel)
+    if not (k.dtype.is_floating or k.dtype.is_integer):
+        raise TypeError(f"kernel must be a real matrix, received dtype {k.dtype.name}.")
+    if k.shape.rank != 2 or (k.shape[0] is not None and k.shape[1] is not None and k.shape[0] != k.shape[1]):
+        raise ValueError(f"kernel must be a square (n, n) matrix, received shape {tuple(k.shape)}.")
+    y = as_tensor(targets)
+    if not (y.dtype.is_floating or y.dtype.is_integer or y.dtype.is_bool):
+        raise TypeError(f"targets must be numeric, received dtype {y.dtype.name}.")
+    if y.shape.rank not in (1, 2):
+        raise ValueError(f"targets must have shape (n,) or (n, C), received shape {tuple(y.shape)}.")
+    n = k.shape[0] if k.shape[0] is not None else k.shape[1]
+    if n is not None and y.shape[0] is not None and y.shape[0] != n:
+        raise ValueError(
+            f"targets have {y.shape[0]} rows but the kernel is {n}x{n}; expected one target row per kernel row."
+        )
+    if n is not None and n < 2:
+        raise ValueError(f"KARE needs at least 2 examples, received a {n}x{n} kernel.")
+    if _is_eager(k, y):
+        if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(k, tf.float64)))):
+            raise ValueError("kernel contains NaN or inf.")
+        if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(y, tf.float64)))):
+            raise ValueError("targets contain NaN or inf.")
+    if not k.dtype.is_floating:
+        k = tf.cast(k, tf.float32)
+    return k, y
 
 
 def as_target_matrix(targets, dtype) -> tf.Tensor:
@@ -255,6 +358,24 @@ def kare_terms(
     k = tf.cast(k_in, work)
     y = as_target_matrix(targets, work)
     n_int = tf.shape(k)[0]
+    if k.shape[0] is not None and y.shape[0] is not None:
+        if k.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"targets have {y.shape[0]} rows but the kernel has {k.shape[0]}: one target row per kernel row "
+                "(for a dataset, the x and y batches must hold the same number of examples)."
+            )
+    else:  # batch sizes known only at run time (a tf.data pipeline's batches)
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_equal(
+                    tf.shape(y)[0],
+                    n_int,
+                    message="KARE: the targets have a different number of rows than the kernel (for a dataset: the "
+                    "x and y batches must hold the same number of examples)",
+                )
+            ]
+        ):
+            y = tf.identity(y)
     n = tf.cast(n_int, work)
     z = tf.constant(ridge, work)
     if relative_ridge:
@@ -312,35 +433,10 @@ def kare(
     check_solve_dtype(solve_dtype)
     if not isinstance(relative_ridge, bool):
         raise TypeError(f"relative_ridge must be a bool, received {relative_ridge!r}.")
-    k = tf.convert_to_tensor(kernel)
-    if not (k.dtype.is_floating or k.dtype.is_integer):
-        raise TypeError(f"kernel must be a real matrix, received dtype {k.dtype.name}.")
-    if k.shape.rank != 2 or (k.shape[0] is not None and k.shape[0] != k.shape[1]):
-        raise ValueError(f"kernel must be a square (n, n) matrix, received shape {tuple(k.shape)}.")
-    y = tf.convert_to_tensor(targets)
-    if y.shape.rank not in (1, 2):
-        raise ValueError(f"targets must have shape (n,) or (n, C), received shape {tuple(y.shape)}.")
-    if k.shape[0] is not None and y.shape[0] is not None and y.shape[0] != k.shape[0]:
-        raise ValueError(
-            f"targets have {y.shape[0]} rows but the kernel is {k.shape[0]}x{k.shape[0]}; "
-            "expected one target row per kernel row."
-        )
-    if k.shape[0] is not None and k.shape[0] < 2:
-        raise ValueError(f"KARE needs at least 2 examples, received a {k.shape[0]}x{k.shape[0]} kernel.")
+    k, y = check_kernel_and_targets(kernel, targets)
     eager = _is_eager(k, y)
-    if eager:
-        if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(k, tf.float64)))):
-            raise ValueError("kernel contains NaN or inf.")
-        if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(y, tf.float64)))):
-            raise ValueError("targets contain NaN or inf.")
-    if not k.dtype.is_floating:
-        k = tf.cast(k, tf.float32)
-    if eager and relative_ridge and float(tf.linalg.trace(tf.cast(k, tf.float64))) <= 0.0:
-        raise ValueError(
-            "relative_ridge=True needs a kernel with positive trace (the ridge is ridge*trace(K)/n**2); "
-            "received a kernel with trace <= 0 (a network at a saddle gives an all-zero NTK). "
-            "Use an absolute ridge."
-        )
+    if eager and relative_ridge:
+        check_kernel_not_degenerate(float(tf.linalg.trace(tf.cast(k, tf.float64))), int(k.shape[0]))
     terms = kare_terms(k, y, ridge, relative_ridge, solve_dtype)
     if eager:
         if not bool(terms.ok):

@@ -220,12 +220,13 @@ def test_probe_of_wrong_shape_fails_before_training():
     model.compile(optimizer="sgd")
     bad = KernelMonitor(np.zeros((8, 5), "float32"), np.ones(8))
     with pytest.raises(
-        ValueError, match=r"KernelMonitor: the probe inputs have per-example shape \(5,\) but the model expects \(4,\)"
+        ValueError,
+        match=r"KernelMonitor x has per-example shape \(5,\) \(shape \(8, 5\)\) but the network expects \(4,\)",
     ):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[bad])
     assert int(model.optimizer.iterations.numpy()) == 0
     bad_val = KernelRidgeEvaluation(x, y, validation_data=(np.zeros((4, 3), "float32"), np.ones(4)))
-    with pytest.raises(ValueError, match="validation x: the probe inputs have per-example shape"):
+    with pytest.raises(ValueError, match="validation x has per-example shape"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[bad_val])
 
 
@@ -246,7 +247,7 @@ def test_probe_wrong_shape_subclassed_model():
     model = KAREModel(net, ridge=0.1, implementation="jacobian")
     model.compile(optimizer="sgd")
     with pytest.raises(
-        ValueError, match=r"KernelMonitor: the model cannot be applied to the probe inputs of per-example shape \(7,\)"
+        ValueError, match=r"KernelMonitor x: the network cannot be applied to inputs of per-example shape \(7,\)"
     ):
         model.fit(
             x, y, batch_size=8, epochs=1, verbose=0, callbacks=[KernelMonitor(np.zeros((4, 7), "float32"), np.ones(4))]
@@ -298,5 +299,5 @@ def test_dict_input_probe():
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
     assert np.isfinite(monitor.history[0][1]["kare"])
     bad = KernelMonitor({"a": x["a"][:6], "b": np.zeros((6, 4), "float32")}, y[:6])
-    with pytest.raises(ValueError, match="KernelMonitor: the model cannot be applied to the probe inputs"):
+    with pytest.raises(ValueError, match="KernelMonitor x: the network cannot be applied to inputs"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[bad])

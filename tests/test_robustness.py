@@ -16,6 +16,7 @@ from precision import U32, U64
 import keras_kare
 from keras_kare.factor import JITTER_LADDER, robust_cholesky, robust_cholesky_numpy
 from keras_kare.memory import GramMemoryError
+from keras_kare.risk import DegenerateKernelError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +76,7 @@ def test_degenerate_cases_exact(rng):
     # all-zero kernel: M = zI, so KARE = mean(y²) exactly
     y = rng.normal(size=(6, 2))
     assert float(keras_kare.kare(np.zeros((6, 6)), y, 0.1)) == pytest.approx(np.mean(y**2), rel=1e-12)
-    with pytest.raises(ValueError, match="positive trace"):
+    with pytest.raises(DegenerateKernelError, match="kernel is zero"):
         keras_kare.kare(np.zeros((6, 6)), y, 0.1, relative_ridge=True)
     # n = 2
     k2 = np.array([[2.0, 0.5], [0.5, 1.0]])

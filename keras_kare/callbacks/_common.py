@@ -9,7 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kare import _validation as v
+from keras_kare.backend import IMPLEMENTATIONS
 from keras_kare.networks import is_kare_model, unwrap_network
+from keras_kare.ntk import network_input
 
 
 def default_kernel(model, kernel: Optional[str]) -> str:
@@ -22,6 +24,13 @@ def default_implementation(model, implementation: Optional[str]) -> str:
     if implementation is not None:
         return implementation
     return getattr(model, "implementation", "auto") if is_kare_model(model) else "auto"
+
+
+def check_implementation(implementation: Optional[str], name: str = "implementation") -> Optional[str]:
+    """None (the model's own) or one of ``backend.IMPLEMENTATIONS``."""
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{name} must be None or one of {IMPLEMENTATIONS}, received {implementation!r}.")
+    return implementation
 
 
 def as_probe(x, y, name: str, min_rows: int = 2):
@@ -37,47 +46,14 @@ def as_probe(x, y, name: str, min_rows: int = 2):
     return x_np, y_arr
 
 
-def _expected_input_shapes(net):
-    """Per-example input shapes the network declares, or None when it does not say."""
-    try:
-        inputs = net.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs:
-        return None
-    return [tuple(t.shape[1:]) for t in inputs]
-
-
 def check_probe_against_model(model, x, name: str) -> None:
-    """Raise a clear ValueError if the probe inputs do not fit the model.
+    """Raise a clear ValueError naming ``name`` if the probe inputs do not fit the model.
 
-    Functional/Sequential networks declare their input shapes, which are
-    compared directly; otherwise the network is run on the first two examples
-    (inference mode) and any error is re-raised with the probe's shape.
+    The boundary check of :func:`keras_kare.ntk` (``ntk.network_input``):
+    declared input shapes are compared, and any network is traced on one
+    example, before the probe is ever used.
     """
-    net = unwrap_network(model)
-    leaves = tf.nest.flatten(x)
-    got = [tuple(np.shape(leaf)[1:]) for leaf in leaves]
-    # declared shapes are compared only for single-input networks (the order of a
-    # multi-input network's `inputs` need not match tf.nest's order of the probe)
-    expected = _expected_input_shapes(net) if net.built and len(leaves) == 1 else None
-    if expected is not None:
-        ok = len(expected) == len(got) and all(
-            len(e) == len(g) and all(a is None or a == b for a, b in zip(e, g)) for e, g in zip(expected, got)
-        )
-        if not ok:
-            raise ValueError(
-                f"{name}: the probe inputs have per-example shape {got if len(got) > 1 else got[0]} but the model "
-                f"expects {expected if len(expected) > 1 else expected[0]}. Give a batch of the model's inputs."
-            )
-        return
-    try:
-        net(tf.nest.map_structure(lambda t: t[:2], x), training=False)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"{name}: the model cannot be applied to the probe inputs of per-example shape "
-            f"{got if len(got) > 1 else got[0]}: {err}"
-        ) from err
+    network_input(unwrap_network(model), x, name)
 
 
 def check_targets_against_model(model, x, y: np.ndarray, kernel: str, name: str) -> None:

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
+from keras_kare import _validation as v
 from keras_kare.callbacks import _common as c
 from keras_kare.predictor import KernelPredictor
 from keras_kare.ridge import absolute_ridge
@@ -122,8 +123,8 @@ class KernelMonitor(keras.callbacks.Callback):
         if kernel is not None:
             c.default_kernel(None, kernel)
         self._kernel_arg = kernel
-        self._implementation_arg = implementation
-        self.batch_size = batch_size
+        self._implementation_arg = c.check_implementation(implementation, "KernelMonitor implementation")
+        self.batch_size = v.check_batch_size(batch_size, "KernelMonitor batch_size")
         self.prefix = prefix
         self.histogram_buckets = histogram_buckets
         self._summary = c.SummaryWriter(log_dir, "kernel")
@@ -149,7 +150,7 @@ class KernelMonitor(keras.callbacks.Callback):
             self._check_model()
 
     def _check_model(self):
-        c.check_probe_against_model(self.model, self.x, "KernelMonitor")
+        c.check_probe_against_model(self.model, self.x, "KernelMonitor x")
         c.check_targets_against_model(self.model, self.x, self.y, self.kernel, "KernelMonitor")
 
     def on_train_begin(self, logs=None):

@@ -8,9 +8,11 @@ from typing import Optional, Union
 import keras
 import numpy as np
 
+from keras_kare import _validation as v
 from keras_kare.callbacks import _common as c
 from keras_kare.decision import accuracy
 from keras_kare.predictor import KernelPredictor
+from keras_kare.risk import check_ridge_or_auto
 
 TASKS = ("auto", "sign", "argmax", "regression")
 
@@ -118,6 +120,12 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
                 f"KernelRidgeEvaluation: task={self.task!r} needs {needed}, the validation targets have {columns}."
             )
         self.every_n_epochs = c.check_every(every_n_epochs)
+        # every setting is checked here, not after the first epoch's weight updates
+        ridge = check_ridge_or_auto(ridge, "KernelRidgeEvaluation ridge")
+        if not isinstance(relative_ridge, bool):
+            raise TypeError(f"KernelRidgeEvaluation relative_ridge must be a bool, received {relative_ridge!r}.")
+        batch_size = v.check_batch_size(batch_size, "KernelRidgeEvaluation batch_size")
+        c.check_implementation(implementation, "KernelRidgeEvaluation implementation")
         self._predictor_kwargs = dict(ridge=ridge, relative_ridge=relative_ridge, batch_size=batch_size)
         self._kernel_arg, self._implementation_arg = kernel, implementation
         if kernel is not None:
@@ -133,8 +141,6 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
         super().set_model(model)
         self.kernel = c.default_kernel(model, self._kernel_arg)
         self.implementation = c.default_implementation(model, self._implementation_arg)
-        # validates ridge / batch_size now rather than after the first epoch
-        self._make_predictor()
         if c.unwrap_network(model).built:
             self._check_model()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_kare.risk import check_ridge, check_solve_dtype, kare_terms
+from keras_kare.risk import check_ridge, check_solve_dtype, kare, kare_terms
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
@@ -13,7 +13,10 @@ class KARE(keras.layers.Layer):
 
     The layer has no weights; it is the loss head of :class:`keras_kare.KAREModel`
     and is serialisable through ``get_config``. Shapes: kernel (n, n), targets
-    (n,) or (n, C). Returns a scalar. See :func:`keras_kare.kare` for the
+    (n,) or (n, C). Calling the layer is :func:`keras_kare.kare`: the same checks
+    (a 1-D or non-square kernel, or targets with another number of rows, raise
+    ``ValueError``; eagerly also NaN/inf, a zero kernel with a relative ridge and
+    a failed factorisation) and the same value. Returns a scalar. See :func:`keras_kare.kare` for the
     formula and conventions (Schwab et al. 2025, paper default ridge 0.1).
 
     Args:
@@ -42,8 +45,12 @@ class KARE(keras.layers.Layer):
         return kare_terms(kernel, targets, self.ridge, self.relative_ridge, self.solve_dtype)
 
     def call(self, inputs):
-        kernel, targets = inputs
-        return self.terms(kernel, targets).value
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ValueError(
+                f"KARE takes a pair (kernel, targets), received {type(inputs).__name__}"
+                + (f" of length {len(inputs)}." if isinstance(inputs, (tuple, list)) else ".")
+            )
+        return kare(*inputs, self.ridge, self.relative_ridge, self.solve_dtype)  # the same checks, the same value
 
     def compute_output_shape(self, input_shape):
         return ()

@@ -35,27 +35,34 @@ _ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class BlockGram:
-    """Compiled capture and pairing functions for one model, kernel mode and block size.
+    """Compiled capture and pairing functions for one model, kernel mode, block size and input signature.
 
     Args:
         model: a built Sequential or Functional model.
         kernel: ``"trace"``, ``"summed_output"`` or ``"full"``.
         block_size: the block size the ghost-vs-materialise decisions are made for.
+        input_spec: the ``tf.TensorSpec`` structure of one block of inputs,
+            batch axis ``None`` and every other axis fixed. The capture is
+            compiled for it, and the pairing functions for the factors it
+            produces (batch axes free, nothing else), so no call relaxes a
+            signature and every block is computed by the same graphs.
 
     Example:
-        >>> engine = BlockGram(model, "trace", 512)
+        >>> engine = BlockGram(model, "trace", 512, tf.TensorSpec((None, 3), tf.float32))
         >>> fa, fb = engine.features(xa), engine.features(xb)
         >>> k_ab, k_aa = engine.gram(fa, fb), engine.gram(fa)  # k_aa exactly symmetric
     """
 
-    def __init__(self, model, kernel: str, block_size: int):
+    def __init__(self, model, kernel: str, block_size: int, input_spec):
         self.kernel = kernel
-        self._meta: Optional[list] = None
 
         def features(x):
             meta, tensors = flatten_factors(structured_features(model, x, kernel, block_size))
-            self._meta = meta  # static; identical for every trace
+            self._meta = meta  # static: one input signature, one trace
             return tensors
+
+        self._features = tf.function(features, input_signature=[input_spec])
+        factor_specs = [tf.TensorSpec(t.shape, t.dtype) for t in self._features.get_concrete_function().outputs]
 
         def pair(t1, t2):
             return features_gram(self._factors(t1), self._factors(t2), kernel)
@@ -64,9 +71,8 @@ class BlockGram:
             k = features_gram(self._factors(t1), None, kernel)
             return 0.5 * (k + swap_examples(k, kernel))  # exactly symmetric diagonal block
 
-        self._features = tf.function(features, reduce_retracing=True)
-        self._pair = tf.function(pair, reduce_retracing=True)
-        self._self_pair = tf.function(self_pair, reduce_retracing=True)
+        self._pair = tf.function(pair, input_signature=[factor_specs, factor_specs]) if factor_specs else None
+        self._self_pair = tf.function(self_pair, input_signature=[factor_specs]) if factor_specs else None
 
     def _factors(self, tensors):
         return unflatten_factors(self._meta, tensors)
@@ -85,13 +91,13 @@ class BlockGram:
         return int(sum(np.prod(t.shape) * t.dtype.size for t in features))
 
 
-def block_gram(model, kernel: str, implementation: str, block_size: int) -> Optional[BlockGram]:
-    """A cached :class:`BlockGram` for ``model``, or None if ``implementation`` has no factors."""
+def block_gram(model, kernel: str, implementation: str, block_size: int, input_spec) -> Optional[BlockGram]:
+    """A cached :class:`BlockGram` for ``model`` and ``input_spec``, or None if ``implementation`` has no factors."""
     if implementation != "structured":
         return None
     per_model = _ENGINES.setdefault(model, {})
-    # freezing/unfreezing layers changes which variables count: part of the key
-    key = (kernel, block_size, tuple(id(v) for v in model.trainable_variables))
+    # freezing/unfreezing layers changes which variables count: part of the key, as is the input signature
+    key = (kernel, block_size, tuple(id(w) for w in model.trainable_variables), str(input_spec))
     if key not in per_model:
-        per_model[key] = BlockGram(model, kernel, block_size)
+        per_model[key] = BlockGram(model, kernel, block_size, input_spec)
     return per_model[key]
