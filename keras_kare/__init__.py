@@ -15,8 +15,7 @@ Public API:
 """
 
 from keras_kare._startup import tensorflow_startup
-
-__version__ = "0.1.0"
+from keras_kare.version import __version__
 
 with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a no-op for library use
     from keras_kare import backend  # noqa: F401, I001 - first: fails clearly unless Keras runs on TensorFlow
