@@ -12,14 +12,15 @@ Public API:
     callbacks.KernelMonitor(x, y, log_dir=None, every_n_epochs=1)
     callbacks.KernelRidgeEvaluation(x, y, validation_data, every_n_epochs=1)
     fit_in_memory(model, x, y, **fit_kwargs)   # any Keras model: one input pipeline per fit
+    register_rule(*layer_classes)              # decorator: a structured-NTK rule for your own layer
 """
 
 from keras_kare._startup import tensorflow_startup
-
-__version__ = "0.1.0"
+from keras_kare.version import __version__
 
 with tensorflow_startup():  # the keras-kare command loads TensorFlow quietly; a no-op for library use
     from keras_kare import backend  # noqa: F401, I001 - first: fails clearly unless Keras runs on TensorFlow
+    from keras_kare.backend import register_rule
     from keras_kare import callbacks, layers
     from keras_kare.in_memory import fit_in_memory
     from keras_kare.model import KAREModel
@@ -38,5 +39,6 @@ __all__ = [
     "kare",
     "layers",
     "ntk",
+    "register_rule",
     "__version__",
 ]

@@ -45,7 +45,9 @@ of a float64 Cholesky on a CPU is then a few ms to ~1 s), in the kernel's own
 precision above it."""
 
 
-class Factor(NamedTuple):
+class CholeskyFactor(NamedTuple):
+    """The result of :func:`robust_cholesky`."""
+
     chol: tf.Tensor  # lower-triangular L with L Lᵀ = M (+ jitter); NaN if all rungs failed
     retries: tf.Tensor  # int32: 0 if the first attempt worked, k if rung k was needed
     ok: tf.Tensor  # bool: the factor is finite
@@ -66,7 +68,7 @@ def _finite(t: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(tf.math.is_finite(t))
 
 
-def robust_cholesky(m: tf.Tensor) -> Factor:
+def robust_cholesky(m: tf.Tensor) -> CholeskyFactor:
     """Cholesky of a symmetric matrix with the jitter ladder of this module.
 
     Works eagerly, in ``tf.function`` and under XLA (the ladder is a chain of
@@ -78,7 +80,7 @@ def robust_cholesky(m: tf.Tensor) -> Factor:
             cost two n×n passes on the critical path of every KARE step.
 
     Returns:
-        A :class:`Factor`.
+        A :class:`CholeskyFactor`.
     """
     n = tf.shape(m)[0]
     scale = tf.linalg.trace(m) / tf.cast(n, m.dtype)
@@ -94,7 +96,7 @@ def robust_cholesky(m: tf.Tensor) -> Factor:
         return tf.cond(_finite(chol), lambda: (chol, tf.constant(level, tf.int32)), lambda: attempt(level + 1))
 
     chol, retries = attempt(0)
-    return Factor(chol, retries, _finite(chol))
+    return CholeskyFactor(chol, retries, _finite(chol))
 
 
 TRIANGULAR_INVERSE_LEAF = 128

@@ -126,7 +126,7 @@ def save_predictor(predictor, path, include_train_kernel: bool = True, overwrite
             coefficients would not match the saved network), or ``path``
             exists and ``overwrite`` is False.
     """
-    from keras_kare import __version__
+    from keras_kare.version import __version__
 
     path = os.fspath(path)
     if os.path.isdir(path):

@@ -1,6 +1,8 @@
 """Packaging: one version source, a small core install, optional extras named in errors, a quiet CLI."""
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +22,60 @@ def _pyproject() -> dict:
 
 
 def _names(requirements) -> set:
-    import re
-
     return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
 
 
 def test_one_version_source():
     project = _pyproject()["project"]
     assert "version" not in project and "version" in project["dynamic"]
-    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "keras_kare.__version__"}
-    assert not (ROOT / "setup.py").exists()
-    assert keras_kare.__version__.count(".") == 2
+    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "keras_kare.version.__version__"}
+    from keras_kare import version
+
+    assert keras_kare.__version__ is version.__version__ and keras_kare.__version__.count(".") == 2
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert re.search(rf"^version: {re.escape(keras_kare.__version__)}$", citation, re.M), "CITATION.cff version"
+
+
+def test_setup_py_is_a_shim():
+    """pyproject.toml is the only metadata source: setup.py only calls setup() for tools that still run it."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert len(calls) == 1 and calls[0].func.id == "setup" and not calls[0].args and not calls[0].keywords
+
+
+def test_license_file_matches_pyproject():
+    assert _pyproject()["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+
+
+@pytest.mark.slow
+def test_wheel_builds_from_pyproject(tmp_path):
+    """The wheel carries the version, the LICENSE and the package (no network: needs setuptools>=77 installed)."""
+    import importlib.metadata
+    import zipfile
+
+    setuptools_version = importlib.metadata.version("setuptools")
+    if int(setuptools_version.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools_version} < 77 (pyproject's build requirement); not downloading one")
+    import shutil
+
+    src = tmp_path / "src"  # a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    shutil.copytree(ROOT / "keras_kare", src / "keras_kare", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("keras_kare-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert f"keras_kare-{keras_kare.__version__}.dist-info/licenses/LICENSE" in names
+    assert "keras_kare/version.py" in names
 
 
 def test_core_dependencies_and_extras():

@@ -11,6 +11,7 @@ from keras_kare.backend.tensorflow.blocks import BlockGram, block_gram
 from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
 from keras_kare.backend.tensorflow.jacobian import forward_profile
 from keras_kare.backend.tensorflow.row_blocks import row_block_gram
+from keras_kare.backend.tensorflow.structured_rules import register_rule
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -19,6 +20,7 @@ __all__ = [
     "block_gram",
     "gram",
     "row_block_gram",
+    "register_rule",
     "resolve_implementation",
     "swap_examples",
 ]

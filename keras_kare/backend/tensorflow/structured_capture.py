@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from keras_kare._keras_compat import Functional, run_through_graph, sequential_graph
 from keras_kare.backend.tensorflow.outputs import flatten_outputs
-from keras_kare.backend.tensorflow.structured_factors import SUMMED, Factor, merge
+from keras_kare.backend.tensorflow.structured_factors import SUMMED, LayerFactor, merge
 from keras_kare.backend.tensorflow.structured_rules import (
     Recorder,
     call_layer,
@@ -77,7 +77,7 @@ def _apply(op, args, kwargs, rec: Recorder):
     return fallback_site(op, args, kwargs, rec)
 
 
-def capture(model, x, kernel: str) -> "OrderedDict[tuple, Factor]":
+def capture(model, x, kernel: str) -> "OrderedDict[tuple, LayerFactor]":
     """Factors (one per trainable variable group) of ``model`` on batch ``x``.
 
     Args:

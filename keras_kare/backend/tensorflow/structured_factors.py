@@ -117,7 +117,7 @@ def per_example_gram(g1: tf.Tensor, g2: tf.Tensor, kernel: str) -> tf.Tensor:
 
 
 # ---------------------------------------------------------------- factor interface
-class Factor:
+class LayerFactor:
     """What every factor provides (see the module docstring)."""
 
     #: the name recorded by :func:`flatten_factors`; each subclass registers under it
@@ -128,22 +128,22 @@ class Factor:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Factor._KINDS[cls.kind] = cls
+        LayerFactor._KINDS[cls.kind] = cls
 
     def to_grad(self) -> tf.Tensor:
         """Explicit per-example gradients (C, n, p)."""
         raise NotImplementedError
 
-    def gram(self, other: "Factor", kernel: str) -> tf.Tensor:
+    def gram(self, other: "LayerFactor", kernel: str) -> tf.Tensor:
         """Gram contribution of this variable between two batches (``other`` of the same class)."""
         raise NotImplementedError
 
-    def compact(self, kernel: str, n: int) -> "Factor":
+    def compact(self, kernel: str, n: int) -> "LayerFactor":
         """The form to keep when paired with many blocks of ``n`` examples (default: as is)."""
         return self
 
     @classmethod
-    def concat(cls, factors: Sequence["Factor"]) -> Optional["Factor"]:
+    def concat(cls, factors: Sequence["LayerFactor"]) -> Optional["LayerFactor"]:
         """One factor of this class for several uses of a variable, or None to sum gradients."""
         return None
 
@@ -156,13 +156,13 @@ class Factor:
         return None
 
     @classmethod
-    def from_tensors(cls, tensors: Sequence[tf.Tensor], static) -> "Factor":
+    def from_tensors(cls, tensors: Sequence[tf.Tensor], static) -> "LayerFactor":
         raise NotImplementedError
 
 
 # ---------------------------------------------------------------- linear
 @dataclass
-class LinearFactor(Factor):
+class LinearFactor(LayerFactor):
     """Kernel of a (possibly weight-shared, possibly grouped) linear map.
 
     Attributes:
@@ -264,7 +264,7 @@ class LinearFactor(Factor):
         g2 = g1 if other is self else other.to_grad()
         return per_example_gram(g1, g2, kernel)
 
-    def compact(self, kernel: str, n: int) -> Factor:
+    def compact(self, kernel: str, n: int) -> LayerFactor:
         return self if self.cost(self, kernel, n, n)[0] else GradFactor(self.to_grad())
 
     @classmethod
@@ -287,7 +287,7 @@ class LinearFactor(Factor):
 
 # ---------------------------------------------------------------- embedding
 @dataclass
-class EmbeddingFactor(Factor):
+class EmbeddingFactor(LayerFactor):
     """Embedding table of ``vocab`` rows; ids (n, T) int, delta (C, n, T, dim)."""
 
     ids: tf.Tensor
@@ -337,7 +337,7 @@ class EmbeddingFactor(Factor):
         g2 = g1 if other is self else other.to_grad()
         return per_example_gram(g1, g2, kernel)
 
-    def compact(self, kernel: str, n: int) -> Factor:
+    def compact(self, kernel: str, n: int) -> LayerFactor:
         return self if self.ghost(self, kernel, n, n) else GradFactor(self.to_grad())
 
     @classmethod
@@ -362,7 +362,7 @@ class EmbeddingFactor(Factor):
 
 # ---------------------------------------------------------------- explicit gradients
 @dataclass
-class GradFactor(Factor):
+class GradFactor(LayerFactor):
     """Explicit per-example gradients (C, n, p) of one variable."""
 
     grad: tf.Tensor
@@ -384,7 +384,7 @@ class GradFactor(Factor):
 
 
 # ---------------------------------------------------------------- generic operations
-def merge(factors: Sequence[Factor]) -> Factor:
+def merge(factors: Sequence[LayerFactor]) -> LayerFactor:
     """One factor for a variable used at several call sites (weight sharing).
 
     Factors of one class are joined by that class's ``concat`` (linear and
@@ -401,14 +401,14 @@ def merge(factors: Sequence[Factor]) -> Factor:
     return GradFactor(tf.add_n([f.to_grad() for f in factors]))
 
 
-def factor_gram(f1: Factor, f2: Factor, kernel: str) -> tf.Tensor:
+def factor_gram(f1: LayerFactor, f2: LayerFactor, kernel: str) -> tf.Tensor:
     """Gram contribution of one variable between two batches."""
     if type(f1) is not type(f2):  # cannot happen for one model, kept for safety
         return per_example_gram(f1.to_grad(), f2.to_grad(), kernel)
     return f1.gram(f2, kernel)
 
 
-def compact(f: Factor, kernel: str, n: int) -> Factor:
+def compact(f: LayerFactor, kernel: str, n: int) -> LayerFactor:
     """The form of ``f`` to keep when it is paired with many blocks of ``n`` examples.
 
     A blocked Gram captures each block once and pairs it with every other
@@ -420,12 +420,12 @@ def compact(f: Factor, kernel: str, n: int) -> Factor:
     return f.compact(kernel, n)
 
 
-def map_examples(f: Factor, fn) -> Factor:
+def map_examples(f: LayerFactor, fn) -> LayerFactor:
     """``f`` with every tensor replaced by ``fn(tensor, example_axis)`` (e.g. a gather over replicas)."""
     return type(f).from_tensors([fn(t, axis) for t, axis in zip(f.tensors(), f.example_axes)], f.static)
 
 
-def flatten_factors(factors: "dict[tuple, Factor]") -> tuple[list, list]:
+def flatten_factors(factors: "dict[tuple, LayerFactor]") -> tuple[list, list]:
     """(static description, tensors) of an ordered mapping of factors (for ``tf.function`` I/O)."""
     meta, tensors = [], []
     for key, f in factors.items():
@@ -435,10 +435,10 @@ def flatten_factors(factors: "dict[tuple, Factor]") -> tuple[list, list]:
     return meta, tensors
 
 
-def unflatten_factors(meta: list, tensors: Sequence[tf.Tensor]) -> "dict[tuple, Factor]":
+def unflatten_factors(meta: list, tensors: Sequence[tf.Tensor]) -> "dict[tuple, LayerFactor]":
     """Inverse of :func:`flatten_factors`."""
     out, i = {}, 0
     for key, kind, static, count in meta:
-        out[key] = Factor._KINDS[kind].from_tensors(tensors[i : i + count], static)
+        out[key] = LayerFactor._KINDS[kind].from_tensors(tensors[i : i + count], static)
         i += count
     return out

@@ -50,7 +50,7 @@ class Site:
 
     layer: keras.layers.Layer
     watched: list  # tensors whose cotangents Δ are needed
-    finish: Callable[[Sequence[tf.Tensor]], list]  # Δs (C, *t.shape) -> [(key, Factor)]
+    finish: Callable[[Sequence[tf.Tensor]], list]  # Δs (C, *t.shape) -> [(key, LayerFactor)]
 
 
 class Recorder:
