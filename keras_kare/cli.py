@@ -1,13 +1,17 @@
 """``keras-kare`` command line (also ``python -m keras_kare``).
 
     keras-kare reproduce synthetic [--gamma 1 --sigma 0 --seeds 10 ...]
+    keras-kare reproduce synthetic --panels all --out DIR     (Figure 1's six panels, one folder each)
     keras-kare reproduce mnist [--depth 4 --width 128 --data-dir DIR ...]
+    keras-kare reproduce mnist --networks all --data-dir DIR --out OUT   (Figure 2's six networks)
+    keras-kare reproduce higgs --data-dir DIR [...]           (HIGGS.csv(.gz) or Kaggle training.csv)
     keras-kare reproduce uci --data-dir DIR [--datasets a,b ...]
 
 Defaults are the paper's settings (Schwab, Kelly, Malamud, Xu 2025); ``--quick``
 shrinks seeds/steps/sizes to a few minutes on a laptop CPU. Results go to
 ``--out DIR`` (default ``results/<experiment>-<time>``), which is never
-overwritten: ``--resume`` continues an interrupted run with the same settings.
+overwritten: ``--resume`` continues an interrupted run with the same settings
+(and needs ``--out``). Every option's ``--help`` states its default.
 Bad input ends with a one-line error and a non-zero exit status.
 """
 
@@ -113,145 +117,341 @@ def _baseline_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _common(p: argparse.ArgumentParser, single_net: bool = True):
+def _panels(text: str) -> list[tuple[float, float]]:
+    """``all`` → Figure 1's six panels; ``1:0,1.5:0.1`` → those (γ, σ) panels."""
+    from keras_kare.reproduce.figure import SYNTHETIC_PANELS
+
+    if text.strip() == "all":
+        return list(SYNTHETIC_PANELS)
+    try:
+        panels = [tuple(float(v) for v in item.split(":")) for item in text.replace(" ", "").split(",") if item]
+        if not panels or any(len(p) != 2 or not all(map(math.isfinite, p)) or p[0] <= 0 or p[1] < 0 for p in panels):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or comma-separated GAMMA:SIGMA pairs (e.g. 1:0,1.5:0.1), received {text!r}"
+        ) from None
+    return list(dict.fromkeys(panels))
+
+
+def _networks(text: str) -> list[tuple[int, int]]:
+    """``all`` → Figure 2's six networks; ``2x32,4x128`` → those (depth, width) networks."""
+    from keras_kare.reproduce.figure import NETWORK_PANELS
+
+    if text.strip() == "all":
+        return list(NETWORK_PANELS)
+    try:
+        nets = [tuple(int(v) for v in item.lower().split("x")) for item in text.replace(" ", "").split(",") if item]
+        if not nets or any(len(n) != 2 or min(n) < 1 for n in nets):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or comma-separated DEPTHxWIDTH networks (e.g. 2x32,4x128), received {text!r}"
+        ) from None
+    return list(dict.fromkeys(nets))
+
+
+def _show(value) -> str:
+    """A default as the user would type it."""
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, int) for v in value) and list(value) == list(range(len(value))):
+            return f"{len(value)} (seeds 0-{len(value) - 1})" if len(value) > 1 else "1 (seed 0)"
+        return ",".join(_show(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _help(text: str, defaults: dict, key: str, when_none: Optional[str] = None) -> str:
+    """``text (default: <the paper's value of key>)``; ``when_none`` says what a None default means."""
+    value = defaults.get(key)
+    shown = when_none if value is None and when_none else _show(value)
+    return f"{text} (default: {shown})"
+
+
+_FLAG_DEFAULT = " (default: off)"
+
+
+def _common(p: argparse.ArgumentParser, defaults: dict, quick: dict, single_net: bool = True):
+    """Options every experiment shares; helps show the paper's defaults taken from ``defaults``."""
     g = p.add_argument_group("run")
     g.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="results folder (default: results/<experiment>-<time>); never overwritten",
+        help="results folder, never overwritten (default: results/<experiment>-<date>-<time>)",
     )
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same settings)")
-    g.add_argument("--quick", action="store_true", help="few seeds/steps: minutes on a CPU (not the paper's settings)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up log")
-    g.add_argument("--ridges", type=_floats, help="relative ridge grid λ̃ for KRR, comma-separated")
-    g.add_argument("--kare-ridge", type=_pos_float, help="KARE's ridge z (paper 0.1, absolute)")
-    g.add_argument("--kare-steps", type=_pos_int, help="KARE SGD steps (passes over the data)")
-    g.add_argument("--dnn-steps", type=_pos_int, help="DNN SGD steps (passes over the data)")
     g.add_argument(
-        "--kernel", choices=("summed_output", "trace"), help="NTK of multi-output nets (paper: summed_output)"
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (or re-aggregate a finished one) in --out, which it needs; the stored "
+        "settings must be this command's" + _FLAG_DEFAULT,
+    )
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="few seeds/steps, minutes on a CPU, not the paper's settings: "
+        + ", ".join(f"{k.replace('_', '-')} {_show(v)}" for k, v in quick.items())
+        + _FLAG_DEFAULT,
+    )
+    g.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up log" + _FLAG_DEFAULT)
+    g.add_argument(
+        "--ridges", type=_floats, help=_help("relative ridge grid λ̃ for KRR, comma-separated", defaults, "ridges")
+    )
+    g.add_argument("--kare-ridge", type=_pos_float, help=_help("KARE's ridge z (absolute)", defaults, "kare_ridge"))
+    g.add_argument(
+        "--kare-steps", type=_pos_int, help=_help("KARE SGD steps (passes over the data)", defaults, "kare_steps")
+    )
+    g.add_argument(
+        "--dnn-steps", type=_pos_int, help=_help("DNN SGD steps (passes over the data)", defaults, "dnn_steps")
+    )
+    g.add_argument(
+        "--kernel",
+        choices=("summed_output", "trace"),
+        help=_help("NTK of multi-output nets (the paper differentiates the summed output)", defaults, "kernel"),
     )
     if single_net:
-        g.add_argument("--seeds", type=_seeds, help="number of seeds (0..N-1) or a comma list")
-        g.add_argument("--depth", type=_pos_int, help="hidden layers")
-        g.add_argument("--width", type=_pos_int, help="hidden units per layer")
-        g.add_argument("--kare-lr", type=_pos_float, help="SGD learning rate of NTK-KARE")
-        g.add_argument("--dnn-lr", type=_pos_float, help="SGD learning rate of the DNN")
         g.add_argument(
-            "--batch-size", type=_pos_int, help="batch size (default: full batch up to 5000 examples, else 32)"
+            "--seeds", type=_seeds, help=_help("number of seeds (0..N-1) or a comma list", defaults, "seeds")
+        )
+        g.add_argument("--depth", type=_pos_int, help=_help("hidden layers", defaults, "depth"))
+        g.add_argument("--width", type=_pos_int, help=_help("hidden units per layer", defaults, "width"))
+        g.add_argument(
+            "--kare-lr",
+            type=_pos_float,
+            help=_help(
+                "SGD learning rate of NTK-KARE", defaults, "kare_lr", "10 up to depth 2, 1 deeper (the paper's)"
+            ),
+        )
+        g.add_argument("--dnn-lr", type=_pos_float, help=_help("SGD learning rate of the DNN", defaults, "dnn_lr"))
+        g.add_argument(
+            "--batch-size",
+            type=_pos_int,
+            help=_help("batch size", defaults, "batch_size", "full batch up to 5000 examples, else 32"),
         )
         g.add_argument(
             "--protocol",
             choices=("paper", "validated"),
-            help="paper: the ridge is picked on the test set (optimistic); validated: every method trains "
-            "on the training rows minus a held-out fraction, on which the ridge is picked",
+            help=_help(
+                "paper: the ridge is picked on the test set (optimistic); validated: every method trains "
+                "on the training rows minus a held-out fraction, on which the ridge is picked",
+                defaults,
+                "protocol",
+            ),
         )
         g.add_argument(
             "--validation-fraction",
             type=_fraction,
-            help="share of the training rows held out by --protocol validated (default 0.2)",
+            help=_help(
+                "share of the training rows held out by --protocol validated", defaults, "validation_fraction", "0.2"
+            ),
         )
 
 
+MNIST_DATA_HELP = """\
+data: MNIST's IDX files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], and
+optionally the train-* pair), as published by LeCun, Cortes and Burges (e.g. the mirror
+https://ossci-datasets.s3.amazonaws.com/mnist/). Put them in a folder and pass --data-dir,
+or set KERAS_KARE_DATA to a folder whose mnist/ sub-folder holds them; without either, a
+tensorflow-datasets 'mnist' already prepared on this machine is used. Nothing is
+downloaded. With the test set only, train and test are disjoint draws from it (the run
+says so); the paper draws train from MNIST's training set.
+
+--networks all runs the six networks (depth 2, 4 × width 32, 64, 128) into
+DIR/depth<d>_width<w> (each the folder of --depth d --width w --out that folder), then
+writes the 2×3 figure, table.md and summary.json in DIR; --resume reuses finished
+sub-folders, so on a folder of finished runs it only aggregates."""
+
+HIGGS_DATA_HELP = """\
+data: a Higgs CSV file you provide, nothing is downloaded. Either the UCI HIGGS file
+(HIGGS.csv or HIGGS.csv.gz from the UCI Machine Learning Repository, Baldi et al. 2014:
+no header, label 1/0 then 28 features) or the Kaggle / ATLAS Higgs challenge file
+(training.csv, or atlas-higgs-challenge-2014-v2.csv from the ATLAS open data: EventId,
+30 features, Weight, Label s/b). Put it in a folder and pass --data-dir (or the file),
+or set KERAS_KARE_DATA to a folder whose higgs/ sub-folder holds it. EventId and the
+class-dependent Weight column (kept as a feature by the paper's loader, which leaks the
+label) are dropped; -999 (missing) entries are replaced by training means; features are
+standardised on the training draw. Settings are the MNIST panel's (the paper states no
+others). --networks works as for mnist."""
+
+UCI_DATA_HELP = """\
+data: the 121 UCI data sets as preprocessed by Fernández-Delgado et al. (JMLR 2014), in
+their published layout (<name>/<name>_R.dat, conxuntos.dat, conxuntos_kfold.dat; the
+archive distributed with their paper, also used by Arora et al. 2020). Pass its folder
+with --data-dir (e.g. "$KERAS_KARE_DATA/uci"). Nothing is downloaded."""
+
+SYNTHETIC_HELP = """\
+data: built in (keras_kare.datasets.make_single_index, the authors' draws seed for seed).
+
+--panels all runs the six panels (γ 1, 1.25, 1.5 × σ 0, 0.1) into DIR/gamma<γ>_sigma<σ>
+(each the folder of --gamma γ --sigma σ --out that folder), then writes the 2×3 figure,
+table.md and summary.json in DIR; --resume reuses finished sub-folders, so on a folder of
+finished runs it only aggregates."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and epilogs; every option's help states its default itself."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-kare", description="Train NTKs with KARE (Keras 3 / TensorFlow).")
+    from keras_kare.reproduce import experiments as E
+
+    fmt = {"formatter_class": _HelpFormatter}
+    parser = argparse.ArgumentParser(
+        prog="keras-kare", description="Train NTKs with KARE (Keras 3 / TensorFlow).", **fmt
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    rep = sub.add_parser("reproduce", help="reproduce the paper's experiments")
+    rep = sub.add_parser("reproduce", help="reproduce the paper's experiments", **fmt)
     exp = rep.add_subparsers(dest="experiment", metavar="EXPERIMENT")
     exp.required = True
 
+    d = E.SYNTHETIC_DEFAULTS
     p = exp.add_parser(
         "synthetic",
         help="Figure 1: single-index regression (built-in data)",
         description="Figure 1: y = cos(γxᵀw)/(1+exp(γxᵀw)) + σε, d=10, 800/200 train/test.",
+        epilog=SYNTHETIC_HELP,
+        **fmt,
     )
-    _common(p)
-    p.add_argument("--gamma", type=_pos_float, help="index scale γ (paper 1, 1.25, 1.5)")
-    p.add_argument("--sigma", type=_nonneg_float, help="noise std σ (paper 0, 0.1)")
-    p.add_argument("--n", type=_pos_int, help="total samples (paper 1000)")
-    p.add_argument("--n-train", type=_pos_int, help="training samples, the first n-train (paper 800)")
-    p.add_argument("--dim", type=_pos_int, dest="d", help="input dimension (paper 10)")
-
-    p = exp.add_parser(
-        "mnist",
-        help="Figure 2: MNIST 7 vs 9",
-        description="Figure 2: MNIST 7 (+1) vs 9 (−1), 2-pixel crop, per-image centring, 1000/1000.",
-    )
-    _common(p)
+    _common(p, d, E.SYNTHETIC_QUICK)
+    p.add_argument("--gamma", type=_pos_float, help=_help("index scale γ (paper 1, 1.25, 1.5)", d, "gamma"))
+    p.add_argument("--sigma", type=_nonneg_float, help=_help("noise std σ (paper 0, 0.1)", d, "sigma"))
     p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder with MNIST IDX files (default: $KERAS_KARE_DATA/mnist, else a prepared TFDS mnist)",
+        "--panels",
+        type=_panels,
+        help="several panels into one folder: 'all' (the six of Figure 1) or GAMMA:SIGMA pairs such as "
+        "1:0,1.5:0.1; replaces --gamma/--sigma (default: one panel, --gamma/--sigma)",
     )
-    p.add_argument("--n-train", type=_pos_int, help="training examples (paper 1000)")
-    p.add_argument("--n-test", type=_pos_int, help="test examples (paper 1000)")
+    p.add_argument("--n", type=_pos_int, help=_help("total samples", d, "n"))
+    p.add_argument("--n-train", type=_pos_int, help=_help("training samples, the first n-train", d, "n_train"))
+    p.add_argument("--dim", type=_pos_int, dest="d", help=_help("input dimension", d, "d"))
 
+    for name, defaults, what, epilog in (
+        ("mnist", E.MNIST_DEFAULTS, "Figure 2: MNIST 7 vs 9", MNIST_DATA_HELP),
+        ("higgs", E.HIGGS_DEFAULTS, "Figure 2: Higgs signal vs background (user-provided CSV)", HIGGS_DATA_HELP),
+    ):
+        p = exp.add_parser(
+            name,
+            help=what,
+            description=what
+            + (
+                ": MNIST 7 (+1) vs 9 (−1), 2-pixel crop, per-image centring, 1000/1000 per seed."
+                if name == "mnist"
+                else ": signal (+1) vs background (−1), 1000/1000 per seed."
+            ),
+            epilog=epilog,
+            **fmt,
+        )
+        _common(p, defaults, E.DEFAULTS[name][1])
+        p.add_argument(
+            "--networks",
+            type=_networks,
+            help="several networks into one folder: 'all' (the six of Figure 2) or DEPTHxWIDTH such as 2x32,4x128; "
+            "replaces --depth/--width (default: one network, --depth/--width)",
+        )
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            help=f"folder with the {'MNIST IDX files' if name == 'mnist' else 'Higgs CSV file (or the file)'} "
+            f"(default: $KERAS_KARE_DATA/{name}"
+            + (", else a prepared tensorflow-datasets mnist)" if name == "mnist" else ")"),
+        )
+        p.add_argument("--n-train", type=_pos_int, help=_help("training examples per seed", defaults, "n_train"))
+        p.add_argument("--n-test", type=_pos_int, help=_help("test examples per seed", defaults, "n_test"))
+        if name == "higgs":
+            p.add_argument(
+                "--max-rows",
+                type=_pos_int,
+                help=_help("rows read from the start of the file, the pool of the draws", defaults, "max_rows"),
+            )
+
+    d = E.UCI_DEFAULTS
     p = exp.add_parser(
         "uci",
         help="Table 1: the 121 UCI data sets (user-provided)",
         description="Table 1: Fernández-Delgado et al.'s UCI collection in its published layout.",
+        epilog=UCI_DATA_HELP,
+        **fmt,
     )
-    _common(p, single_net=False)
+    _common(p, d, E.UCI_QUICK, single_net=False)
     p.add_argument(
         "--data-dir",
         type=Path,
         required=True,
-        help="folder holding <name>/<name>_R.dat, conxuntos.dat, conxuntos_kfold.dat",
+        help="folder holding <name>/<name>_R.dat, conxuntos.dat, conxuntos_kfold.dat (required, no default)",
     )
-    p.add_argument("--datasets", type=_names, help="comma-separated subset of data set names")
-    p.add_argument("--depths", type=_ints, help="hidden-layer counts of the grid (paper 1..5)")
-    p.add_argument("--widths", type=_ints, help="widths of the grid (paper 32..512)")
-    p.add_argument("--kare-lrs", type=_floats, help="KARE learning rates (default: the paper's per-depth grid)")
-    p.add_argument("--dnn-lrs", type=_floats, help="DNN learning rates (paper 0.1..1e-4)")
-    p.add_argument("--dnn-batch-size", type=_pos_int, help="DNN batch size (paper 32)")
-    p.add_argument("--seed", type=int, help="seed (paper 0)")
+    p.add_argument(
+        "--datasets", type=_names, help=_help("comma-separated subset of data set names", d, "datasets", "all of them")
+    )
+    p.add_argument("--depths", type=_ints, help=_help("hidden-layer counts of the grid", d, "depths"))
+    p.add_argument("--widths", type=_ints, help=_help("widths of the grid", d, "widths"))
+    p.add_argument(
+        "--kare-lrs",
+        type=_floats,
+        help=_help(
+            "KARE learning rates",
+            d,
+            "kare_lrs",
+            "the paper's per-depth grid, 100,10,1,0.1 up to depth 2, 10,5,1,0.1 deeper",
+        ),
+    )
+    p.add_argument("--dnn-lrs", type=_floats, help=_help("DNN learning rates", d, "dnn_lrs"))
+    p.add_argument("--dnn-batch-size", type=_pos_int, help=_help("DNN batch size", d, "dnn_batch_size"))
+    p.add_argument("--seed", type=int, help=_help("seed", d, "seed"))
     p.add_argument(
         "--protocol",
         choices=("paper", "validated"),
-        help="paper: best configuration and ridge picked on the evaluation split (optimistic, default); "
-        "validated: configuration picked on conxuntos.dat's validation split, accuracy on the 4 "
-        "conxuntos_kfold.dat test folds",
+        help=_help(
+            "paper: best configuration and ridge picked on the evaluation split (optimistic); "
+            "validated: configuration picked on conxuntos.dat's validation split, accuracy on the 4 "
+            "conxuntos_kfold.dat test folds",
+            d,
+            "protocol",
+        ),
     )
     p.add_argument(
         "--baselines",
         type=_baseline_names,
-        help="classical baselines on the same splits, comma-separated: svc, rf, krr-rbf "
-        "(svc and rf need scikit-learn: pip install 'keras-kare[reproduce]')",
+        help=_help(
+            "classical baselines on the same splits, comma-separated: svc, rf, krr-rbf "
+            "(svc and rf need scikit-learn: pip install 'keras-kare[reproduce]')",
+            d,
+            "baselines",
+        ),
     )
     return parser
 
 
 # ------------------------------------------------------------------ settings
-_NOT_SETTINGS = {"command", "experiment", "out", "resume", "quick", "debug"}
+_NOT_SETTINGS = {"command", "experiment", "out", "resume", "quick", "debug", "panels", "networks"}
 
 
 def make_settings(args: argparse.Namespace) -> dict:
-    """Paper defaults, then ``--quick`` overrides, then explicit flags."""
+    """Paper defaults, then ``--quick`` overrides, then explicit flags (see ``experiments.make_settings``)."""
     from keras_kare.reproduce import experiments as E
 
-    defaults, quick = {
-        "synthetic": (E.SYNTHETIC_DEFAULTS, E.SYNTHETIC_QUICK),
-        "mnist": (E.MNIST_DEFAULTS, E.MNIST_QUICK),
-        "uci": (E.UCI_DEFAULTS, E.UCI_QUICK),
-    }[args.experiment]
-    settings = dict(defaults)
-    if args.quick:
-        settings.update(quick)
-    for key, value in vars(args).items():
-        if key not in _NOT_SETTINGS and value is not None:
-            settings[key] = value
-    for key in ("data_dir",):
-        if settings.get(key) is not None:
-            settings[key] = str(settings[key])
+    if args.resume and args.out is None:
+        raise CLIError("--resume needs --out DIR, the folder of the run to continue.")
+    explicit = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and v is not None}
+    several = getattr(args, "panels", None) or getattr(args, "networks", None)
+    if several:
+        chosen = ("gamma", "sigma") if args.experiment == "synthetic" else ("depth", "width")
+        clash = [f"--{k}" for k in chosen if k in explicit]
+        if clash:
+            flag = "--panels" if args.experiment == "synthetic" else "--networks"
+            raise CLIError(f"{flag} chooses the panels; drop {' and '.join(clash)}.")
+    settings = E.make_settings(args.experiment, args.quick, **explicit)
     if args.experiment == "synthetic" and not settings["n_train"] < settings["n"]:
         raise CLIError(f"--n-train ({settings['n_train']}) must be smaller than --n ({settings['n']}).")
     if args.experiment in ("mnist", "uci") and settings.get("data_dir") is not None:
         if not Path(settings["data_dir"]).is_dir():
             raise CLIError(f"{settings['data_dir']}: --data-dir does not exist or is not a folder.")
+    if args.experiment == "higgs" and settings.get("data_dir") is not None:
+        if not Path(settings["data_dir"]).exists():
+            raise CLIError(f"{settings['data_dir']}: --data-dir does not exist.")
     if settings.get("validation_fraction") is not None and settings.get("protocol") != "validated":
         raise CLIError("--validation-fraction applies to --protocol validated only.")
-    settings["quick"] = bool(args.quick)
     return settings
 
 
@@ -303,9 +503,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         settings = make_settings(args)
         out = args.out if args.out is not None else default_out(args.experiment)
         log = _Logger(out)
-        run = {"synthetic": E.run_synthetic, "mnist": E.run_mnist, "uci": E.run_uci}[args.experiment]
         t0 = time.time()
-        run(settings, out, resume=args.resume, log=log)
+        panels = getattr(args, "panels", None) or getattr(args, "networks", None)
+        if panels:
+            if args.experiment == "synthetic":
+                E.run_synthetic_figure(settings, panels, out, args.resume, log, panel_log=_Logger)
+            else:
+                E.run_network_figure(args.experiment, settings, panels, out, args.resume, log, panel_log=_Logger)
+        else:
+            run = {"synthetic": E.run_synthetic, "mnist": E.run_mnist, "higgs": E.run_higgs, "uci": E.run_uci}
+            run[args.experiment](settings, out, resume=args.resume, log=log)
         log(f"done in {time.time() - t0:.0f}s; results in {out}")
         return 0
     except KeyboardInterrupt:

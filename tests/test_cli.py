@@ -246,3 +246,180 @@ def test_console_module_runs_and_fails_cleanly(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "keras-kare: error:" in proc.stderr and str(tmp_path / "none") in proc.stderr
+
+
+# ------------------------------------------------------------------ help, --resume, whole figures
+def _subparsers(parser):
+    """Every (sub)parser of the command line, depth first."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _subparsers(sub)
+
+
+def test_every_option_help_states_its_default():
+    from keras_kare.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for p in _subparsers(parser):
+        for action in p._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            wanted = "(required, no default)" if action.required else "(default: "
+            assert action.help and wanted in action.help, (p.prog, action.option_strings, action.help)
+            assert "default: None" not in action.help, (p.prog, action.option_strings)
+            checked += 1
+    assert checked > 60
+    text = parser._subparsers._group_actions[0].choices["reproduce"]._subparsers._group_actions[0].choices["mnist"]
+    helptext = " ".join(text.format_help().split())
+    assert "KERAS_KARE_DATA" in helptext and "t10k-images-idx3-ubyte" in helptext and "Nothing is" in helptext
+    assert "(default: 10 (seeds 0-9))" in helptext and "(default: 300)" in helptext
+
+
+def test_resume_without_out_is_a_clear_error(capsys):
+    for experiment in (["synthetic"], ["mnist"], ["uci", "--data-dir", str(UCI_DIR)]):
+        _one_line_error(*_run(["reproduce", *experiment, "--resume"], capsys), "--resume needs --out")
+
+
+def test_panels_and_networks_parse():
+    from keras_kare.cli import _networks, _panels
+    from keras_kare.reproduce.figure import NETWORK_PANELS, SYNTHETIC_PANELS, panel_folder
+
+    assert _panels("all") == list(SYNTHETIC_PANELS) and len(SYNTHETIC_PANELS) == 6
+    assert _panels("1:0, 1.5:0.1,1:0") == [(1.0, 0.0), (1.5, 0.1)]
+    assert _networks("all") == list(NETWORK_PANELS) and len(NETWORK_PANELS) == 6
+    assert _networks("4x128,2X32") == [(4, 128), (2, 32)]
+    assert [panel_folder("synthetic", p) for p in SYNTHETIC_PANELS] == [
+        "gamma1_sigma0",
+        "gamma1.25_sigma0",
+        "gamma1.5_sigma0",
+        "gamma1_sigma0.1",
+        "gamma1.25_sigma0.1",
+        "gamma1.5_sigma0.1",
+    ]
+    assert panel_folder("mnist", (4, 128)) == "depth4_width128"
+
+
+def test_bad_panel_flags(capsys):
+    for argv in (
+        ["reproduce", "synthetic", "--panels", "1"],
+        ["reproduce", "synthetic", "--panels", "1:-1"],
+        ["reproduce", "mnist", "--networks", "4by128"],
+        ["reproduce", "mnist", "--networks", "0x32"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert "expected 'all' or" in capsys.readouterr().err
+    _one_line_error(*_run(["reproduce", "synthetic", "--panels", "all", "--gamma", "1"], capsys), "--gamma")
+    _one_line_error(*_run(["reproduce", "mnist", "--networks", "all", "--width", "8"], capsys), "--width")
+
+
+TINY_SYN = ["--n", "60", "--n-train", "40", "--width", "8", "--seeds", "3"] + TINY
+
+
+def _fake_panel_run(settings, folder, resume=False, log=print):
+    """Stands in for a single-panel driver: a real run folder (settings, seeds, summary) with made-up errors."""
+    from keras_kare.reproduce import results as R
+
+    folder = R.prepare_run_dir(folder, settings, resume)
+    rng = np.random.default_rng(int(10 * settings["gamma"] + 100 * settings["sigma"]))
+    rows = []
+    for seed in settings["seeds"]:
+        seed_rows = []
+        for method, scale in (("kare", 0.05), ("after_kernel", 0.1)):
+            for ridge in settings["ridges"]:
+                mse = scale * (1 + rng.random()) * (1 + abs(np.log10(ridge)))
+                seed_rows.append({"method": method, "seed": seed, "ridge": ridge, "test_mse": mse, "kare": mse})
+        seed_rows.append({"method": "dnn", "seed": seed, "ridge": None, "test_mse": 0.3 + 0.1 * rng.random()})
+        R.save_unit(folder, f"seed_{seed}", {"seed": seed, "seconds": 2.0, "rows": seed_rows})
+        rows += seed_rows
+    return R.write_summary(folder, rows, settings)
+
+
+def test_whole_figure_writes_panel_folders_and_aggregates(tmp_path, capsys, monkeypatch):
+    """--panels: one single-run folder per panel, then the grid's table/summary/figure; --resume only aggregates."""
+    from keras_kare.reproduce import experiments as E
+    from keras_kare.reproduce import figure as F
+
+    monkeypatch.setattr(E, "run_synthetic", _fake_panel_run)
+    out = tmp_path / "fig1"
+    code, err = _run(["reproduce", "synthetic", "--panels", "1:0,1.5:0.1", "--out", str(out), *TINY_SYN], capsys)
+    assert code == 0, err
+    for folder in ("gamma1_sigma0", "gamma1.5_sigma0.1"):
+        assert (out / folder / "summary.json").is_file() and len(list((out / folder / "runs").iterdir())) == 3
+    # each panel folder holds exactly the settings the single-panel command stores
+    single = tmp_path / "single"
+    code, err = _run(
+        ["reproduce", "synthetic", "--gamma", "1.5", "--sigma", "0.1", "--out", str(single), *TINY_SYN], capsys
+    )
+    assert code == 0, err
+    assert (single / "settings.json").read_bytes() == (out / "gamma1.5_sigma0.1" / "settings.json").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["folder"] for p in summary["panels"]] == ["gamma1_sigma0", "gamma1.5_sigma0.1"]
+    first = summary["panels"][0]
+    assert first["paper"] == {"kare": 0.032, "after_kernel": 0.109, "dnn": 0.140}
+    assert first["ordering"] == ["kare", "after_kernel", "dnn"] and first["ordering_held"] is True
+    assert first["pairs"]["dnn"]["wins_a"] == 3 and first["pairs"]["dnn"]["sign_test_p"] == pytest.approx(0.25)
+    assert first["seed_seconds"] == pytest.approx(6.0)
+    table = (out / "table.md").read_text()
+    assert "| γ=1, σ=0 |" in table and "0.032 / 0.109 / 0.140" in table and "3/3, p = 0.25" in table
+    assert (out / "test_mse_vs_ridge.png").is_file()
+    # a finished figure folder is not overwritten without --resume ...
+    argv = ["reproduce", "synthetic", "--panels", "1:0,1.5:0.1", "--out", str(out), *TINY_SYN]
+    _one_line_error(*_run(argv, capsys), "already holds results")
+
+    # ... with --resume its complete panels are reused as they are (no training), and the figure re-aggregated
+    def no_training(*args, **kwargs):
+        raise AssertionError("a complete panel was run again")
+
+    monkeypatch.setattr(E, "run_synthetic", no_training)
+    monkeypatch.setattr(F, "plot_figure", lambda *args: None)  # drawn above; matplotlib is slow on a busy CPU
+    (out / "table.md").unlink()
+    code, err = _run(argv + ["--resume"], capsys)
+    assert code == 0 and "complete, reused as it is" in err and (out / "table.md").is_file()
+    # other settings than a panel folder's are refused before any work
+    _one_line_error(*_run(argv[:-1] + ["0.1,1", "--resume"], capsys), "settings differ", "ridges")
+
+
+def test_make_settings_public_entry_point():
+    from keras_kare.reproduce import make_settings
+
+    s = make_settings("mnist", quick=True, depth=2, data_dir=Path("d"))
+    assert s["depth"] == 2 and s["seeds"] == [0] and s["data_dir"] == "d" and s["quick"] is True
+    with pytest.raises(TypeError, match="gama"):
+        make_settings("synthetic", gama=1.0)
+    with pytest.raises(ValueError, match="imagenet"):
+        make_settings("imagenet")
+
+
+@pytest.mark.slow
+def test_whole_figure_end_to_end_tiny(tmp_path, capsys, mnist_dir):
+    """Real training: two tiny networks of the MNIST figure, each folder the single-network run's."""
+    out = tmp_path / "fig2"
+    argv = [
+        "reproduce",
+        "mnist",
+        "--networks",
+        "1x4,2x4",
+        "--data-dir",
+        str(mnist_dir),
+        "--n-train",
+        "15",
+        "--n-test",
+        "15",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+    ] + TINY
+    code, err = _run(argv, capsys)
+    assert code == 0, err
+    for folder in ("depth1_width4", "depth2_width4"):
+        _check_outputs(out / folder, n_rows=2 * (3 + 3 + 1), seeds=2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["panels"]) == 2 and "disjoint" in (out / "table.md").read_text()

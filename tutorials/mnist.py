@@ -7,28 +7,32 @@ with KARE (z = 0.1, SGD lr 10 at depth 2 and 1 at depth 4, 300 steps) and
 compares KRR with the learned NTK against the network trained on the MSE and
 its after-kernel, over the relative ridges 1e-3 ... 1e3.
 
-MNIST comes from IDX files in ``$KERAS_KARE_DATA/mnist`` (``--data-dir`` in
-the CLI), else from tensorflow-datasets when it is prepared locally. If the
-folder holds only the *test set* (``t10k-*``), train and test are disjoint
-draws from it; the output says which. This script runs a
-small version (depth 2, width 64, 300 training images); the paper's settings
-are ``keras-kare reproduce mnist --depth 4 --width 128 --seeds 10``.
+Data: MNIST's IDX files (``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``,
+optionally the ``train-*`` pair, as published by LeCun et al.), in
+``$KERAS_KARE_DATA/mnist`` (or pass ``data_dir=``; the CLI's ``--data-dir``); else a
+tensorflow-datasets ``mnist`` already prepared on the machine. Nothing is downloaded.
+If the folder holds only the *test set*, train and test are disjoint draws from
+it; the output says which.
 
-Run:  KERAS_KARE_DATA=DIR python tutorials/mnist.py [OUT_DIR]   (about 2-3 minutes; DIR/mnist holds the IDX files)
+This script calls ``keras_kare.reproduce.mnist`` (the function behind
+``keras-kare reproduce mnist``) on a small version: depth 2, width 64, 300
+training images, one seed. The paper's settings are the defaults:
+``keras-kare reproduce mnist --depth 4 --width 128`` (10 seeds), or
+``keras-kare reproduce mnist --networks all --out DIR`` for the six networks.
+
+Run:  KERAS_KARE_DATA=DIR python tutorials/mnist.py [OUT_DIR]
 """
 
 import sys
 import tempfile
 from pathlib import Path
 
-from keras_kare.reproduce.experiments import MNIST_DEFAULTS, run_mnist
-
-SETTINGS = dict(
-    MNIST_DEFAULTS, depth=2, width=64, n_train=300, n_test=500, seeds=[0], kare_steps=60, dnn_steps=2000, quick=True
-)
+from keras_kare import reproduce
 
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="kare-mnist-")) / "run"
-summary = run_mnist(SETTINGS, out, log=print)
+summary = reproduce.mnist(
+    out, depth=2, width=64, n_train=300, n_test=500, seeds=[0], kare_steps=60, dnn_steps=2000, quick=True
+)
 for method in ("kare", "after_kernel"):
     print(f"{method}: test accuracy at the best ridge {summary[method]['best_test_accuracy']:.3f}")
 print(f"dnn: test accuracy {summary['dnn']['test_accuracy']:.3f}")

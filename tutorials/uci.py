@@ -8,13 +8,16 @@ Friedman rank, mean accuracy, P90, P95 and PMA. The KARE paper trains GELU MLPs
 accuracy of KRR with the learned NTK (sign for two classes, argmax of ±1
 one-hot targets for more), picking the configuration on the test split.
 
-The data are not shipped (download them from the authors of Fernández-Delgado
-et al. or Arora et al.); pass the folder as the first argument. Without it,
-this script runs on the two tiny data sets of the test fixture, to show the
+The data are not shipped and never downloaded: get the archive distributed
+with Fernández-Delgado et al.'s paper (also used by Arora et al.) and pass its
+folder as the first argument (e.g. ``$KERAS_KARE_DATA/uci``). Without it, this
+script runs on the two tiny data sets of the test fixture, to show the
 mechanics: per-data-set results in ``runs/<name>.json`` (an interrupted run
-continues with ``--resume``), then the scores across data sets.
+continues with ``resume=True`` / ``--resume``), then the scores across data sets.
+It calls ``keras_kare.reproduce.uci``, the function behind ``keras-kare reproduce uci``,
+on one small configuration instead of the paper's grid.
 
-Run:  python tutorials/uci.py [DATA_DIR [OUT_DIR]]     (fixture: about a minute)
+Run:  python tutorials/uci.py [DATA_DIR [OUT_DIR]]
 CLI:  keras-kare reproduce uci --data-dir DATA_DIR [--datasets a,b] [--quick]
 """
 
@@ -22,13 +25,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keras_kare.reproduce.experiments import UCI_DEFAULTS, run_uci
+from keras_kare import reproduce
 
 data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "fixtures" / "uci"
 out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="kare-uci-")) / "run"
-SETTINGS = dict(
-    UCI_DEFAULTS,
-    data_dir=str(data_dir),
+summary = reproduce.uci(
+    out,
+    data_dir=data_dir,
     depths=[1],
     widths=[32],
     kare_lrs=[10.0],
@@ -37,7 +40,6 @@ SETTINGS = dict(
     dnn_steps=100,
     quick=True,
 )
-summary = run_uci(SETTINGS, out, log=print)
 for method in ("kare", "after_kernel", "dnn"):
     s = summary[method]
     print(

@@ -3,6 +3,7 @@
 - :func:`make_single_index`: Figure 1's synthetic regression.
 - :func:`load_mnist_7v9`: Figure 2's MNIST 7-vs-9 task (IDX files or TFDS);
   :func:`mnist_dir` finds the IDX folder (argument or ``$KERAS_KARE_DATA/mnist``).
+- :func:`load_higgs`: Figure 2's Higgs task from a user-provided CSV (UCI HIGGS or Kaggle layout).
 - :func:`load_uci`, :func:`uci_split`: the 121 UCI data sets of Fernández-Delgado et al.
 - :func:`read_idx`: the IDX format.
 - :mod:`keras_kare.datasets.tfdata`: ``tf.data`` pipelines for ``KAREModel.fit``
@@ -14,6 +15,7 @@ with a one-line message naming the file when data are missing or malformed.
 
 from keras_kare.datasets import tfdata
 from keras_kare.datasets.errors import DatasetError
+from keras_kare.datasets.higgs import load_higgs, read_higgs
 from keras_kare.datasets.idx import read_idx
 from keras_kare.datasets.mnist import load_mnist_7v9, mnist_dir
 from keras_kare.datasets.synthetic import index_direction, make_single_index
@@ -35,12 +37,14 @@ __all__ = [
     "from_idx",
     "from_tfds",
     "list_uci_datasets",
+    "load_higgs",
     "load_mnist_7v9",
     "load_uci",
     "index_direction",
     "make_single_index",
     "mnist_dir",
     "preprocess_features",
+    "read_higgs",
     "read_idx",
     "tfdata",
     "uci_split",

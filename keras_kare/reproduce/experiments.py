@@ -63,6 +63,10 @@ MNIST_DEFAULTS = dict(
 )
 MNIST_QUICK = dict(seeds=[0], n_train=300, n_test=300, kare_steps=30, dnn_steps=1000)
 
+# Higgs: the MNIST panel's settings (the paper states no others), rows drawn from the first max_rows of the file
+HIGGS_DEFAULTS = dict(MNIST_DEFAULTS, max_rows=100_000)
+HIGGS_QUICK = MNIST_QUICK
+
 UCI_DEFAULTS = dict(
     depths=[1, 2, 3, 4, 5],
     widths=[32, 64, 128, 256, 512],
@@ -113,6 +117,14 @@ PAPER_MNIST = {
 def mnist_kare_lr(depth: int) -> float:
     """Paper: SGD lr 10 for depth 2, 1 for depth 4 (10 up to depth 2, 1 beyond)."""
     return 10.0 if depth <= 2 else 1.0
+
+
+def resolve_network_settings(settings: dict) -> dict:
+    """The settings a network run stores: ``kare_lr`` None becomes the paper's rate for the depth."""
+    s = dict(settings)
+    if s["kare_lr"] is None:
+        s["kare_lr"] = mnist_kare_lr(s["depth"])
+    return s
 
 
 def _paper_dict(values) -> Optional[dict]:
@@ -220,27 +232,52 @@ def run_mnist(settings: dict, out: Path, resume: bool = False, log=logger.info) 
     """Figure 2: MNIST 7 vs 9; three methods per seed."""
     from keras_kare.datasets import load_mnist_7v9
 
-    s = dict(settings)
-    if s["kare_lr"] is None:
-        s["kare_lr"] = mnist_kare_lr(s["depth"])
+    def load(s: dict, seed: int):
+        return load_mnist_7v9(n_train=s["n_train"], n_test=s["n_test"], seed=seed, data_dir=s["data_dir"])
+
+    return _run_network(settings, out, resume, log, "mnist", "MNIST 7 vs 9", load, PAPER_MNIST)
+
+
+def run_higgs(settings: dict, out: Path, resume: bool = False, log=logger.info) -> dict:
+    """Figure 2's Higgs panel: signal vs background from a user-provided CSV file; three methods per seed.
+
+    The data come from :func:`keras_kare.datasets.load_higgs` (UCI HIGGS or
+    Kaggle/ATLAS layout; ``EventId`` and the class-dependent ``Weight`` column,
+    which the paper's loader keeps as a feature, are dropped; ``-999`` missing
+    values are imputed with training means). The settings are those of the
+    MNIST panel (:data:`HIGGS_DEFAULTS`): the paper does not state others.
+    There is no paper value to compare with (its Higgs numbers use ``Weight``).
+    """
+    from keras_kare.datasets.higgs import load_higgs
+
+    def load(s: dict, seed: int):
+        return load_higgs(
+            n_train=s["n_train"], n_test=s["n_test"], seed=seed, data_dir=s["data_dir"], max_rows=s["max_rows"]
+        )
+
+    return _run_network(settings, out, resume, log, "higgs", "Higgs signal vs background", load, {})
+
+
+def _run_network(settings, out, resume, log, name: str, label: str, load_data: Callable, paper_table: dict) -> dict:
+    """A binary classification task of Figure 2 with one MLP (``settings["depth"]`` × ``settings["width"]``)."""
+    s = resolve_network_settings(settings)
     # fail on bad data before creating the run folder
-    probe = load_mnist_7v9(n_train=s["n_train"], n_test=s["n_test"], seed=s["seeds"][0], data_dir=s["data_dir"])
-    info = probe[4]
+    info = load_data(s, s["seeds"][0])[4]
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
-    log(f"mnist 7 vs 9: data from {info['source']}; {info['note']}")
+    log(f"{label}: data from {info['source']}; {info['note']}")
     log(
-        f"mnist: {s['n_train']}/{s['n_test']} train/test, seeds {s['seeds']}, MLP depth {s['depth']} width "
+        f"{name}: {s['n_train']}/{s['n_test']} train/test, seeds {s['seeds']}, MLP depth {s['depth']} width "
         f"{s['width']}, KARE z={s['kare_ridge']} lr={s['kare_lr']} x{s['kare_steps']} steps, DNN lr={s['dnn_lr']} "
         f"x{s['dnn_steps']} steps"
     )
 
     def load(seed):
-        return load_mnist_7v9(n_train=s["n_train"], n_test=s["n_test"], seed=seed, data_dir=s["data_dir"])[:4]
+        return load_data(s, seed)[:4]
 
     rows = _run_seeds(out, s, load, _cfg(s), log, classification=True)
-    paper = _paper_dict(PAPER_MNIST.get((int(s["depth"]), int(s["width"]))))
-    title = f"MNIST 7 vs 9, depth {s['depth']} width {s['width']} ({len(s['seeds'])} seeds)"
+    paper = _paper_dict(paper_table.get((int(s["depth"]), int(s["width"]))))
+    title = f"{label}, depth {s['depth']} width {s['width']} ({len(s['seeds'])} seeds)"
     if _cfg(s)["validation_fraction"]:
         title += f", validated (ridge picked on {_cfg(s)['validation_fraction']:g} of the training rows)"
     return _finish(out, rows, s, paper, title, log, extra={"data": info})
@@ -491,3 +528,165 @@ def _plot_uci(path: Path, best: np.ndarray):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------- whole figures
+def run_synthetic_figure(
+    settings: dict, panels, out: Path, resume: bool = False, log=logger.info, panel_log=None
+) -> dict:
+    """Figure 1's panels (default all six) into ``out/gamma<γ>_sigma<σ>``, then the figure, table and summary.
+
+    See :func:`keras_kare.reproduce.figure.run_figure`; each panel folder is the
+    folder of ``run_synthetic`` with that panel's γ and σ.
+    """
+    from keras_kare.reproduce import figure as F
+
+    return F.run_figure(
+        "synthetic",
+        settings,
+        panels,
+        out,
+        run_synthetic,
+        paper=PAPER_SYNTHETIC,
+        resume=resume,
+        log=log,
+        panel_log=panel_log,
+    )
+
+
+def run_network_figure(
+    experiment: str, settings: dict, panels, out: Path, resume: bool = False, log=logger.info, panel_log=None
+) -> dict:
+    """Figure 2's networks (``experiment`` ``"mnist"`` or ``"higgs"``) into ``out/depth<d>_width<w>``, then the figure.
+
+    See :func:`keras_kare.reproduce.figure.run_figure`.
+    """
+    from keras_kare.reproduce import figure as F
+
+    run = {"mnist": run_mnist, "higgs": run_higgs}[experiment]
+    paper = PAPER_MNIST if experiment == "mnist" else {}
+    return F.run_figure(
+        experiment,
+        settings,
+        panels,
+        out,
+        run,
+        resolve=resolve_network_settings,
+        paper=paper,
+        resume=resume,
+        log=log,
+        panel_log=panel_log,
+    )
+
+
+# ----------------------------------------------------------------------- public entry points
+DEFAULTS = {
+    "synthetic": (SYNTHETIC_DEFAULTS, SYNTHETIC_QUICK),
+    "mnist": (MNIST_DEFAULTS, MNIST_QUICK),
+    "higgs": (HIGGS_DEFAULTS, HIGGS_QUICK),
+    "uci": (UCI_DEFAULTS, UCI_QUICK),
+}
+
+
+def make_settings(experiment: str, quick: bool = False, **overrides) -> dict:
+    """The paper's settings of ``experiment``, then the ``--quick`` ones if ``quick``, then ``overrides``.
+
+    This is how ``keras-kare reproduce`` builds the settings it stores in ``settings.json``.
+
+    Raises:
+        ValueError: unknown experiment. TypeError: an override that is not a setting of it.
+
+    Example:
+        >>> make_settings("synthetic", gamma=1.5)["gamma"]
+        1.5
+    """
+    if experiment not in DEFAULTS:
+        raise ValueError(f"experiment: received {experiment!r}, expected one of {', '.join(DEFAULTS)}.")
+    defaults, quick_settings = DEFAULTS[experiment]
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{', '.join(unknown)}: not a setting of {experiment}; expected some of {', '.join(sorted(defaults))}."
+        )
+    settings = dict(defaults)
+    if quick:
+        settings.update(quick_settings)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if settings.get("data_dir") is not None:
+        settings["data_dir"] = str(settings["data_dir"])
+    settings["quick"] = bool(quick)
+    return settings
+
+
+def synthetic(out, panels=None, quick: bool = False, resume: bool = False, log=print, **settings) -> dict:
+    """Figure 1 (``keras-kare reproduce synthetic``): one panel, or several with ``panels``; returns the summary.
+
+    Args:
+        out: the results folder (new, or an interrupted run's with ``resume``).
+        panels: None for one panel (``gamma``, ``sigma`` settings); ``"all"`` or
+            a list of (γ, σ) for a whole figure (see :mod:`keras_kare.reproduce.figure`).
+        quick: fewer seeds and steps (not the paper's settings).
+        resume: continue (or only aggregate) the run in ``out``.
+        log: progress lines.
+        **settings: overrides of :data:`SYNTHETIC_DEFAULTS` (e.g. ``seeds=[0, 1]``, ``dnn_steps=2000``).
+
+    Example:
+        >>> summary = synthetic("runs/fig1_g1_s0", seeds=[0], kare_steps=30, dnn_steps=2000)  # doctest: +SKIP
+        >>> summary["kare"]["best_test_mse"]  # doctest: +SKIP
+    """
+    from keras_kare.reproduce import figure as F
+
+    s = make_settings("synthetic", quick, **settings)
+    if panels is None:
+        return run_synthetic(s, Path(out), resume=resume, log=log)
+    panels = F.SYNTHETIC_PANELS if panels == "all" else panels
+    return run_synthetic_figure(s, panels, Path(out), resume=resume, log=log)
+
+
+def mnist(out, networks=None, quick: bool = False, resume: bool = False, log=print, **settings) -> dict:
+    """Figure 2, MNIST (``keras-kare reproduce mnist``): one network, or several with ``networks``.
+
+    Args are those of :func:`synthetic`, with ``networks`` None (``depth`` and
+    ``width`` settings), ``"all"`` or a list of (depth, width), and the
+    overrides of :data:`MNIST_DEFAULTS` (``data_dir``: a folder with MNIST's IDX
+    files, default ``$KERAS_KARE_DATA/mnist``).
+
+    Example:
+        >>> summary = mnist("runs/mnist", depth=2, width=64, n_train=300, n_test=300, seeds=[0])  # doctest: +SKIP
+    """
+    return _network_entry("mnist", out, networks, quick, resume, log, settings)
+
+
+def higgs(out, networks=None, quick: bool = False, resume: bool = False, log=print, **settings) -> dict:
+    """Figure 2, Higgs (``keras-kare reproduce higgs``) on a user-provided CSV file; args as :func:`mnist`.
+
+    Example:
+        >>> summary = higgs("runs/higgs", data_dir="data/higgs", seeds=[0])  # doctest: +SKIP
+    """
+    return _network_entry("higgs", out, networks, quick, resume, log, settings)
+
+
+def _network_entry(experiment, out, networks, quick, resume, log, settings) -> dict:
+    from keras_kare.reproduce import figure as F
+
+    s = make_settings(experiment, quick, **settings)
+    if networks is None:
+        run = run_mnist if experiment == "mnist" else run_higgs
+        return run(s, Path(out), resume=resume, log=log)
+    networks = F.NETWORK_PANELS if networks == "all" else networks
+    return run_network_figure(experiment, s, networks, Path(out), resume=resume, log=log)
+
+
+def uci(out, quick: bool = False, resume: bool = False, log=print, **settings) -> dict:
+    """Table 1 (``keras-kare reproduce uci``) on the UCI collection in ``data_dir``; returns the summary.
+
+    Args are those of :func:`synthetic` with the overrides of :data:`UCI_DEFAULTS`
+    (``data_dir`` is required: the folder of ``<name>/<name>_R.dat`` tables).
+
+    Example:
+        >>> summary = uci("runs/uci", data_dir="data/uci", datasets=["iris"], quick=True)  # doctest: +SKIP
+    """
+    s = make_settings("uci", quick, **settings)
+    if s["data_dir"] is None:
+        raise ValueError("data_dir: received None, expected the folder holding the UCI tables.")
+    return run_uci(s, Path(out), resume=resume, log=log)

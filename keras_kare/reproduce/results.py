@@ -61,20 +61,32 @@ def prepare_run_dir(out: Path, settings: dict, resume: bool) -> Path:
             raise RunDirError(
                 f"{out}: folder already holds results; pass --resume to continue that run, or choose a new --out."
             )
-        if not settings_file.is_file():
-            raise RunDirError(f"{settings_file}: missing, so {out} is not a keras-kare run folder that can be resumed.")
-        stored = json.loads(settings_file.read_text())
-        if _canonical(stored) != _canonical(settings):
-            diff = sorted(
-                k for k in set(stored) | set(settings) if _canonical(stored.get(k)) != _canonical(settings.get(k))
-            )
-            raise RunDirError(
-                f"{settings_file}: settings differ from this command's ({', '.join(diff)}); use a new --out."
-            )
+        check_resumable(out, settings)
         return out
     (out / "runs").mkdir(parents=True, exist_ok=True)
     write_json(settings_file, settings)
     return out
+
+
+def check_resumable(out: Path, settings: dict) -> None:
+    """Check that ``out`` is a run folder whose stored settings are ``settings`` (``data_dir`` compared as a path).
+
+    Raises:
+        RunDirError: no ``settings.json`` in ``out``, or stored settings that differ (the message lists the keys).
+    """
+    settings_file = Path(out) / "settings.json"
+    if not settings_file.is_file():
+        raise RunDirError(f"{settings_file}: missing, so {out} is not a keras-kare run folder that can be resumed.")
+    stored = json.loads(settings_file.read_text())
+    diff = sorted(k for k in set(stored) | set(settings) if not _same_setting(k, stored.get(k), settings.get(k)))
+    if diff:
+        raise RunDirError(f"{settings_file}: settings differ from this command's ({', '.join(diff)}); use a new --out.")
+
+
+def _same_setting(key: str, a, b) -> bool:
+    if key == "data_dir" and a is not None and b is not None:
+        return Path(a).resolve() == Path(b).resolve()
+    return _canonical(a) == _canonical(b)
 
 
 def _canonical(obj):
@@ -392,19 +404,11 @@ def _cell(value) -> str:
     return f"{value:.3g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
-def plot(out_png: Path, summary: dict, title: str = "") -> Optional[Path]:
-    """Test MSE vs relative ridge, one line per kernel method (mean ± standard error over seeds), DNN horizontal.
+def draw_panel(ax, summary: dict, title: str = "", legend: bool = True) -> None:
+    """Test MSE vs relative ridge on ``ax``: a line per kernel method and the DNN level, each ± one standard error.
 
-    For non-negative errors mean − SE ≥ 0, so the band stays above zero (see :mod:`keras_kare.reproduce.stats`).
+    For non-negative errors mean − SE ≥ 0, so a band stays above zero (see :mod:`keras_kare.reproduce.stats`).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 4))
     colours = {"kare": "tab:blue", "after_kernel": "tab:orange", "dnn": "tab:green"}
     for method in ("kare", "after_kernel"):
         s = summary.get(method)
@@ -418,13 +422,31 @@ def plot(out_png: Path, summary: dict, title: str = "") -> Optional[Path]:
         if np.isfinite(se).any():
             ax.fill_between(r, m - se, m + se, color=colours[method], alpha=0.15)
     if "dnn" in summary:
-        ax.axhline(summary["dnn"]["test_mse"], color=colours["dnn"], ls="--", label=METHOD_LABELS["dnn"])
+        d = summary["dnn"]
+        ax.axhline(d["test_mse"], color=colours["dnn"], ls="--", label=METHOD_LABELS["dnn"] + " (± SE)")
+        se = _se(d, "test_mse")
+        if se is not None and math.isfinite(se):
+            ax.axhspan(d["test_mse"] - se, d["test_mse"] + se, color=colours["dnn"], alpha=0.1)
     ax.set_xscale("log")
     ax.set_xlabel("relative ridge λ̃")
     ax.set_ylabel("test MSE")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend:
+        ax.legend()
+
+
+def plot(out_png: Path, summary: dict, title: str = "") -> Optional[Path]:
+    """One run's figure (:func:`draw_panel`) written to ``out_png``; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    draw_panel(ax, summary, title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
