@@ -173,6 +173,8 @@ class _BaseKARE(BaseEstimator):
         """Train the network's NTK on KARE (rows X, coded targets Y (n, C)), then fit the kernel predictor."""
         sizes = self._check_hidden()
         n, d = X.shape
+        if n < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples, received n_samples={n}.")
         init_seed, shuffle_seed, split_seed, centre_seed = _seeds(self.random_state, 4)
         if self.early_stopping:
             n_val = max(1, int(round(self.validation_fraction * n)))
@@ -379,6 +381,11 @@ class KARERegressor(RegressorMixin, _BaseKARE):
         self._y_1d = y.ndim == 1
         return self._fit(X, ((Y - self._y_mean) / self._y_scale).astype(np.float32))
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def predict(self, X):
         """Predicted targets: (m,) for 1-D training targets, else (m, k)."""
         pred = self._scores(X) * self._y_scale + self._y_mean
@@ -431,7 +438,8 @@ class KAREClassifier(ClassifierMixin, _BaseKARE):
 
     def predict(self, X):
         """The decided class of each row (sign / arg-max of :meth:`decision_function`), as a label of ``classes_``."""
-        return self.classes_[class_index(self.decision_function(X))]
+        scores = self.decision_function(X)
+        return self.classes_[class_index(scores)]
 
 
 __all__ = ["KAREClassifier", "KARERegressor", "build_network"]

@@ -28,7 +28,8 @@ TINY = dict(hidden_layer_sizes=(8,), max_steps=2, learning_rate=1.0, random_stat
 
 # Checks the estimators fail on purpose, with the reason (scikit-learn's expected_failed_checks).
 EXPECTED_FAILED = {
-    "check_sample_weight_equivalence_on_dense_data": "fit takes no sample_weight",
+    "check_methods_subset_invariance": "the NTK is computed in float32 in blocks of rows: a row's prediction "
+    "changes at ~1e-5 relative with the other rows of its block (the check needs 1e-7)",
 }
 
 
@@ -36,6 +37,7 @@ def expected_failed(estimator):
     return EXPECTED_FAILED
 
 
+@pytest.mark.slow  # about 110 checks, each fitting new architectures/shapes: minutes on 2 cores
 @parametrize_with_checks(
     [KARERegressor(**TINY), KAREClassifier(**TINY)],
     expected_failed_checks=expected_failed,
