@@ -1,0 +1,159 @@
+"""KernelRidgeEarlyStopping: held-out kernel-ridge error drives keras' EarlyStopping and restores the best weights."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_kare import KAREModel
+from keras_kare.callbacks import KernelRidgeEarlyStopping
+
+
+def make_net(d=3, seed=0):
+    init = keras.initializers.GlorotUniform(seed=seed)
+    return keras.Sequential(
+        [keras.Input((d,)), keras.layers.Dense(16, "tanh", kernel_initializer=init), keras.layers.Dense(1)]
+    )
+
+
+@pytest.fixture
+def problem(rng):
+    x = rng.normal(size=(24, 3)).astype("float32")
+    y = np.sin(2 * x[:, 0]).astype("float32")
+    return x[:16], y[:16], x[16:], y[16:]
+
+
+class Snapshots(keras.callbacks.Callback):
+    """The weights at the end of every epoch (read before any restore at train end)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = [w.copy() for w in self.model.get_weights()]
+
+
+def scripted(stop, values):
+    """Replace the kernel-ridge evaluation by a known sequence of held-out errors (one per evaluation)."""
+    sequence = iter(values)
+    stop.evaluate = lambda: {"mse": next(sequence), "ridge": 1.0}
+    return stop
+
+
+def kare_model(seed=0):
+    model = KAREModel(make_net(seed=seed), ridge=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    return model
+
+
+def assert_same_weights(actual, expected):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_array_equal(a, e)  # bit for bit
+
+
+def test_stops_after_patience_and_restores_the_best_epoch(problem):
+    x, y, xv, yv = problem
+    model = kare_model()
+    stop = scripted(KernelRidgeEarlyStopping(x, y, (xv, yv), patience=2), [5.0, 4.0, 3.0, 3.5, 3.2, 1.0, 0.5])
+    snaps = Snapshots()
+    history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop, snaps])
+    # best at epoch 2; epochs 3 and 4 do not improve -> stop at the end of epoch 4
+    assert len(history.history["kare"]) == 5
+    assert (stop.best_epoch, stop.stopped_epoch, stop.best) == (2, 4, 3.0)
+    assert history.history["val_krr_mse"] == [5.0, 4.0, 3.0, 3.5, 3.2]
+    assert_same_weights(model.get_weights(), snaps.weights[2])
+    assert not np.array_equal(snaps.weights[2][0], snaps.weights[4][0])  # the restore changed something
+
+
+def test_patience_counts_evaluations_and_runs_to_the_end_without_a_stop(problem):
+    x, y, xv, yv = problem
+    model = kare_model()
+    stop = scripted(KernelRidgeEarlyStopping(x, y, (xv, yv), patience=2, every_n_epochs=3), [3.0, 2.0, 2.5, 1.0])
+    snaps = Snapshots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "metric not available" warning on the epochs without evaluation
+        history = model.fit(x, y, batch_size=16, epochs=12, verbose=0, callbacks=[stop, snaps])
+    logs = history.history
+    assert len(logs["kare"]) == 12 and stop.stopped_epoch == 0
+    assert [e for e, _ in stop.history] == [2, 5, 8, 11]
+    assert stop.best_epoch == 11  # the last evaluation is the best: nothing earlier is restored
+    assert_same_weights(model.get_weights(), snaps.weights[11])
+
+    # the same sequence with patience 1 stops at the third evaluation (epoch 8) and restores epoch 5
+    model = kare_model()
+    stop = scripted(KernelRidgeEarlyStopping(x, y, (xv, yv), patience=1, every_n_epochs=3), [3.0, 2.0, 2.5, 1.0])
+    snaps = Snapshots()
+    history = model.fit(x, y, batch_size=16, epochs=12, verbose=0, callbacks=[stop, snaps])
+    assert (len(history.history["kare"]), stop.best_epoch, stop.stopped_epoch) == (9, 5, 8)
+    assert_same_weights(model.get_weights(), snaps.weights[5])
+
+
+def test_real_evaluation_on_a_network_trained_on_its_loss(problem):
+    """Any Keras model (here a DNN trained on the MSE: its after-kernel); the restored weights are the best epoch's."""
+    x, y, xv, yv = problem
+    net = make_net(seed=3)
+    net.compile(optimizer=keras.optimizers.SGD(0.3), loss="mse")
+    stop = KernelRidgeEarlyStopping(x, y, (xv, yv), patience=1, every_n_epochs=3, ridge=1e-2)
+    snaps = Snapshots()
+    net.fit(x, y, batch_size=8, epochs=12, verbose=0, callbacks=[stop, snaps])
+    errors = {epoch: res["mse"] for epoch, res in stop.history}
+    best = min(errors, key=errors.get)  # first minimum, as EarlyStopping keeps the first of equal values
+    assert stop.best_epoch == best and stop.best == errors[best]
+    assert all(np.isfinite(list(errors.values())))
+    assert_same_weights(net.get_weights(), snaps.weights[best])
+    # the restored weights reproduce the best held-out error
+    assert stop.evaluate()["mse"] == pytest.approx(errors[best], rel=1e-6)
+
+
+def test_accuracy_monitor_is_maximised(problem, rng):
+    x, _, xv, _ = problem
+    y, yv = np.sign(x[:, 0]), np.sign(xv[:, 0])
+    model = kare_model()
+    stop = KernelRidgeEarlyStopping(x, y, (xv, yv), monitor="accuracy", patience=1)
+    seq = iter([0.5, 0.75, 0.625, 0.5])
+    stop.evaluate = lambda: {"mse": 1.0, "accuracy": next(seq), "ridge": 1.0}
+    history = model.fit(x, y, batch_size=16, epochs=10, verbose=0, callbacks=[stop])
+    assert (len(history.history["kare"]), stop.best_epoch, stop.best) == (3, 1, 0.75)
+
+
+def test_custom_loop_update_and_finish(problem):
+    x, y, xv, yv = problem
+    net = make_net()
+    stop = scripted(KernelRidgeEarlyStopping(x, y, (xv, yv), patience=0), [2.0, 1.0, 1.5])
+    stop.set_model(net)
+    stop.on_train_begin()
+    kept = None
+    for epoch in range(3):
+        net.layers[-1].bias.assign([float(epoch)])
+        if epoch == 1:
+            kept = [w.copy() for w in net.get_weights()]
+        if stop.update(epoch):
+            break
+    assert epoch == 2
+    stop.finish()
+    assert_same_weights(net.get_weights(), kept)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(monitor="loss"), "monitor must be one of"),
+        (dict(patience=-1), "patience must be an int >= 0"),
+        (dict(patience=1.5), "patience must be an int >= 0"),
+        (dict(min_delta=-0.1), "min_delta must be a finite float >= 0"),
+        (dict(min_delta=float("nan")), "min_delta must be a finite float >= 0"),
+        (dict(restore_best_weights="yes"), "restore_best_weights must be a bool"),
+        (dict(every_n_epochs=0), "every_n_epochs must be a positive int"),
+        (dict(start_from_epoch=-2), "start_from_epoch must be an int >= 0"),
+        (dict(monitor="accuracy"), "monitor='accuracy' needs"),  # regression targets
+        (dict(validation_data=None), "validation_data must be a pair"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(problem, kwargs, match):
+    x, y, xv, yv = problem
+    kwargs = {"validation_data": (xv, yv), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        KernelRidgeEarlyStopping(x, y, **kwargs)
