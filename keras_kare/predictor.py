@@ -25,7 +25,7 @@ from keras_kare.networks import unwrap_network
 from keras_kare.ntk import compute_ntk
 from keras_kare.progress import Progress, check_verbose
 from keras_kare.ridge import ExactSystem, RidgePath, absolute_ridge
-from keras_kare.risk import check_ridge
+from keras_kare.risk import check_kernel_not_degenerate, check_ridge
 
 logger = logging.getLogger("keras_kare")
 
@@ -92,26 +92,6 @@ def fingerprint_changes(before: dict, now: dict) -> list:
     """The parts (``"weights"``, ``"trainable"``, ``"layers"``) in which two :func:`network_fingerprint` differ."""
     changed = [] if _same_weights(before["weights"], now["weights"]) else ["weights"]
     return changed + [k for k in ("trainable", "layers") if before[k] != now[k]]
-
-
-def check_kernel_not_zero(trace: float, n_rows: int) -> None:
-    """Raise ``ValueError`` when the training Gram is zero (mean diagonal ``tr K / n`` at most float64's tiny).
-
-    A zero NTK (every gradient vanishes) makes a ridge relative to ``tr K`` zero, ``K/n + λI`` singular and
-    every KARE value of the default grid NaN, so this runs before the ridge grid or any solve. Callers with
-    a fixed absolute ridge do not call it: ``K = 0`` is then well defined (the predictions are 0).
-    Local stand-in for the shared degenerate-kernel check of :mod:`keras_kare.risk`
-    (``check_kernel_not_degenerate``), which the predictor should call once it is there.
-    """
-    if not np.isfinite(trace):
-        raise FloatingPointError(f"the training Gram has tr K = {trace!r}; check the network's weights for NaN or inf.")
-    if trace <= n_rows * float(np.finfo(np.float64).tiny):
-        raise ValueError(
-            f"the network's NTK on the training inputs is zero (tr K = {trace!r} over {n_rows} rows): no trainable "
-            "weight influences the output at these inputs (e.g. all-zero weights without biases, or no unit "
-            "active), so a ridge relative to tr K is zero and K/n + λI singular. Re-initialise the network, check "
-            "which weights are trainable, or use a fixed absolute ridge (relative_ridge=False)."
-        )
 
 
 _FINGERPRINT_CHANGES = {
@@ -440,7 +420,7 @@ class KernelPredictor:
         else:
             self._system = self._fit_nystrom(x_t, n)
         if self._ridge_follows_trace():
-            check_kernel_not_zero(self._system.trace, self._system.n_rows)
+            check_kernel_not_degenerate(self._system.trace, self._system.n_rows, name="the NTK on the training inputs")
         if self.ridge == "auto":
             path = self.ridge_path(DEFAULT_RIDGE_GRID if self.relative_ridge else None)
             self.ridge_ = path.best_kare_ridge
@@ -482,7 +462,7 @@ class KernelPredictor:
                 trace += float(np.trace(self._gram(_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
             progress.advance()
         if self._ridge_follows_trace():
-            check_kernel_not_zero(trace, acc.n_rows)
+            check_kernel_not_degenerate(trace, acc.n_rows, name="the NTK on the training inputs")
         return nystrom.solve_system(k_cc, acc, trace, eps)
 
     def predict(self, x) -> np.ndarray:
