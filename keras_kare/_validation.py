@@ -289,21 +289,28 @@ def _is_array_data(x) -> bool:
     return isinstance(x, (np.ndarray, tf.Tensor, int, float, np.number)) or hasattr(x, "__array__")
 
 
-def _check_batches(n: int, batch_size, what: str) -> None:
+def _check_batches(n: int, batch_size, what: str, method: str = "KAREModel.fit") -> None:
     """Raise if batches of ``batch_size`` over ``n`` examples would leave a KARE batch of one example."""
     size = min(check_batch_size(batch_size) or DEFAULT_BATCH_SIZE, n)
     if n < 2:
-        raise ValueError(f"KAREModel.fit: {what} has {n} example; KARE needs at least 2 examples per batch.")
+        raise ValueError(f"{method}: {what} has {n} example; KARE needs at least 2 examples per batch.")
     if n % size == 1:
         raise ValueError(
-            f"KAREModel.fit: {n} {what} examples in batches of {size} leave a final batch of 1 example, on which "
+            f"{method}: {n} {what} examples in batches of {size} leave a final batch of 1 example, on which "
             f"KARE is undefined; use a batch size that leaves no remainder of 1 (e.g. batch_size={n} or "
             f"{size + 1 if n % (size + 1) != 1 else size - 1}), or a tf.data pipeline with drop_remainder=True."
         )
 
 
 def check_fit_arrays(
-    model, x, y, batch_size=None, validation_split=0.0, validation_data=None, validation_batch_size=None
+    model,
+    x,
+    y,
+    batch_size=None,
+    validation_split=0.0,
+    validation_data=None,
+    validation_batch_size=None,
+    method: str = "KAREModel.fit",
 ):
     """Check in-memory ``fit`` data before the first step; returns ``(x, y)`` (Python rows as arrays).
 
@@ -313,14 +320,15 @@ def check_fit_arrays(
     example, and batch sizes that never leave a batch of one example (KARE of
     one example is undefined), for the training and the validation arrays.
     ``model`` is the base network. Data that are not arrays are returned as is
-    (see :func:`check_fit_dataset`).
+    (see :func:`check_fit_dataset`). ``method`` names the caller in messages
+    (``KAREModel.evaluate`` runs the same checks on its data).
     """
     if not _is_array_data(x):
         return x, y
     x_t = as_network_input(model, x, "x", min_rows=1, build=False)
     n = num_rows(x_t, "x")
     if y is None:
-        raise ValueError("KAREModel.fit needs targets: call fit(x, y) with y of shape (n,) or (n, C).")
+        raise ValueError(f"{method} needs targets: call it with (x, y), y of shape (n,) or (n, C).")
     as_targets(y, n, "y")  # raises naming y
     if isinstance(x, (list, tuple)) and not _holds_arrays(x):
         x = x_t  # Python rows: one array from here on (Keras would read a list as several inputs)
@@ -328,18 +336,18 @@ def check_fit_arrays(
         y = np.asarray(y)
     split = float(validation_split or 0.0)
     n_train = int(n * (1.0 - split)) if split and validation_data is None else n
-    _check_batches(n_train, batch_size, "training")
+    _check_batches(n_train, batch_size, "training" if method.endswith("fit") else "evaluation", method)
     if split and validation_data is None and n - n_train > 0:
-        _check_batches(n - n_train, validation_batch_size or batch_size, "validation")
+        _check_batches(n - n_train, validation_batch_size or batch_size, "validation", method)
     if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2 and _is_array_data(validation_data[0]):
         vx = as_network_input(model, validation_data[0], "validation_data x", min_rows=1, build=False)
         nv = num_rows(vx, "validation_data x")
         as_targets(validation_data[1], nv, "validation_data y")
-        _check_batches(nv, validation_batch_size or batch_size, "validation")
+        _check_batches(nv, validation_batch_size or batch_size, "validation", method)
     return x, y
 
 
-def check_fit_dataset(data, name: str = "x") -> None:
+def check_fit_dataset(data, name: str = "x", method: str = "KAREModel.fit") -> None:
     """Check a ``tf.data.Dataset`` given to ``KAREModel.fit`` from its element spec (nothing is read).
 
     Its elements must be ``(x, y)`` pairs (KARE needs targets), y of rank 1
@@ -351,7 +359,7 @@ def check_fit_dataset(data, name: str = "x") -> None:
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2 or spec[1] is None:
         raise ValueError(
-            f"KAREModel.fit: the dataset {name} yields {type(spec).__name__} elements; KARE needs (x, y) pairs "
+            f"{method}: the dataset {name} yields {type(spec).__name__} elements; KARE needs (x, y) pairs "
             "of inputs and targets."
         )
     x_rows = {s.shape[0] for s in tf.nest.flatten(spec[0]) if s.shape.rank}
@@ -359,14 +367,14 @@ def check_fit_dataset(data, name: str = "x") -> None:
     for s in y_specs:
         if s.shape.rank is not None and s.shape.rank not in (1, 2):
             raise ValueError(
-                f"KAREModel.fit: the dataset's targets have batch shape {tuple(s.shape)}; expected (batch,) or "
+                f"{method}: the dataset's targets have batch shape {tuple(s.shape)}; expected (batch,) or "
                 "(batch, C) targets."
             )
     y_rows = {s.shape[0] for s in y_specs if s.shape.rank}
     known = {r for r in x_rows | y_rows if r is not None}
     if len(known) > 1:
         raise ValueError(
-            f"KAREModel.fit: the dataset's x batches have {sorted(r for r in x_rows if r is not None)} rows but its "
+            f"{method}: the dataset's x batches have {sorted(r for r in x_rows if r is not None)} rows but its "
             f"targets y have {sorted(r for r in y_rows if r is not None)}; x and y batches must hold the same "
             "examples."
         )

@@ -250,6 +250,23 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         self._build_from_dataset(arguments.get("x"))
         return super().fit(**arguments, **extra)
 
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        """``keras.Model.evaluate`` with ``fit``'s checks run before the first batch.
+
+        Arrays and Python lists of rows are checked against the base network
+        and their targets, and a batch size that would leave a final batch of
+        one example (KARE is undefined on it) raises ``ValueError`` before
+        any batch is evaluated; a dataset must yield (x, y) pairs whose
+        static batch sizes agree. The remaining arguments are Keras'.
+
+        Example:
+            >>> logs = model.evaluate(x_val, y_val, batch_size=len(x_val), return_dict=True)
+            >>> logs["kare"]  # doctest: +SKIP
+        """
+        x, y = v.check_fit_arrays(self.base_model, x, y, batch_size, method="KAREModel.evaluate")
+        v.check_fit_dataset(x, method="KAREModel.evaluate")
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
+
     def _build_from_dataset(self, data):
         """Build from a dataset's element shapes before ``fit``, if not built yet.
 

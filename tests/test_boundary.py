@@ -195,6 +195,25 @@ def test_fit_with_final_batch_of_one_fails_before_any_update(rng):
         model.fit(np.ones((8, D + 1), "float32"), np.ones(8), epochs=1, verbose=0)
 
 
+def test_evaluate_checks_its_data_before_the_first_batch(rng):
+    x = rng.normal(size=(13, D)).astype("float32")
+    model = kare_model()
+    with pytest.raises(ValueError, match=r"KAREModel.evaluate: 13 evaluation examples in batches of 4 leave a final"):
+        model.evaluate(x, x[:, 0], batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match=r"y must have shape \(13,\) or \(13, C\), received shape \(\)"):
+        model.evaluate(x, 1.0, batch_size=13, verbose=0)
+    with pytest.raises(ValueError, match="KAREModel.evaluate needs targets"):
+        model.evaluate(x, batch_size=13, verbose=0)
+    with pytest.raises(ValueError, match=r"KAREModel.evaluate: the dataset x yields"):
+        model.evaluate(tf.data.Dataset.from_tensor_slices(x).batch(13), verbose=0)
+    # valid input: the logged KARE is KARE of the one full batch's NTK (float64 oracle on the float32 Gram)
+    logs = model.evaluate(x.tolist(), x[:, 0], batch_size=13, verbose=0, return_dict=True)
+    k = keras_kare.ntk(model.base_model, x)
+    assert logs["kare"] == pytest.approx(
+        kare_oracle(np.asarray(k, np.float64), x[:, :1].astype(np.float64), 0.1), rel=1e-4
+    )
+
+
 def test_fit_on_dataset_whose_batches_disagree_mentions_the_targets(x):
     ys = tf.data.Dataset.from_tensor_slices(x[:9, 0])
     xs = tf.data.Dataset.from_tensor_slices(x)
