@@ -46,13 +46,18 @@ def check_model(model, name: str = "model"):
 def ensure_built(model, x, name: str = "model"):
     """Build ``model`` on one example of ``x`` if needed, then require trainable weights."""
     if not model.built:
-        model(tf.nest.map_structure(lambda t: t[:1], x), training=False)
+        model(take_rows(x, 0, 1), training=False)
     if not model.trainable_variables:
         raise ValueError(
             f"{name} has no trainable weights; the NTK is the Gram of gradients with respect to "
             "trainable weights, so it would be identically zero."
         )
     return model
+
+
+def take_rows(x, start: int, stop: int):
+    """Rows ``start:stop`` of every leaf of a (possibly nested) input."""
+    return tf.nest.map_structure(lambda t: t[start:stop], x)
 
 
 def num_rows(x, name: str) -> int:

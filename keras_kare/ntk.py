@@ -74,10 +74,6 @@ def _rows(x) -> int:
     return int(tf.nest.flatten(x)[0].shape[0])
 
 
-def _slice(x, start: int, stop: int):
-    return tf.nest.map_structure(lambda t: t[start:stop], x)
-
-
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
@@ -104,10 +100,10 @@ def blocked_gram(model, x1, x2, kernel: str, implementation: str, batch_size: Op
     if pair is None:  # recapture both blocks for every pair
 
         def pair(i, j):
-            xi = _slice(x1, *b1[i])
+            xi = v.take_rows(x1, *b1[i])
             if x2 is None and i == j:
                 return _gram(model, xi, None, kernel, implementation)  # symmetric diagonal block
-            return _gram(model, xi, _slice(x1 if x2 is None else x2, *b2[j]), kernel, implementation)
+            return _gram(model, xi, v.take_rows(x1 if x2 is None else x2, *b2[j]), kernel, implementation)
 
     place = _distribute.block_placement()
     blocks: dict[tuple[int, int], tf.Tensor] = {}
@@ -141,7 +137,7 @@ def _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size):
         return None  # the engine is compiled for one input signature
     if engine is None:
         return None
-    first = engine.features(_slice(x1, *b1[0]))
+    first = engine.features(v.take_rows(x1, *b1[0]))
     if not first:
         return None
     n_blocks = len(b1) + (0 if x2 is None else len(b2))
@@ -155,8 +151,8 @@ def _captured_once(model, x1, x2, b1, b2, kernel, implementation, batch_size):
             available / GIB,
         )
         return None
-    f1 = [first] + [engine.features(_slice(x1, s, e)) for s, e in b1[1:]]
-    f2 = f1 if x2 is None else [engine.features(_slice(x2, s, e)) for s, e in b2]
+    f1 = [first] + [engine.features(v.take_rows(x1, s, e)) for s, e in b1[1:]]
+    f2 = f1 if x2 is None else [engine.features(v.take_rows(x2, s, e)) for s, e in b2]
 
     def pair(i, j):
         return engine.gram(f1[i]) if x2 is None and i == j else engine.gram(f1[i], f2[j])
@@ -272,7 +268,7 @@ def network_input(model, x, name: str, min_rows: int = 1):
     """
     x = v.as_network_input(model, x, name, min_rows)
     try:
-        forward_profile(model, _slice(x, 0, 1))
+        forward_profile(model, v.take_rows(x, 0, 1))
     except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
         shapes = [tuple(t.shape[1:]) for t in tf.nest.flatten(x)]
         raise ValueError(
@@ -288,7 +284,7 @@ def _check_memory(model, x1, x2, kernel, implementation, batch_size, extra_copie
     n2 = n1 if x2 is None else _rows(x2)
     one_block = x2 is None and (batch_size is None or batch_size >= n1)
     result, work, n_outputs = gram_bytes(
-        model, _slice(x1, 0, 1), n1, n2, kernel, implementation, batch_size, extra_copies, one_jacobian=one_block
+        model, v.take_rows(x1, 0, 1), n1, n2, kernel, implementation, batch_size, extra_copies, one_jacobian=one_block
     )
     shape = f"{n1}x{n2}" + (f"x{n_outputs}x{n_outputs}" if kernel == "full" else "")
     check_gram_memory(result, work, f"ntk: the {shape} Gram (implementation={implementation!r})", batch_size)

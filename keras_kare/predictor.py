@@ -42,11 +42,6 @@ NYSTROM_DIAGONAL_BLOCK = 256
 """Size of the diagonal Gram blocks whose traces give the exact tr K for the relative ridge."""
 
 
-def _rows(x, start: int, stop: int):
-    """Rows ``start:stop`` of every leaf of a (possibly nested) input."""
-    return tf.nest.map_structure(lambda t: t[start:stop], x)
-
-
 def network_fingerprint(network) -> dict:
     """What determines a network's NTK, in three parts whose change :class:`KernelPredictor` reports by name.
 
@@ -393,7 +388,7 @@ class KernelPredictor:
         v.ensure_built(self.network, x_t)
         y_mat = y_arr.reshape(n, -1)
         if self.kernel == "full":
-            width = forward_profile(self.network, tf.nest.map_structure(lambda t: t[:1], x_t)).outputs
+            width = forward_profile(self.network, v.take_rows(x_t, 0, 1)).outputs
             if width != y_mat.shape[1]:
                 raise ValueError(
                     f"kernel='full' needs one target column per network output: the network has "
@@ -457,9 +452,9 @@ class KernelPredictor:
         progress = Progress(len(starts), self.verbose, unit_name="row block")
         for s in starts:
             e = min(s + block, n)
-            acc.add(self._gram(_rows(x_t, s, e), centers, verbose=0), self.y_fit_[s * rows : e * rows])
+            acc.add(self._gram(v.take_rows(x_t, s, e), centers, verbose=0), self.y_fit_[s * rows : e * rows])
             for d in range(s, e, diag_block):  # tr K from the diagonal blocks of the true Gram
-                trace += float(np.trace(self._gram(_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
+                trace += float(np.trace(self._gram(v.take_rows(x_t, d, min(d + diag_block, e)), verbose=0)))
             progress.advance()
         if self._ridge_follows_trace():
             check_kernel_not_degenerate(trace, acc.n_rows, name="the NTK on the training inputs")
@@ -586,7 +581,7 @@ class KernelPredictor:
         self._y_ndim = int(scalars["y_ndim"])
         if "ridge_path_ridges" in arrays:
             self.ridge_path_ = RidgePath(*(arrays[f"ridge_path_{f}"] for f in RidgePath.__dataclass_fields__))
-        v.ensure_built(self.network, tf.nest.map_structure(lambda t: t[:1], x_fit))
+        v.ensure_built(self.network, v.take_rows(x_fit, 0, 1))
         if self.solver_ == "nystrom":
             self.centers_idx_ = arrays["centers_idx"]
             self._system = nystrom.NystromSystem.from_state(scalars, arrays)

@@ -84,7 +84,8 @@ def test_core_dependencies_and_extras():
     extras = project["optional-dependencies"]
     assert _names(extras["reproduce"]) == {"matplotlib", "scikit-learn"}
     assert _names(extras["tfds"]) == {"tensorflow-datasets"}
-    assert {"pytest", "keras-kare"} <= _names(extras["test"]) and "reproduce,tfds" in " ".join(extras["test"])
+    assert {"pytest", "hypothesis", "keras-kare"} <= _names(extras["test"])
+    assert "keras-kare[reproduce,sklearn,tfds]" in extras["test"]  # the suite runs every optional path
     # every optional import the code makes is installed by the extra its error names
     for module, (dist, extra) in _optional.OPTIONAL.items():
         assert dist in _names(extras[extra]), (module, extra)

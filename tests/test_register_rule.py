@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from precision import gram_entry_rtol
 
 import keras_kare
@@ -92,9 +93,9 @@ def test_a_wrong_rule_fails_the_comparison(page, rng):
 
         def finish(deltas):
             (delta,) = deltas
-            n, c = a.shape[0], delta.shape[0]
-            a4 = keras.ops.reshape(a, (n, 1, 1, a.shape[-1]))
-            return [((id(layer.kernel),), LinearFactor(a4, keras.ops.reshape(delta, (c, n, 1, 1, layer.units))))]
+            n, c = tf.shape(a)[0], tf.shape(delta)[0]  # the batch axis is dynamic in the compiled Gram
+            a4 = tf.reshape(a, [n, 1, 1, a.shape[-1]])
+            return [((id(layer.kernel),), LinearFactor(a4, tf.reshape(delta, [c, n, 1, 1, layer.units])))]
 
         rec.sites.append(Site(layer, [z], finish))
         return layer.activation(z)

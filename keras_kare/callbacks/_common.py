@@ -60,7 +60,7 @@ def check_targets_against_model(model, x, y: np.ndarray, kernel: str, name: str)
     """For ``kernel="full"`` the targets need one column per network output."""
     if kernel != "full":
         return
-    out = unwrap_network(model)(tf.nest.map_structure(lambda t: t[:1], x), training=False)
+    out = unwrap_network(model)(v.take_rows(x, 0, 1), training=False)
     c = sum(int(np.prod(o.shape[1:])) for o in tf.nest.flatten(out))
     if y.shape[1] != c:
         raise ValueError(
