@@ -2,7 +2,7 @@
 
 Keras 3 has no public API for the few things below; each is wrapped here so a
 Keras upgrade that moves one breaks (or is fixed in) this module only.
-Tested with Keras 3.15 on TensorFlow 2.21; each wrapper says what it falls
+Tested with Keras 3.15 and 3.14 on TensorFlow 2.21; each wrapper says what it falls
 back to when the internal is missing (``pragma: no cover`` branches).
 
 =============================  ==================================================
@@ -35,7 +35,15 @@ internal                       used for
                                overridden by :class:`EpochLogsFromLastStep`:
                                the epoch's logs without a second read-out of
                                every metric after the last step
+``tf.__internal__.distribute.strategy_supports_no_merge_call``
+                               (TensorFlow) whether a replica may call the
+                               optimizer inside ``tf.cond`` without
+                               ``merge_call`` (:func:`strategy_supports_no_merge_call`)
 =============================  ==================================================
+
+``tests/test_keras_compat.py`` checks what each of these does for keras_kare
+(not only that the name exists), so an upgrade that changes a behaviour fails
+a test instead of changing results silently.
 """
 
 from __future__ import annotations
@@ -205,6 +213,20 @@ def backup_resume_epoch(callback) -> Optional[int]:
             return int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def strategy_supports_no_merge_call() -> bool:
+    """Whether the current distribution strategy lets a replica apply gradients without ``merge_call``.
+
+    TensorFlow's own answer (an internal: ``tf.__internal__.distribute``).
+    Falls back to False when it is missing: the ``merge_call`` path is valid
+    under every strategy, only slower for those that did not need it.
+    """
+    import tensorflow as tf
+
+    internal = getattr(getattr(tf, "__internal__", None), "distribute", None)
+    fn = getattr(internal, "strategy_supports_no_merge_call", None)
+    return bool(fn()) if fn is not None else False  # pragma: no branch
 
 
 class EpochLogsFromLastStep:

@@ -71,6 +71,8 @@ from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from keras_kare import _keras_compat as compat
+
 KARE_SCOPES = ("replica", "global")
 
 
@@ -287,7 +289,7 @@ def apply_or_else(optimizer, ok, grads: Sequence, variables: Sequence, on_fail: 
         return tf.constant(True)
 
     ctx = _replica_context()
-    if ctx is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
+    if ctx is None or compat.strategy_supports_no_merge_call():
         return tf.cond(ok, lambda: apply_local(grads), lambda: on_fail(*on_fail_args))
 
     def cross_replica(distribution, ok, grads, on_fail_args):
