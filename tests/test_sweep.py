@@ -68,6 +68,28 @@ def test_kare_sweep_traces_once_and_matches_fresh_models(rng, monkeypatch):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # same ops, same inputs: float32 round-off at most
 
 
+def test_pool_restores_an_optimizer_whose_fresh_state_is_not_zero(rng):
+    """A reused model trains as a fresh one for any optimizer: Adagrad's accumulators start at 0.1, not 0."""
+    x, y = _data(rng)
+
+    def build(net):
+        net.compile(optimizer=keras.optimizers.Adagrad(0.5, initial_accumulator_value=0.1), loss="mse")
+        return {"model": net}
+
+    def train(model, lr):
+        model.optimizer.learning_rate = lr
+        model.fit(x, y, batch_size=len(x), epochs=3, shuffle=False, verbose=0)
+        return [w.copy() for w in model.get_weights()]
+
+    pool = TrainerPool()
+    train(pool.get("mlp", _net(0), build, 0.5)["model"], 0.5)  # moves the pooled optimizer's accumulators
+    reused = train(pool.get("mlp", _net(1), build, 0.2)["model"], 0.2)
+    fresh = train(build(_net(1))["model"], 0.2)
+    assert pool.builds == 1
+    for a, b in zip(reused, fresh):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # same ops, same inputs: float32 round-off at most
+
+
 @pytest.mark.parametrize("batch_size", [None, 8])
 def test_dnn_sweep_traces_once_and_matches_fresh_models(rng, monkeypatch, batch_size):
     traces = _count_traces(monkeypatch, keras.Sequential)

@@ -288,7 +288,8 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
     n = summary.get("n_seeds", "?")
     has_paper = bool(paper)
     head = (
-        "| method | best test MSE (over λ̃, picked on test) | λ̃ of best mean "
+        "| method | best test MSE (mean over seeds of each seed's best λ̃, picked on test) "
+        "| λ̃ minimising the mean curve "
         "| test MSE at KARE-picked λ̃ (train data only) |"
     )
     sep = "|---|---|---|---|"

@@ -89,12 +89,22 @@ def _architecture(net) -> tuple:
     return inputs, tuple(key)
 
 
-def _reset_optimizer(optimizer, lr: float) -> None:
-    """Back to a fresh optimizer: iterations and slots zero, learning rate ``lr`` (a variable: no retrace)."""
-    lr_var = optimizer.learning_rate if isinstance(optimizer.learning_rate, keras.Variable) else None
-    for var in optimizer.variables:
-        if var is not lr_var:
-            var.assign(np.zeros(var.shape, dtype=var.dtype))
+def _optimizer_state(model) -> list:
+    """A fresh optimizer's variables, built now on ``model``'s weights: what :func:`_reset_optimizer` restores."""
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return [np.array(var) for var in optimizer.variables]
+
+
+def _reset_optimizer(optimizer, fresh: list, lr: float) -> None:
+    """Back to a fresh optimizer: every variable to its value when built (``fresh``), learning rate ``lr``.
+
+    Restoring the built values, not zeros, keeps the reset right for any optimizer (Adagrad's
+    initial accumulator, a loss-scale factor); the learning rate is a variable, so nothing retraces.
+    """
+    for var, value in zip(optimizer.variables, fresh):
+        var.assign(value)
     optimizer.learning_rate = lr
 
 
@@ -105,7 +115,8 @@ class TrainerPool:
     ``tf.function`` steps (seconds each on a CPU, more than a whole small
     training). A pool keeps one compiled model per (architecture, objective,
     batch layout); a new configuration copies its freshly initialised weights
-    into it, zeroes the optimizer state and sets the learning rate variable,
+    into it, restores the optimizer's variables to their values when it was
+    built (before any step) and sets the learning rate variable,
     so its training is that of a fresh model with the same initial weights.
 
     The model a ``train_*`` call returns is *reused* by the next call of the
@@ -132,12 +143,13 @@ class TrainerPool:
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = build(net)
+                entry["fresh_optimizer"] = _optimizer_state(entry["model"])
                 self.builds += 1
                 return entry
         model = entry["model"]
         target = unwrap_network(model)
         target.set_weights(net.get_weights())
-        _reset_optimizer(model.optimizer, lr)
+        _reset_optimizer(model.optimizer, entry["fresh_optimizer"], lr)
         model.stop_training = False
         return entry
 
