@@ -12,13 +12,13 @@ validation keep their meaning.
 Semantics (the same as Keras' array input unless stated):
 
 - batches of ``batch_size`` (default 32) in order, the last one partial;
-- ``shuffle=True`` draws a new permutation of the examples every epoch
-  (seeded by ``keras.utils.set_random_seed``). When the ``fit`` can be resumed
-  (a ``keras.callbacks.BackupAndRestore`` callback, or ``initial_epoch > 0``)
-  or runs on several workers, epoch e's permutation depends only on e and a
-  seed drawn once per ``fit``, and the pipeline starts at the epoch the fit
-  resumes at, so a resumed ``fit`` sees the same batches as an uninterrupted
-  one; otherwise it is one ``tf.data`` shuffle that reshuffles every epoch. A single
+- ``shuffle=True`` draws a new permutation of the examples every epoch: epoch
+  e's order is :func:`permutation` ``(n, seed, e)``, a function of e and a seed
+  drawn once per ``fit`` from Python's ``random`` (which
+  ``keras.utils.set_random_seed`` seeds) or shared by the workers of a
+  multi-worker strategy. The pipeline starts at the epoch the ``fit`` starts or
+  resumes at (``initial_epoch``, ``keras.callbacks.BackupAndRestore``), so a
+  resumed ``fit`` sees the same batches as an uninterrupted one. A single
   full batch is *not* permuted: the KARE and MSE objectives do not depend on
   the order of the examples within a batch, so permuting would only add work
   and float rounding noise;
@@ -83,7 +83,7 @@ def epoch_dataset(
     batch_size: Optional[int] = None,
     shuffle: bool = True,
     seed: Optional[int] = None,
-    first_epoch: Optional[int] = None,
+    first_epoch: int = 0,
 ):
     """An endless dataset of ``(x, y)`` batches and the number of batches that make one epoch.
 
@@ -94,17 +94,12 @@ def epoch_dataset(
             the number of examples.
         shuffle: a new permutation every epoch (see the module docstring; a
             single full batch is never permuted).
-        seed: seed of the shuffle. With ``first_epoch=None``: the operation
-            seed of a ``tf.data`` shuffle (the global seed applies too).
-            Otherwise the seed of the per-epoch permutations (default: drawn
-            from Python's ``random``, which ``keras.utils.set_random_seed``
-            seeds).
-        first_epoch: None: one ``tf.data`` shuffle that reshuffles at every
-            epoch. An epoch number e: epoch e's permutation is a function of
-            ``(seed, e)`` only (:func:`permutation`)
-            and the dataset starts at epoch ``first_epoch``, so a ``fit``
-            resumed at epoch e (``initial_epoch``, ``BackupAndRestore``) sees
-            the batches an uninterrupted ``fit`` sees from epoch e on.
+        seed: seed of the per-epoch permutations (default: drawn from
+            Python's ``random``, which ``keras.utils.set_random_seed`` seeds).
+        first_epoch: the epoch the dataset starts at. Epoch e's permutation
+            is a function of ``(seed, e)`` only (:func:`permutation`), so a
+            ``fit`` resumed at epoch e (``initial_epoch``, ``BackupAndRestore``)
+            sees the batches an uninterrupted ``fit`` sees from epoch e on.
 
     Returns:
         ``(dataset, steps_per_epoch)``: pass both to ``fit``. Under a
@@ -114,10 +109,8 @@ def epoch_dataset(
     """
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, received {batch_size!r}.")
-    if first_epoch is not None and (
-        isinstance(first_epoch, bool) or int(first_epoch) != first_epoch or first_epoch < 0
-    ):
-        raise ValueError(f"first_epoch must be a non-negative integer or None, received {first_epoch!r}.")
+    if isinstance(first_epoch, bool) or int(first_epoch) != first_epoch or first_epoch < 0:
+        raise ValueError(f"first_epoch must be a non-negative integer, received {first_epoch!r}.")
     n = num_examples(x, y)
     size = min(int(batch_size or 32), n)
     steps = math.ceil(n / size)
@@ -126,11 +119,11 @@ def epoch_dataset(
         # the whole data set is one batch: no slicing, no permutation
         return _in_memory_options(tf.data.Dataset.from_tensors(data).repeat()), steps
     tensors = tf.nest.map_structure(tf.convert_to_tensor, data)
-    if shuffle and first_epoch is not None:
+    if shuffle:
         indices = _epoch_permutations(n, size, permutation_seed(seed), int(first_epoch))
     else:
         # batch before repeat: every epoch ends with its own (partial) last batch, as with Keras' arrays
-        indices = _epoch_indices(n, shuffle, seed).batch(size).repeat()
+        indices = tf.data.Dataset.range(n).batch(size).repeat()
     dataset = indices.map(lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors))
     return _in_memory_options(dataset.prefetch(1)), steps
 
@@ -146,7 +139,7 @@ def permutation(n: int, seed, epoch) -> tf.Tensor:
     The argsort of ``n`` full-range stateless random int64 keys (a tie has
     probability about n²/2⁶⁵ and is broken by index). Works eagerly, in
     ``tf.data``, in ``tf.function`` and under XLA, so a compiled training loop
-    can draw the same orders as :func:`epoch_dataset` (``first_epoch`` set).
+    can draw the same orders as :func:`epoch_dataset`.
 
     Args:
         n: number of examples (static).
@@ -165,7 +158,7 @@ def permutation(n: int, seed, epoch) -> tf.Tensor:
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order of the ``n`` examples in epoch ``epoch`` of a shuffled :func:`epoch_dataset` (``first_epoch`` set)."""
+    """The order of the ``n`` examples in epoch ``epoch`` of a shuffled :func:`epoch_dataset` with ``seed``."""
     return permutation(n, seed, epoch).numpy()
 
 
@@ -200,14 +193,6 @@ def _in_memory_options(dataset):
     return dataset.with_options(options)
 
 
-def _epoch_indices(n: int, shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
-    """The example indices of one epoch, ``0..n-1``, in the epoch's order (``tf.data``'s reshuffle)."""
-    indices = tf.data.Dataset.range(n)
-    if shuffle:
-        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return indices
-
-
 def _split_validation(x, y, fraction: float):
     """Keras' ``validation_split``: the last ``fraction`` of the examples, taken before shuffling."""
     if not 0.0 < fraction < 1.0:
@@ -240,7 +225,7 @@ def fit_arguments(arguments: dict, seed: Optional[int] = None) -> dict:
         (x, y), validation = _split_validation(x, y, float(split))
         args["validation_data"] = validation
     shuffle = args.pop("shuffle", True)
-    first_epoch = _first_epoch(args, seed)
+    first_epoch = _first_epoch(args)
     dataset, steps = epoch_dataset(
         x, y, batch_size=batch_size, shuffle=bool(shuffle), seed=seed, first_epoch=first_epoch
     )
@@ -259,21 +244,11 @@ def fit_arguments(arguments: dict, seed: Optional[int] = None) -> dict:
     return args
 
 
-def _first_epoch(args: dict, seed: Optional[int]) -> Optional[int]:
-    """The epoch the pipeline starts at if this ``fit`` is resumable or seeded, else None (one tf.data shuffle).
-
-    Resumable: a ``keras.callbacks.BackupAndRestore`` among the callbacks (it
-    may resume at the epoch its metadata holds) or ``initial_epoch > 0``.
-    Seeded: ``seed`` given (``KAREModel.fit`` under a multi-worker strategy).
-    Any other fit keeps the ``tf.data`` reshuffle, so its batches are those of
-    earlier versions.
-    """
+def _first_epoch(args: dict) -> int:
+    """The epoch this ``fit`` starts at: ``initial_epoch``, or where a ``BackupAndRestore`` callback resumes it."""
     backups = [c for c in (args.get("callbacks") or []) if isinstance(c, keras.callbacks.BackupAndRestore)]
-    initial = int(args.get("initial_epoch") or 0)
-    if not backups and initial == 0 and seed is None:
-        return None
     resumed = [compat.backup_resume_epoch(c) for c in backups]
-    return max([initial] + [e for e in resumed if e is not None])
+    return max([int(args.get("initial_epoch") or 0)] + [e for e in resumed if e is not None])
 
 
 def fit_in_memory(model, x, y=None, **fit_kwargs):

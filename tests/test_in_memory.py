@@ -173,7 +173,7 @@ def test_fit_in_memory_for_a_plain_keras_model(rng):
 
 # ------------------------------------------------------------------ resuming a fit
 def test_epoch_permutations_depend_only_on_seed_and_epoch(rng):
-    """With first_epoch set, epoch e's order is epoch_permutation(n, seed, e): a dataset started at epoch 2
+    """Epoch e's order is epoch_permutation(n, seed, e): a dataset started at epoch 2
     continues exactly where one started at epoch 0 is after two epochs."""
     x = np.arange(10, dtype="float32")[:, None]
     y = -x
@@ -194,6 +194,31 @@ def test_epoch_permutations_depend_only_on_seed_and_epoch(rng):
             np.testing.assert_array_equal(ay, by)
     with pytest.raises(ValueError, match="first_epoch"):
         in_memory.epoch_dataset(x, y, batch_size=4, first_epoch=-1)
+
+
+def test_shuffled_fits_follow_the_global_seed(rng):
+    """One stateless shuffle for every fit: the same keras.utils.set_random_seed gives the same batches (weights),
+    another seed other batches, and without a seed argument the orders are epoch_permutation's of a drawn seed."""
+    x, y = _data(rng, n=24)
+
+    def fit(seed):
+        model = _kare_model()  # the same initial weights (seeded initialisers)
+        keras.utils.set_random_seed(seed)
+        model.fit(x, y, batch_size=8, epochs=3, shuffle=True, verbose=0)
+        return model.base_model.get_weights()
+
+    first, again, other = fit(1), fit(1), fit(2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    keras.utils.set_random_seed(4)
+    ds, steps = in_memory.epoch_dataset(x, y, batch_size=8)
+    keras.utils.set_random_seed(4)
+    drawn = in_memory.permutation_seed()
+    for e, epoch in enumerate(_epochs(ds, steps, 2)):
+        np.testing.assert_array_equal(
+            np.concatenate([b[0] for b in epoch]), x[in_memory.epoch_permutation(24, drawn, e)]
+        )
 
 
 def test_permutation_is_the_same_eagerly_in_tf_data_and_under_xla():
@@ -218,10 +243,8 @@ def test_fit_arguments_start_the_shuffles_at_the_backup_epoch(rng, tmp_path):
             (tmp_path / "training_metadata.json").write_text(json.dumps(metadata))
         args = in_memory.fit_arguments({"x": x, "y": y, "batch_size": 4, "callbacks": [backup]}, seed=11)
         seen.append(np.concatenate([next(iter(args["x"]))[0].numpy()[:, :1]]))
-    # a fit that cannot be resumed and is not seeded keeps the tf.data reshuffle (the batches of earlier versions)
-    assert in_memory._first_epoch({"x": x, "y": y}, None) is None
-    assert in_memory._first_epoch({"initial_epoch": 2}, None) == 2
-    assert in_memory._first_epoch({}, 5) == 0
+    assert in_memory._first_epoch({"x": x, "y": y}) == 0
+    assert in_memory._first_epoch({"initial_epoch": 2}) == 2
     order = lambda e: x[in_memory.epoch_permutation(10, 11, e)[:4], :1]  # noqa: E731
     np.testing.assert_array_equal(seen[0], order(0))
     np.testing.assert_array_equal(seen[1], order(3))  # the first batch of epoch 3, where Keras will resume
