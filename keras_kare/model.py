@@ -465,10 +465,6 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         )
         return config
 
-    def get_compile_config(self):
-        """The compile arguments (optimizer etc.); ``loss``/``metrics`` are always None here."""
-        return super().get_compile_config()
-
     def compile_from_config(self, config):
         """Re-compile on ``load_model`` (``compile`` is overridden, so Keras would skip it).
 
