@@ -98,15 +98,10 @@ def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarr
     d = eigenvalues / n  # eigenvalues of K/n
     proj = eigenvectors.T @ y  # (n, C)
     v2 = eigenvectors**2
-    kare_vals, loo, train = [], [], []
+    kare_vals, loo, train, below = [], [], [], []
     for lam in lambdas:
         if np.min(d + lam) <= 0:
-            logger.warning(
-                "keras_kare: ridge %.3e is below the kernel's most negative eigenvalue/n (%.3e); "
-                "K/n + λI is not positive definite, the path reports NaN there.",
-                lam,
-                d.min(),
-            )
+            below.append(lam)
             kare_vals.append(np.nan), loo.append(np.nan), train.append(np.nan)
             continue
         shrink = lam / (d + lam)  # eigenvalues of I − H = λ M⁻¹
@@ -117,6 +112,16 @@ def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarr
         kare_vals.append(num / den**2)
         loo.append(np.mean((resid / one_minus_h[:, None]) ** 2))
         train.append(num)
+    if below:  # one line per path, not per ridge: small grid ridges meet the Gram's round-off often
+        logger.warning(
+            "keras_kare: %d of %d ridges (%.3e to %.3e) are not above the kernel's most negative "
+            "eigenvalue/n (%.3e); K/n + λI is not positive definite there, the path reports NaN.",
+            len(below),
+            len(lambdas),
+            min(below),
+            max(below),
+            d.min(),
+        )
     return np.array(kare_vals), np.array(loo), np.array(train)
 
 

@@ -60,6 +60,25 @@ def test_ridge_path_kare_and_loo_match_brute_force(problem):
         assert loo == pytest.approx(loo_oracle(k, y, lam), rel=1e-3)
 
 
+def test_path_below_the_spectrum_is_nan_with_one_warning(rng, caplog):
+    """Ridges at or below −(most negative eigenvalue)/n give NaN (K/n + λI is indefinite), reported in one line."""
+    from keras_kare.ridge import spectral_path
+
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    s = np.array([-6e-6, 1e-3, 0.1, 1.0, 2.0, 6.0])  # the Gram's eigenvalues; −1e-6 after dividing by n = 6
+    y = rng.normal(size=(6, 1))
+    lambdas = np.array([1e-8, 1e-7, 1e-6, 1e-2, 1.0])
+    with caplog.at_level("WARNING", logger="keras_kare"):
+        kare, loo, train = spectral_path(s, q, y, lambdas)
+    assert np.isnan(kare[:3]).all() and np.isnan(loo[:3]).all() and np.isnan(train[:3]).all()
+    k = (q * s) @ q.T
+    for j in (3, 4):
+        assert kare[j] == pytest.approx(kare_oracle(k, y, lambdas[j]), rel=1e-10)
+        assert loo[j] == pytest.approx(loo_oracle(k, y, lambdas[j]), rel=1e-10)
+    (record,) = [r for r in caplog.records if "not positive definite" in r.getMessage()]
+    assert "3 of 5 ridges" in record.getMessage()
+
+
 def test_relative_path_and_auto_picks_grid_minimum(problem):
     x, y, xt = problem
     net = make_net()
