@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 import keras_kare  # noqa: E402
 from keras_kare.datasets.synthetic import make_single_index  # noqa: E402
-from keras_kare.reproduce.initializers import build_mlp  # noqa: E402
+from keras_kare.initializers import build_mlp  # noqa: E402
 
 
 def run(seed: int, steps: int, solve_dtype: str, gamma: float, sigma: float, lr: float) -> dict:

@@ -54,11 +54,11 @@ from keras_kare.callbacks.early_stopping import KernelRidgeEarlyStopping
 from keras_kare.datasets.uci import encode_targets
 from keras_kare.decision import class_index
 from keras_kare.in_memory import epoch_dataset
+from keras_kare.initializers import torch_dense
 from keras_kare.model import KAREModel
 from keras_kare.networks import unwrap_network
 from keras_kare.predictor import KernelPredictor
-from keras_kare.reproduce.initializers import torch_dense
-from keras_kare.reproduce.runner import TrainerPool
+from keras_kare.trainer_pool import TrainerPool
 
 FULL_BATCH_MAX_N = 512
 """``batch_size=None``: full-batch KARE up to this many training rows, mini-batches of :data:`MINI_BATCH` above."""

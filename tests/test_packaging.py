@@ -163,3 +163,22 @@ def test_library_import_leaves_stderr_alone(capfd):
     with _startup.native_stderr_silenced():
         os.write(2, b"dropped\n")
     assert capfd.readouterr().err == ""
+
+
+def test_the_library_does_not_import_the_reproduction():
+    """Imports run one way: keras_kare.reproduce (and the CLI) may use the library, never the reverse."""
+    package = ROOT / "keras_kare"
+    upward = []
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(package)
+        if rel.parts[0] == "reproduce" or rel.name in ("cli.py", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):  # from keras_kare.reproduce... / from keras_kare import reproduce
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                names = []
+            upward += [f"{rel}:{node.lineno}: {n}" for n in names if n.startswith("keras_kare.reproduce")][:1]
+    assert not upward, "library modules importing keras_kare.reproduce:\n" + "\n".join(upward)

@@ -8,7 +8,8 @@ from precision import U32
 from keras_kare import in_memory
 from keras_kare.reproduce import build_mlp, runner
 from keras_kare.reproduce.eta import ETA, format_seconds
-from keras_kare.reproduce.runner import TrainerPool, train_dnn, train_kare
+from keras_kare.reproduce.runner import train_dnn, train_kare
+from keras_kare.trainer_pool import TrainerPool
 
 quiet = lambda msg: None  # noqa: E731
 

@@ -8,7 +8,7 @@ Public entry points (the command line's, as functions; each returns the run's su
 
 Modules:
 
-- :mod:`~keras_kare.reproduce.initializers`: PyTorch-style U(±1/√fan_in) init, the paper's MLPs.
+- :mod:`keras_kare.initializers` (re-exported here): PyTorch-style U(±1/√fan_in) init, the paper's MLPs.
 - :mod:`~keras_kare.reproduce.runner`: one seed of NTK-KARE vs DNN vs after-kernel.
 - :mod:`~keras_kare.reproduce.experiments`: synthetic / MNIST / Higgs / UCI drivers with the paper's defaults.
 - :mod:`~keras_kare.reproduce.figure`: a whole figure (every panel in its own run folder), its grid plot and table.
@@ -21,8 +21,8 @@ Example:
     >>> summary = reproduce.synthetic("runs/fig1", panels="all")  # doctest: +SKIP
 """
 
+from keras_kare.initializers import FanInUniform, build_mlp, torch_dense
 from keras_kare.reproduce.experiments import higgs, make_settings, mnist, synthetic, uci
-from keras_kare.reproduce.initializers import FanInUniform, build_mlp, torch_dense
 from keras_kare.reproduce.scoring import average_ranks, score_table
 
 __all__ = [

@@ -16,8 +16,9 @@ import numpy as np
 
 from keras_kare.reproduce import results as R
 from keras_kare.reproduce.eta import ETA
-from keras_kare.reproduce.runner import TrainerPool, run_seed
+from keras_kare.reproduce.runner import run_seed
 from keras_kare.reproduce.scoring import score_table
+from keras_kare.trainer_pool import TrainerPool
 
 logger = logging.getLogger("keras_kare.reproduce")
 

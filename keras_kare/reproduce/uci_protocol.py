@@ -44,7 +44,7 @@ from typing import Optional
 import numpy as np
 
 from keras_kare.reproduce.eta import format_seconds
-from keras_kare.reproduce.runner import TrainerPool
+from keras_kare.trainer_pool import TrainerPool
 
 logger = logging.getLogger("keras_kare.reproduce")
 
@@ -92,12 +92,12 @@ def neural_trial(
     ``kind="kare"`` gives one ``kare`` record; ``kind="dnn"`` a ``dnn`` record
     (one accuracy) and an ``after_kernel`` record (KRR with the trained DNN's NTK).
     KARE trains on the NTK mode KRR uses (``s["kernel"]``). A
-    :class:`~keras_kare.reproduce.runner.TrainerPool` reuses compiled steps
+    :class:`~keras_kare.trainer_pool.TrainerPool` reuses compiled steps
     across configurations of one architecture.
     """
     import keras
 
-    from keras_kare.reproduce.initializers import build_mlp
+    from keras_kare.initializers import build_mlp
     from keras_kare.reproduce.runner import krr_path, score, train_dnn, train_kare
 
     y_fit = y_tr if y_tr.ndim > 1 else y_tr[:, None]
