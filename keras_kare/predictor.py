@@ -45,8 +45,11 @@ NYSTROM_DIAGONAL_BLOCK = 256
 def network_fingerprint(network) -> dict:
     """What determines a network's NTK, in three parts whose change :class:`KernelPredictor` reports by name.
 
-    - ``"weights"``: every weight's path and a copy of its value, trainable or not (BatchNorm moving
-      statistics change the features the NTK differentiates through);
+    - ``"weights"``: every weight's name and a copy of its value, in the network's order, trainable or
+      not (BatchNorm moving statistics change the features the NTK differentiates through). Names, not
+      paths: Keras prefixes a path with the model's name scope when the model is built by a call but
+      not when it is rebuilt from a saved config (pickling, ``load_model``), so paths differ for the
+      same network; which layer a weight belongs to is covered by the order and by ``"layers"``;
     - ``"trainable"``: which of those weights are trainable (the NTK sums over exactly these);
     - ``"layers"``: a digest of each nested layer's class, name and configuration (e.g. an activation
       swapped in place).
@@ -65,7 +68,7 @@ def network_fingerprint(network) -> dict:
             config = ""
         layers.update(f"{type(layer).__module__}.{type(layer).__qualname__}|{layer.name}|{config}\n".encode())
     return {
-        "weights": [(w.path, np.array(w.numpy())) for w in weights],
+        "weights": [(w.name, np.array(w.numpy())) for w in weights],
         "trainable": tuple(id(w) in trainable for w in weights),
         "layers": layers.hexdigest(),
     }

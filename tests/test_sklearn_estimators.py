@@ -193,3 +193,14 @@ def test_own_data_tutorial_runs_fast(monkeypatch, capsys):
     runpy.run_path(os.fspath(ROOT / "tutorials" / "own_data.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "breast_cancer" in out and "diabetes" in out
+
+
+def test_pickled_estimator_predicts_the_same(rng):
+    """A round trip through pickle rebuilds the network from its config; the predictor must accept it as unchanged."""
+    import pickle
+
+    x = rng.normal(size=(30, 3))
+    for est, y in ((KARERegressor(**TINY), x[:, 0]), (KAREClassifier(**TINY), np.where(x[:, 0] > 0, "a", "b"))):
+        est.fit(x, y)
+        again = pickle.loads(pickle.dumps(est))
+        np.testing.assert_array_equal(again.predict(x), est.predict(x))
