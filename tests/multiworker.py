@@ -300,7 +300,13 @@ def scenario_train(argv: Sequence[str]) -> None:
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5))
     w0 = _weights(model)
     callbacks = _callbacks(index, a.backup_dir, a.log, a.kill_worker, a.kill_epoch, a.marker)
-    hist = model.fit(x, y, batch_size=a.batch, epochs=a.epochs, shuffle=a.shuffle, callbacks=callbacks, verbose=0)
+    if a.nan_row >= 0:  # fit refuses non-finite arrays up front; a pipeline's values reach the step
+        from keras_kare import in_memory
+
+        pipeline, steps = in_memory.epoch_dataset(x, y, batch_size=a.batch, shuffle=False)
+        hist = model.fit(pipeline, steps_per_epoch=steps, epochs=a.epochs, callbacks=callbacks, verbose=0)
+    else:
+        hist = model.fit(x, y, batch_size=a.batch, epochs=a.epochs, shuffle=a.shuffle, callbacks=callbacks, verbose=0)
     out = {
         "index": index,
         "replicas": strategy.num_replicas_in_sync,
