@@ -226,7 +226,7 @@ def strategy_supports_no_merge_call() -> bool:
 
     internal = getattr(getattr(tf, "__internal__", None), "distribute", None)
     fn = getattr(internal, "strategy_supports_no_merge_call", None)
-    return bool(fn()) if fn is not None else False  # pragma: no branch
+    return bool(fn()) if fn is not None else False
 
 
 class EpochLogsFromLastStep:

@@ -117,7 +117,7 @@ def test_backup_resume_epoch_is_where_keras_resumes(tmp_path):
     assert compat.backup_resume_epoch(keras.callbacks.BackupAndRestore(backup_dir)) is None  # deleted after a full fit
 
 
-def test_epoch_logs_are_the_last_steps_metric_results():
+def test_epoch_log_override_is_reached_and_equals_a_read_out():
     """Keras still asks the override for the epoch logs, and those logs equal a fresh read-out of the metrics."""
 
     class Spy(KAREModel):
