@@ -117,6 +117,15 @@ def _baseline_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _recipe_names(text: str) -> list[str]:
+    from keras_kare.reproduce.uci_protocol import check_recipes
+
+    try:
+        return check_recipes(_names(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _panels(text: str) -> list[tuple[float, float]]:
     """``all`` → Figure 1's six panels; ``1:0,1.5:0.1`` → those (γ, σ) panels."""
     from keras_kare.reproduce.figure import SYNTHETIC_PANELS
@@ -420,11 +429,34 @@ def build_parser() -> argparse.ArgumentParser:
             "baselines",
         ),
     )
+    p.add_argument(
+        "--recipes",
+        type=_recipe_names,
+        help=_help(
+            "selection strategies beside the paper's, comma-separated: kare_es, dnn_es (early stopping on an "
+            "inner split), kare_rel (KARE with a relative ridge), ensemble, ensemble_es (NTK-KARE + after-kernel); "
+            "see docs/reproducing.md",
+            d,
+            "recipes",
+            "none",
+        ),
+    )
+    p.add_argument(
+        "--kare-relative-ridge",
+        type=float,
+        help=_help("z~ of the kare_rel recipe: KARE's ridge z = z~ tr(K)/n^2", d, "kare_relative_ridge"),
+    )
+    p.add_argument(
+        "--jobs",
+        type=_pos_int,
+        default=1,
+        help="data sets trained at once, each in its own single-threaded process (default: 1, in this process)",
+    )
     return parser
 
 
 # ------------------------------------------------------------------ settings
-_NOT_SETTINGS = {"command", "experiment", "out", "resume", "quick", "debug", "panels", "networks"}
+_NOT_SETTINGS = {"command", "experiment", "out", "resume", "quick", "debug", "panels", "networks", "jobs"}
 
 
 def make_settings(args: argparse.Namespace) -> dict:
@@ -512,7 +544,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 E.run_network_figure(args.experiment, settings, panels, out, args.resume, log, panel_log=_Logger)
         else:
             run = {"synthetic": E.run_synthetic, "mnist": E.run_mnist, "higgs": E.run_higgs, "uci": E.run_uci}
-            run[args.experiment](settings, out, resume=args.resume, log=log)
+            extra = {"jobs": args.jobs} if args.experiment == "uci" else {}
+            run[args.experiment](settings, out, resume=args.resume, log=log, **extra)
         log(f"done in {time.time() - t0:.0f}s; results in {out}")
         return 0
     except KeyboardInterrupt:

@@ -41,15 +41,17 @@ class FakeTrial:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, s, pool=None):
+    def __call__(self, kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, s, pool=None, log=None):
         seen = set(np.argmax(y_tr, 1).tolist()) | set(np.argmax(y_ev, 1).tolist())
         self.calls.append({"kind": kind, "lr": lr, "labels": seen, "n_train": len(x_tr)})
         acc = float(np.mean(np.argmax(y_ev, 1) == LR_CLASS[lr]))
         base = {"depth": depth, "width": width, "lr": lr}
-        kernel_rec = {**base, "accuracy": [acc, acc / 2], "kare": [1.0, 2.0]}  # KARE picks the first ridge
-        if kind == "kare":
-            return [{"method": "kare", **kernel_rec}]
-        return [{"method": "dnn", **base, "accuracy": acc}, {"method": "after_kernel", **kernel_rec}]
+        out = -np.ones_like(y_ev, dtype=np.float64)
+        out[:, LR_CLASS[lr]] = 1.0
+        kernel_rec = {**base, "accuracy": [acc, acc / 2], "kare": [1.0, 2.0], "_pred_pick": out, "_pred_best": out}
+        if kind.startswith("kare"):  # KARE picks the first ridge
+            return [{"method": kind, **kernel_rec}]
+        return [{"method": kind, **base, "accuracy": acc}, {"method": P.TRIAL_METHODS[kind][1], **kernel_rec}]
 
 
 def _settings(root, **kw):
@@ -89,6 +91,55 @@ def test_selection_never_touches_evaluation_folds(tmp_path):
     assert FakeTrial()("dnn", 1, 4, 0.3, x_tr, y_tr, x_te, y_te, {})[0]["accuracy"] == 1.0
     # one training per fold for KARE, one per fold for the DNN shared by its after-kernel
     assert len(folds) == 8 and {c["n_train"] for c in folds} == {12}
+
+
+def test_recipes_never_touch_evaluation_folds(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    trial = FakeTrial()
+    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es"]
+    res = P.run_dataset(load_uci(root, "poison"), _settings(root, recipes=recipes), E.UCI_KARE_LRS, trial=trial)
+    n_grid = 5 * 3  # kare, dnn, kare_es, kare_rel, dnn_es × 3 learning rates
+    selection, folds = trial.calls[:n_grid], trial.calls[n_grid:]
+    assert all(2 not in c["labels"] for c in selection)
+    assert folds and all(2 in c["labels"] for c in folds)
+    assert {c["kind"] for c in folds} == {"kare", "dnn", "kare_es", "kare_rel", "dnn_es"}
+    assert len(folds) == 5 * 4  # each DNN training serves both the network and its after-kernel
+    for m in P.methods({"recipes": recipes}):
+        a = res["accuracy"][m]
+        assert a["validation_accuracy"] == pytest.approx(4 / 6), m
+        assert a["fold_accuracy"] == [0.0] * 4 and a["validated"] == 0.0, m
+        assert a["best"] == pytest.approx(4 / 6), m
+    assert all(not k.startswith("_") for r in res["configs"] + res["fold_configs"] for k in r)  # outputs not saved
+    with pytest.raises(ValueError, match="ensemble_es needs the recipes kare_es and dnn_es"):
+        P.check_recipes(["ensemble_es"])
+    with pytest.raises(ValueError, match="unknown recipe.*'early'"):
+        P.check_recipes(["early"])
+
+
+def test_ensemble_decision_on_hand_made_scores():
+    y = np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0]])  # classes 0, 1, 0
+    a = {"_pred_pick": np.array([[0.9, 0.1], [0.2, 0.3], [-0.4, 0.6]]), "_pred_best": None}  # 0, 1, 1: 2/3
+    b = {"_pred_pick": np.array([[-0.2, 0.1], [0.0, 0.5], [0.5, -0.1]]), "_pred_best": None}  # 1, 1, 0: 2/3
+    # the mean: [0.35, 0.1] → 0, [0.1, 0.4] → 1, [0.05, 0.25] → 1: 2/3
+    assert P.ensemble_accuracy([a, b], y) == pytest.approx(2 / 3)
+    b["_pred_pick"][2] = [1.5, -1.0]  # now the third row's mean is [0.55, -0.2] → 0: all right
+    assert P.ensemble_accuracy([a, b], y) == 1.0
+    assert P.ensemble_accuracy([a, None], y) is None
+    assert P.ensemble_accuracy([a, b], y, "_pred_best") is None  # a member kept no outputs
+    signs = P.ensemble_accuracy([{"_pred_pick": np.array([0.5, -2.0])}, {"_pred_pick": np.array([-1.0, 1.0])}],
+                                np.array([-1.0, -1.0]))  # fmt: skip
+    assert signs == 1.0  # ±1 targets: the sign of the mean, [-0.25, -0.5]
+
+
+def test_inner_split_is_seeded_disjoint_and_leaves_rows_to_train():
+    fit, held = P.inner_split(20, seed=3)
+    assert len(held) == 4 and len(fit) == 16 and not set(fit) & set(held)
+    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(20))
+    again = P.inner_split(20, seed=3)
+    assert np.array_equal(again[1], held) and not np.array_equal(P.inner_split(20, seed=4)[1], held)
+    assert [len(h) for _, h in (P.inner_split(n, 0) for n in (3, 4, 5))] == [1, 1, 1]
+    with pytest.raises(ValueError, match="at least 3 training rows"):
+        P.inner_split(2, 0)
 
 
 def test_paper_protocol_trains_no_folds(tmp_path):

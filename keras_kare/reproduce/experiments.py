@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from keras_kare.reproduce import results as R
-from keras_kare.reproduce.eta import ETA
+from keras_kare.reproduce.eta import ETA, format_seconds
 from keras_kare.reproduce.runner import run_seed
 from keras_kare.reproduce.scoring import score_table
 from keras_kare.trainer_pool import TrainerPool
@@ -84,6 +84,8 @@ UCI_DEFAULTS = dict(
     kernel="summed_output",
     protocol="paper",
     baselines=[],
+    recipes=[],
+    kare_relative_ridge=1.0,
 )
 UCI_QUICK = dict(depths=[1], widths=[32], kare_lrs=[10.0], dnn_lrs=[0.1], kare_steps=20, dnn_steps=20)
 
@@ -301,9 +303,9 @@ def run_uci_dataset(data_dir, name: str, s: dict, log=logger.info, clock=None) -
 
 
 def _uci_methods(s: dict) -> list[str]:
-    from keras_kare.reproduce.uci_protocol import NEURAL
+    from keras_kare.reproduce.uci_protocol import methods
 
-    return list(NEURAL) + list(s.get("baselines") or [])
+    return methods(s) + list(s.get("baselines") or [])
 
 
 def _uci_label(m: str) -> str:
@@ -312,8 +314,13 @@ def _uci_label(m: str) -> str:
     return R.METHOD_LABELS.get(m, BASELINE_LABELS.get(m, m))
 
 
-def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) -> dict:
-    """Table 1: every requested data set, resumable (one ``runs/<name>.json`` per data set)."""
+def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jobs: int = 1) -> dict:
+    """Table 1: every requested data set, resumable (one ``runs/<name>.json`` per data set).
+
+    ``jobs > 1`` trains that many data sets at once in worker processes (spawned, each
+    TensorFlow pinned to one thread; the largest tables start first); the results are
+    those of ``jobs=1`` up to float round-off.
+    """
     from keras_kare.datasets.errors import DatasetError
     from keras_kare.datasets.uci import list_uci_datasets, load_uci
     from keras_kare.reproduce import baselines as B
@@ -322,6 +329,9 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
     s = settings
     protocol = P.check_protocol(s.get("protocol", "paper"))
     B.check_baselines(s.get("baselines"))
+    P.check_recipes(s.get("recipes"))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
     if set(s.get("baselines") or []) & {"svc", "rf"}:
         B._sklearn()  # a missing optional dependency fails before any training
     available = list_uci_datasets(s["data_dir"])
@@ -332,38 +342,55 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
             f"{s['data_dir']}: unknown UCI data set(s) {', '.join(unknown)} (no <name>/<name>_R.dat there; "
             f"{len(available)} available, e.g. {', '.join(available[:5])})."
         )
-    for name in names:  # validate every table before any training, so bad files fail fast
-        load_uci(s["data_dir"], name)
+    sizes = {name: len(load_uci(s["data_dir"], name).x) for name in names}  # every table checked before training
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
     per_set = P.trainings_per_dataset(s, UCI_KARE_LRS)
     log(
         f"uci: {len(names)} data sets from {s['data_dir']}, {per_set} trainings each "
         f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}; {P.PROTOCOL_TEXT[protocol]}"
+        + (f"; recipes {', '.join(s['recipes'])}" if s.get("recipes") else "")
         + (f"; baselines {', '.join(s['baselines'])}" if s.get("baselines") else "")
+        + (f"; {jobs} worker processes" if jobs > 1 else "")
     )
-    todo = [n for n in names if R.load_unit(out, n) is None]
-    clock = P.RunClock(per_set * len(todo), log)
     methods = _uci_methods(s)
-    per = []
+    done = {name: R.load_unit(out, name) for name in names}
+    todo = [n for n in names if done[n] is None]
     for k, name in enumerate(names):
-        done = R.load_unit(out, name)
-        if done is None:
-            t0 = time.time()
-            done = run_uci_dataset(s["data_dir"], name, s, log, clock)
-            done["seconds"] = time.time() - t0
-            R.save_unit(out, name, done)
-            a = done["accuracy"]
-            parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
-            log(
-                f"[{k + 1}/{len(names)}] {name}: accuracy (paper"
-                + ("/validated" if protocol == "validated" else "")
-                + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
-                f"({done['seconds']:.0f}s; about {clock.eta()} left)"
-            )
-        else:
+        if done[name] is not None:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
-        per.append(done)
+    clock = P.RunClock(per_set * len(todo), log)
+    finished, t_start = 0, time.time()
+
+    def report(name: str, unit: dict):
+        nonlocal finished
+        finished += 1
+        R.save_unit(out, name, unit)
+        done[name] = unit
+        a = unit["accuracy"]
+        parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
+        left = format_seconds((time.time() - t_start) / finished * (len(todo) - finished))
+        log(
+            f"[{names.index(name) + 1}/{len(names)}] {name}: accuracy (paper"
+            + ("/validated" if protocol == "validated" else "")
+            + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
+            f"({unit['seconds']:.0f}s; about {left} left)"
+        )
+
+    if jobs == 1:
+        for name in todo:
+            t0 = time.time()
+            unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
+            unit["seconds"] = time.time() - t0
+            report(name, unit)
+    else:
+        from keras_kare.reproduce.workers import run_in_workers
+
+        largest_first = sorted(todo, key=lambda n: -sizes[n])
+        run_in_workers(_uci_worker, [(s, name) for name in largest_first], jobs, log, lambda i, unit: report(
+            largest_first[i], unit
+        ))  # fmt: skip
+    per = [done[name] for name in names]
     summary = _uci_summary(per, methods, protocol, s)
     R.write_json(out / "summary.json", summary)
     _write_uci_rows(out, per, methods)
@@ -375,6 +402,18 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info) ->
     )
     log("results:\n" + table)
     return summary
+
+
+def _uci_worker(args, log) -> dict:
+    """One data set in a worker process (see :func:`keras_kare.reproduce.workers.run_in_workers`)."""
+    from keras_kare.reproduce import uci_protocol as P
+
+    s, name = args
+    t0 = time.time()
+    clock = P.RunClock(P.trainings_per_dataset(s, UCI_KARE_LRS), log)
+    unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
+    unit["seconds"] = time.time() - t0
+    return unit
 
 
 def _fmt_acc(entry: dict) -> str:
@@ -678,11 +717,12 @@ def _network_entry(experiment, out, networks, quick, resume, log, settings) -> d
     return run_network_figure(experiment, s, networks, Path(out), resume=resume, log=log)
 
 
-def uci(out, quick: bool = False, resume: bool = False, log=print, **settings) -> dict:
+def uci(out, quick: bool = False, resume: bool = False, log=print, jobs: int = 1, **settings) -> dict:
     """Table 1 (``keras-kare reproduce uci``) on the UCI collection in ``data_dir``; returns the summary.
 
     Args are those of :func:`synthetic` with the overrides of :data:`UCI_DEFAULTS`
-    (``data_dir`` is required: the folder of ``<name>/<name>_R.dat`` tables).
+    (``data_dir`` is required: the folder of ``<name>/<name>_R.dat`` tables);
+    ``jobs``: data sets trained at once in worker processes (see :func:`run_uci`).
 
     Example:
         >>> summary = uci("runs/uci", data_dir="data/uci", datasets=["iris"], quick=True)  # doctest: +SKIP
@@ -690,4 +730,4 @@ def uci(out, quick: bool = False, resume: bool = False, log=print, **settings) -
     s = make_settings("uci", quick, **settings)
     if s["data_dir"] is None:
         raise ValueError("data_dir: received None, expected the folder holding the UCI tables.")
-    return run_uci(s, Path(out), resume=resume, log=log)
+    return run_uci(s, Path(out), resume=resume, log=log, jobs=jobs)

@@ -37,7 +37,17 @@ ROW_FIELDS = (
     "train_seconds",
     "stopped_at",
 )
-METHOD_LABELS = {"kare": "NTK-KARE", "after_kernel": "after-kernel", "dnn": "DNN (MSE)"}
+METHOD_LABELS = {
+    "kare": "NTK-KARE",
+    "after_kernel": "after-kernel",
+    "dnn": "DNN (MSE)",
+    "kare_es": "NTK-KARE, early-stopped",
+    "kare_rel": "NTK-KARE, relative z",
+    "ensemble": "NTK-KARE + after-kernel",
+    "ensemble_es": "NTK-KARE + after-kernel, early-stopped",
+    "after_kernel_es": "after-kernel, early-stopped",
+    "dnn_es": "DNN (MSE), early-stopped",
+}
 
 
 class RunDirError(DatasetError):

@@ -89,11 +89,25 @@ def _architecture(net) -> tuple:
     return inputs, tuple(key)
 
 
+FULL_BATCH_ROWS = 5000
+"""The paper's rule: KARE trains full batch on data sets below this many rows, else with batches of 32."""
+
+
 def _batch(n: int, batch_size: Optional[int]) -> int:
     """Full batch up to 5000 examples, else 32 (paper), unless given."""
     if batch_size is not None:
         return min(int(batch_size), n)
-    return n if n <= 5000 else 32
+    return n if n <= FULL_BATCH_ROWS else 32
+
+
+def paper_batch(n_dataset: int) -> Optional[int]:
+    """The KARE batch size of the paper's UCI code: 32 when the whole *data set* has >= 5000 rows, else full batch.
+
+    The authors switch on the data set's size (``n_tot``), not on the
+    training split's, so a 6000-row table trains with batches of 32 although
+    each split holds about 3000 rows. ``None`` means full batch.
+    """
+    return 32 if n_dataset >= FULL_BATCH_ROWS else None
 
 
 def train_kare(
@@ -108,14 +122,22 @@ def train_kare(
     label="kare",
     kernel: str = "summed_output",
     pool: Optional[TrainerPool] = None,
+    relative_ridge: bool = False,
+    callbacks=(),
+    log_every: Optional[int] = None,
 ):
     """Train ``net``'s NTK on KARE with SGD; returns (KAREModel, info dict).
 
     ``steps`` counts passes over the data (= SGD steps for full batch).
     ``kernel`` is the NTK mode KARE is computed with; use the same mode for
     kernel ridge regression afterwards (the paper differentiates the sum of
-    the outputs: ``"summed_output"``). With a ``pool`` the compiled model is
-    reused across calls (see :class:`TrainerPool`).
+    the outputs: ``"summed_output"``). ``relative_ridge``: KARE's ridge is
+    ``ridge · tr(K)/n²`` (see :class:`~keras_kare.KAREModel`). ``callbacks``
+    are passed to ``fit`` after the progress logger (e.g.
+    :class:`~keras_kare.callbacks.KernelRidgeEarlyStopping`); ``log_every``:
+    a progress line every this many passes (default: 5 lines per training).
+    With a ``pool`` the compiled model is reused across calls (see
+    :class:`TrainerPool`).
     """
     n = len(x)
     bs = _batch(n, batch_size)
@@ -123,16 +145,16 @@ def train_kare(
         bs += 1
 
     def build(network):
-        model = KAREModel(network, ridge=ridge, kernel=kernel)
+        model = KAREModel(network, ridge=ridge, relative_ridge=relative_ridge, kernel=kernel)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr))
         return {"model": model}
 
-    key = ("kare", _architecture(net), float(ridge), kernel, bs)
+    key = ("kare", _architecture(net), float(ridge), bool(relative_ridge), kernel, bs)
     entry = pool.get(key, net, build, lr) if pool is not None else build(net)
     model = entry["model"]
-    cb = _Progress(label, steps, max(1, steps // 5), "kare", log)
+    cb = _Progress(label, steps, log_every or max(1, steps // 5), "kare", log)
     t0 = time.time()
-    model.fit(x, y, batch_size=bs, epochs=steps, shuffle=bs < n, verbose=0, callbacks=[cb])
+    model.fit(x, y, batch_size=bs, epochs=steps, shuffle=bs < n, verbose=0, callbacks=[cb, *callbacks])
     return model, {
         "train_seconds": time.time() - t0,
         "final_kare": cb.last,
@@ -280,6 +302,9 @@ def train_dnn(
     pool: Optional[TrainerPool] = None,
     jit_compile: bool = True,
     seed: Optional[int] = None,
+    calls: int = PROGRESS_LINES,
+    monitor: Optional[Callable] = None,
+    patience: int = 3,
 ):
     """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
 
@@ -296,16 +321,25 @@ def train_dnn(
     loss is checked about every :data:`CHECK_STEPS` SGD steps on-device;
     on a non-finite loss or weight training stops with the weights of the
     last finite check (``info["stopped_at"]``: the SGD step of the failed
-    check). Progress is logged :data:`PROGRESS_LINES` times, one compiled call
-    each. With a ``pool`` the compiled network is reused across calls (see
-    :class:`TrainerPool`).
+    check). Progress is logged ``calls`` times (default
+    :data:`PROGRESS_LINES`), one compiled call each. With a ``pool`` the
+    compiled network is reused across calls (see :class:`TrainerPool`).
+
+    Early stopping: with ``monitor`` (a function of the model returning a
+    score to minimise, e.g. the MSE on held-out rows) the score is computed
+    after every call; training stops once it has not improved for
+    ``patience`` calls, and the weights of the best call are restored
+    (``info["best_step"]``: its SGD step), as ``keras.callbacks.EarlyStopping``
+    with ``restore_best_weights=True`` does.
     """
     n = len(x)
     bs = _batch(n, batch_size)
     per_pass = math.ceil(n / bs)  # SGD steps per pass over the data
     per_check = max(1, min(steps, CHECK_STEPS // per_pass))  # passes per divergence check
+    if monitor is not None:  # every call ends on an evaluation: chunks no longer than a call
+        per_check = min(per_check, max(1, steps // max(1, calls)))
     checks = math.ceil(steps / per_check)
-    checks_per_call = math.ceil(checks / min(checks, PROGRESS_LINES))
+    checks_per_call = math.ceil(checks / min(checks, max(1, calls)))
     per_call = per_check * checks_per_call
 
     def build(network):
@@ -319,6 +353,7 @@ def train_dnn(
     x_t, y_t = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     t0 = time.time()
     last, stopped_at, done = None, None, 0  # done: passes trained and kept
+    best = {"score": math.inf, "step": None, "weights": None, "wait": 0}
     while done < steps and stopped_at is None:
         passes = min(per_call, steps - done)
         losses, stopped = loop(x_t, y_t, seed, done, passes)
@@ -335,12 +370,27 @@ def train_dnn(
         else:
             done += passes
             log(f"{label}: step {done * per_pass}/{steps * per_pass} loss={last:.5g} ({time.time() - t0:.1f}s)")
+            if monitor is not None and _keep_best(model, monitor, best, done * per_pass) >= patience:
+                break
+    if best["weights"] is not None:
+        model.set_weights(best["weights"])
     return model, {
         "train_seconds": time.time() - t0,
         "final_loss": last,
         "stopped_at": stopped_at,
         "batch_size": bs,
+        "best_step": best["step"],
     }
+
+
+def _keep_best(model, monitor: Callable, best: dict, step: int) -> int:
+    """Score the model; keep a copy of its weights when the score improves. Returns the evaluations without one."""
+    score = float(monitor(model))
+    if math.isfinite(score) and score < best["score"]:
+        best.update(score=score, step=step, weights=model.get_weights(), wait=0)
+    else:
+        best["wait"] += 1
+    return best["wait"]
 
 
 def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -350,7 +400,7 @@ def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", validation=None) -> dict:
-    """KRR with ``model``'s NTK for every relative ridge: test MSE/accuracy, KARE, LOO, train MSE.
+    """KRR with ``model``'s NTK for every relative ridge: test outputs, MSE/accuracy, KARE, LOO, train MSE.
 
     With ``validation=(x_val, y_val)`` (held out from the training rows) also
     ``val_mse``/``val_accuracy`` per ridge, for choosing the ridge on held-out data.
@@ -370,6 +420,7 @@ def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", vali
         "effective_ridge": path.effective_ridges,
         "test_mse": np.array(mse),
         "test_accuracy": np.array(acc),
+        "test_pred": np.stack([np.asarray(p, dtype=np.float64).reshape(np.shape(y_te)) for p in preds]),
         "kare": path.kare,
         "loo_mse": path.loo_mse,
         "train_mse": path.train_mse,

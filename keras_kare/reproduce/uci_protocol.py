@@ -50,6 +50,54 @@ logger = logging.getLogger("keras_kare.reproduce")
 
 PROTOCOLS = ("paper", "validated")
 NEURAL = ("kare", "after_kernel", "dnn")
+
+RECIPES = {
+    "kare_es": (
+        "NTK-KARE early-stopped: KARE training on 80% of the training rows, KRR on its NTK scored on the other "
+        "20% every tenth of the training, the best weights restored (patience 3); a held-out control of how long "
+        "to minimise KARE"
+    ),
+    "dnn_es": (
+        "DNN and its after-kernel early-stopped by the same rule on the network's held-out MSE, so the "
+        "comparison with the early-stopped NTK-KARE stays fair"
+    ),
+    "kare_rel": (
+        "NTK-KARE with a relative ridge z = z~ tr(K)/n^2: with the paper's absolute z, training can shrink the "
+        "effective ridge by inflating the kernel's scale; a relative z makes KARE scale-invariant, so training "
+        "only changes the kernel's shape"
+    ),
+    "ensemble": (
+        "the authors' NTK-KARE + after-kernel ensemble: the mean of the two chosen kernel regressions' outputs"
+    ),
+    "ensemble_es": "the same ensemble of the two early-stopped kernels (needs kare_es and dnn_es)",
+}
+"""Selection strategies beside the paper's recipe (``--recipes``); none of them reads evaluation rows."""
+
+TRIAL_METHODS = {
+    "kare": ("kare",),
+    "kare_es": ("kare_es",),
+    "kare_rel": ("kare_rel",),
+    "dnn": ("dnn", "after_kernel"),
+    "dnn_es": ("dnn_es", "after_kernel_es"),
+}
+"""The methods one training of each kind yields (a DNN training also yields its after-kernel)."""
+ENSEMBLES = {"ensemble": ("kare", "after_kernel"), "ensemble_es": ("kare_es", "after_kernel_es")}
+METHOD_ORDER = (
+    "kare",
+    "kare_es",
+    "kare_rel",
+    "ensemble",
+    "ensemble_es",
+    "after_kernel",
+    "after_kernel_es",
+    "dnn",
+    "dnn_es",
+)
+KERNEL_METHODS = ("kare", "kare_es", "kare_rel", "after_kernel", "after_kernel_es")
+ES_FRACTION = 0.2  # share of the training rows held out by the early-stopping recipes
+ES_EVALUATIONS = 10  # held-out evaluations per training
+ES_PATIENCE = 3  # evaluations without improvement before stopping
+LONG_TRAINING_SECONDS = 30.0  # trainings longer than this log their progress
 PROTOCOL_TEXT = {
     "paper": "paper protocol: best configuration and ridge picked on the evaluation split (optimistic)",
     "validated": (
@@ -59,6 +107,32 @@ PROTOCOL_TEXT = {
 }
 
 
+def check_recipes(names) -> list[str]:
+    """Validate a list of recipe names (:data:`RECIPES`); returns it as a list.
+
+    Raises:
+        ValueError: an unknown name, or ``ensemble_es`` without both early-stopped trainings.
+    """
+    names = list(names or [])
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(RECIPES)}.")
+    if "ensemble_es" in names and not {"kare_es", "dnn_es"} <= set(names):
+        raise ValueError("recipe ensemble_es needs the recipes kare_es and dnn_es too.")
+    return names
+
+
+def trial_kinds(s: dict) -> list[str]:
+    """The trainings of one configuration: ``kare`` and ``dnn``, then the recipes that train."""
+    return ["kare", "dnn"] + [r for r in check_recipes(s.get("recipes")) if r in TRIAL_METHODS]
+
+
+def methods(s: dict) -> list[str]:
+    """Every method a run reports, in table order (NTK-KARE first)."""
+    have = {m for k in trial_kinds(s) for m in TRIAL_METHODS[k]} | set(check_recipes(s.get("recipes")))
+    return [m for m in METHOD_ORDER if m in have]
+
+
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, received {protocol!r}.")
@@ -66,13 +140,17 @@ def check_protocol(protocol: str) -> str:
 
 
 def uci_configs(s: dict, kare_lrs_by_depth: dict):
-    """The grid: (kind, depth, width, lr) with kind ``kare`` or ``dnn`` (a DNN also yields its after-kernel)."""
+    """The grid: (kind, depth, width, lr); kinds from :func:`trial_kinds`, KARE kinds on the KARE lrs."""
+    kinds = trial_kinds(s)
     for depth in s["depths"]:
         for width in s["widths"]:
-            for lr in s["kare_lrs"] or kare_lrs_by_depth.get(depth, kare_lrs_by_depth[max(kare_lrs_by_depth)]):
-                yield "kare", depth, width, lr
-            for lr in s["dnn_lrs"]:
-                yield "dnn", depth, width, lr
+            for kind in kinds:
+                if kind.startswith("kare"):
+                    lrs = s["kare_lrs"] or kare_lrs_by_depth.get(depth, kare_lrs_by_depth[max(kare_lrs_by_depth)])
+                else:
+                    lrs = s["dnn_lrs"]
+                for lr in lrs:
+                    yield kind, depth, width, lr
 
 
 def split(ds, fold: Optional[int]):
@@ -84,52 +162,157 @@ def split(ds, fold: Optional[int]):
     return x_tr, y_tr, labels_tr, x_ev, y_ev, labels_ev
 
 
+def inner_split(n: int, seed: int, fraction: float = ES_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, held_out)`` row indices: a seeded random ``fraction`` of ``n`` rows held out (at least 1; 2 left).
+
+    Example:
+        >>> fit, held = inner_split(10, seed=0)
+        >>> len(fit), len(held)
+        (8, 2)
+    """
+    if n < 3:
+        raise ValueError(f"early stopping needs at least 3 training rows to hold some out, received {n}.")
+    held = min(max(1, int(round(fraction * n))), n - 2)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
 def neural_trial(
-    kind: str, depth: int, width: int, lr: float, x_tr, y_tr, x_ev, y_ev, s: dict, pool=None
+    kind: str, depth: int, width: int, lr: float, x_tr, y_tr, x_ev, y_ev, s: dict, pool=None, log=None
 ) -> list[dict]:
     """Train one configuration; records with evaluation accuracy per ridge and training KARE per ridge.
 
-    ``kind="kare"`` gives one ``kare`` record; ``kind="dnn"`` a ``dnn`` record
-    (one accuracy) and an ``after_kernel`` record (KRR with the trained DNN's NTK).
-    KARE trains on the NTK mode KRR uses (``s["kernel"]``). A
+    ``kind`` (:data:`TRIAL_METHODS`): ``kare`` gives one ``kare`` record;
+    ``dnn`` a ``dnn`` record (one accuracy) and an ``after_kernel`` record
+    (KRR with the trained DNN's NTK); ``kare_es``/``dnn_es`` the same trained
+    on 80% of the training rows with early stopping on the other 20%
+    (:data:`RECIPES`; the kernel regression then uses all training rows);
+    ``kare_rel`` KARE with the relative ridge ``s["kare_relative_ridge"]``.
+    KARE trains on the NTK mode KRR uses (``s["kernel"]``), with the paper's
+    batch rule on the data set's size ``s["n_examples"]``
+    (:func:`~keras_kare.reproduce.runner.paper_batch`). A
     :class:`~keras_kare.trainer_pool.TrainerPool` reuses compiled steps
-    across configurations of one architecture.
+    across configurations of one architecture. ``log`` receives progress
+    lines of trainings longer than :data:`LONG_TRAINING_SECONDS`.
+    Kernel records carry ``_pred_pick``/``_pred_best`` (outputs on the
+    evaluation rows at the KARE-picked / most accurate ridge) for the
+    ensembles; keys starting with ``_`` are not saved.
     """
     import keras
 
     from keras_kare.initializers import build_mlp
-    from keras_kare.reproduce.runner import krr_path, score, train_dnn, train_kare
+    from keras_kare.reproduce.runner import paper_batch, train_kare
 
+    if kind not in TRIAL_METHODS:
+        raise ValueError(f"kind must be one of {', '.join(TRIAL_METHODS)}, received {kind!r}.")
     y_fit = y_tr if y_tr.ndim > 1 else y_tr[:, None]
     keras.utils.set_random_seed(s["seed"])
     net = build_mlp(x_tr.shape[1], depth, width, y_fit.shape[1], seed=s["seed"])
     base = {"depth": depth, "width": width, "lr": lr}
-    if kind == "kare":
-        model, info = train_kare(
-            net, x_tr, y_fit, s["kare_ridge"], lr, s["kare_steps"], None, _quiet, kernel=s["kernel"], pool=pool
-        )
-        res = krr_path(model, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
-        return [
-            {
-                "method": "kare",
-                **base,
-                "accuracy": res["test_accuracy"].tolist(),
-                "kare": res["kare"].tolist(),
-                "stopped_at": info["stopped_at"],
-            }
-        ]
-    net, info = train_dnn(net, x_tr, y_fit, lr, s["dnn_steps"], min(len(x_tr), s["dnn_batch_size"]), _quiet, pool=pool)
+    what = f"{s.get('dataset', 'uci')}: {kind} depth {depth} width {width} lr {lr:g}"
+    progress = LongTrainingLog(log or _quiet)
+    if kind.startswith("dnn"):
+        return _dnn_trial(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, pool, progress, what)
+    rows, callbacks, extra = np.arange(len(x_tr)), [], {}
+    if kind == "kare_es":
+        from keras_kare.callbacks import KernelRidgeEarlyStopping
+
+        rows, held = inner_split(len(x_tr), s["seed"])
+        every = max(1, s["kare_steps"] // ES_EVALUATIONS)
+        stop = KernelRidgeEarlyStopping(
+            x_tr[rows], y_fit[rows], (x_tr[held], y_fit[held]), patience=ES_PATIENCE, every_n_epochs=every,
+            kernel=s["kernel"],
+        )  # fmt: skip
+        callbacks = [stop]
+    relative = kind == "kare_rel"
+    model, info = train_kare(
+        net,
+        x_tr[rows],
+        y_fit[rows],
+        s.get("kare_relative_ridge", 1.0) if relative else s["kare_ridge"],
+        lr,
+        s["kare_steps"],
+        paper_batch(s.get("n_examples", len(x_tr))),
+        progress,
+        what,
+        kernel=s["kernel"],
+        pool=pool,
+        relative_ridge=relative,
+        callbacks=callbacks,
+        log_every=1,
+    )
+    if callbacks:
+        extra["best_step"] = stop.best_epoch + 1 if stop.history else None
+    return [_kernel_record(kind, model, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=info["stopped_at"], **extra)]
+
+
+def _dnn_trial(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, pool, progress, what) -> list[dict]:
+    """A DNN training (``dnn`` or early-stopped ``dnn_es``): its record and its after-kernel's."""
+    import tensorflow as tf
+
+    from keras_kare.reproduce.runner import score, train_dnn
+
+    y_fit = y_tr if y_tr.ndim > 1 else y_tr[:, None]
+    rows, kw = np.arange(len(x_tr)), {}
+    if kind == "dnn_es":
+        rows, held = inner_split(len(x_tr), s["seed"])
+        x_held, y_held = tf.constant(x_tr[held]), y_fit[held]
+
+        def held_out_mse(model):
+            return float(np.mean((np.asarray(model(x_held, training=False)) - y_held) ** 2))
+
+        kw = dict(calls=ES_EVALUATIONS, monitor=held_out_mse, patience=ES_PATIENCE)
+    batch = min(len(rows), s["dnn_batch_size"])
+    args = (net, x_tr[rows], y_fit[rows], base["lr"], s["dnn_steps"], batch, progress, what)
+    net, info = train_dnn(*args, pool=pool, **kw)
     pred = net.predict(x_ev, batch_size=4096, verbose=0)
     _, acc = score(pred if y_ev.ndim > 1 else pred[:, 0], y_ev)
-    res = krr_path(net, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
+    extra = {"best_step": info["best_step"]} if kind == "dnn_es" else {}
+    kernel_method = TRIAL_METHODS[kind][1]
     return [
-        {"method": "dnn", **base, "accuracy": acc, "stopped_at": info["stopped_at"]},
-        {"method": "after_kernel", **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist()},
+        {"method": kind, **base, "accuracy": acc, "stopped_at": info["stopped_at"], **extra},
+        _kernel_record(kernel_method, net, base, x_tr, y_tr, x_ev, y_ev, s, **extra),
     ]
+
+
+def _kernel_record(method, model, base, x_tr, y_tr, x_ev, y_ev, s, **extra) -> dict:
+    """KRR with ``model``'s NTK on all training rows over the ridge grid: accuracies, KARE, kept outputs."""
+    from keras_kare.reproduce.runner import krr_path
+
+    res = krr_path(model, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
+    rec = {"method": method, **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist(), **extra}
+    pick = kare_pick(rec)
+    rec["_pred_pick"] = None if pick is None else res["test_pred"][pick]
+    rec["_pred_best"] = res["test_pred"][int(np.argmax(res["test_accuracy"]))]
+    return rec
 
 
 def _quiet(msg: str) -> None:
     """Per-step training logs would drown the per-data-set log."""
+
+
+class LongTrainingLog:
+    """Passes a training's progress lines on once it has run ``after`` seconds, then at most one per ``after``.
+
+    Short trainings (most of a UCI grid) stay silent; a long one (mini-batch
+    KARE on a large table) shows it is alive.
+
+    Example:
+        >>> lines = []
+        >>> log = LongTrainingLog(lines.append, after=0.0)
+        >>> log("step 10/300"); lines
+        ['step 10/300']
+    """
+
+    def __init__(self, log: Callable[[str], None], after: float = LONG_TRAINING_SECONDS):
+        self.log, self.after = log, float(after)
+        self.last = time.monotonic()
+
+    def __call__(self, msg: str) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.after:
+            self.last = now
+            self.log(msg)
 
 
 def kare_pick(record: dict) -> Optional[int]:
@@ -140,7 +323,7 @@ def kare_pick(record: dict) -> Optional[int]:
 
 def validation_accuracy(record: dict) -> Optional[float]:
     """Accuracy on the evaluation rows at the training-data ridge (kernel methods) or of the network (DNN)."""
-    if record["method"] == "dnn":
+    if record["method"] not in KERNEL_METHODS:
         return record["accuracy"]
     j = kare_pick(record)
     return None if j is None else record["accuracy"][j]
@@ -180,7 +363,25 @@ def _config(r: dict) -> dict:
 
 
 def _kind(method: str) -> str:
-    return "kare" if method == "kare" else "dnn"
+    """The training kind that yields ``method``."""
+    return next(k for k, ms in TRIAL_METHODS.items() if method in ms)
+
+
+def ensemble_accuracy(members: list[Optional[dict]], y_ev, key: str = "_pred_pick") -> Optional[float]:
+    """Accuracy of the mean of the members' outputs (``key``: at the KARE-picked or most accurate ridge).
+
+    None when a member is missing or kept no outputs (no finite training KARE).
+
+    Example:
+        >>> a = {"_pred_pick": np.array([1.0, -0.2])}; b = {"_pred_pick": np.array([-0.5, -0.4])}
+        >>> ensemble_accuracy([a, b], np.array([1.0, -1.0]))
+        1.0
+    """
+    from keras_kare.reproduce.runner import score
+
+    if any(m is None or m.get(key) is None for m in members):
+        return None
+    return score(np.mean([m[key] for m in members], axis=0), y_ev)[1]
 
 
 class RunClock:
@@ -224,9 +425,10 @@ def _outcome(records: list[dict]) -> str:
 
 
 def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
-    """Grid trainings plus (validated) at most 4 folds × (KARE + DNN + after-kernel's DNN)."""
+    """Grid trainings plus (validated) at most 4 folds × each training kind's chosen configurations."""
     n = len(list(uci_configs(s, kare_lrs_by_depth)))
-    return n + (12 if s.get("protocol", "paper") == "validated" else 0)
+    per_fold = sum(len(TRIAL_METHODS[k]) for k in trial_kinds(s))  # a DNN's and its after-kernel's choices
+    return n + (4 * per_fold if s.get("protocol", "paper") == "validated" else 0)
 
 
 def run_dataset(
@@ -248,9 +450,10 @@ def run_dataset(
         ``selected`` (kernel methods) the smallest-training-KARE choice.
     """
     protocol = check_protocol(s.get("protocol", "paper"))
+    s = {**s, "dataset": ds.name, "n_examples": len(ds.x)}
     if trial is None:
         pool = TrainerPool()  # every configuration of one architecture reuses its compiled steps
-        trial = functools.partial(neural_trial, pool=pool)
+        trial = functools.partial(neural_trial, pool=pool, log=log)
     x_tr, y_tr, l_tr, x_ev, y_ev, l_ev = split(ds, None)
     records = []
     for kind, depth, width, lr in uci_configs(s, kare_lrs_by_depth):
@@ -259,13 +462,18 @@ def run_dataset(
         records += new
         if clock is not None:
             clock.trained(time.time() - t0, f"{ds.name}: {kind} depth {depth} width {width} lr {lr:g}", _outcome(new))
-    acc = {m: {"best": paper_best(records, m)} for m in NEURAL}
-    for m in ("kare", "after_kernel"):
-        sel = kare_selected(records, m)
-        acc[m]["selected"] = sel["accuracy"]
-        acc[m]["selected_config"] = (
-            None if sel["config"] is None else {**sel["config"], "ridge": s["ridges"][sel["ridge_index"]]}
-        )
+    names = methods(s)
+    acc = {m: {"best": paper_best(records, m)} for m in names if m not in ENSEMBLES}
+    for m in names:
+        if m in ENSEMBLES:
+            best = [_paper_best_record(records, member) for member in ENSEMBLES[m]]
+            acc[m] = {"best": ensemble_accuracy(best, y_ev, "_pred_best")}
+        elif m in KERNEL_METHODS:
+            sel = kare_selected(records, m)
+            acc[m]["selected"] = sel["accuracy"]
+            acc[m]["selected_config"] = (
+                None if sel["config"] is None else {**sel["config"], "ridge": s["ridges"][sel["ridge_index"]]}
+            )
     out = {
         "dataset": ds.name,
         "n_train": len(x_tr),
@@ -278,16 +486,26 @@ def run_dataset(
         "configs": records,
     }
     if protocol == "validated":
-        out["fold_configs"] = _validated(ds, s, records, acc, trial, clock, log)
+        out["fold_configs"] = _validated(ds, s, records, acc, trial, clock, log, y_ev)
     for name in s.get("baselines") or []:
         acc[name] = _baseline(ds, name, s, protocol, x_tr, l_tr, x_ev, l_ev)
+    for key in ("configs", "fold_configs"):  # model outputs were kept for the ensembles only
+        out[key] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in out.get(key, [])]
     return out
 
 
-def _validated(ds, s, records, acc, trial, clock, log) -> list[dict]:
+def _paper_best_record(records: list[dict], method: str) -> Optional[dict]:
+    """The ``method`` record with the highest evaluation accuracy over its ridges (first on ties)."""
+    recs = [r for r in records if r["method"] == method]
+    return max(recs, key=lambda r: np.max(r["accuracy"])) if recs else None
+
+
+def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
     """Retrain each method's validation-chosen configuration on the four folds; fills acc[m]["validated"]."""
-    chosen = {m: choose(records, m) for m in NEURAL}
-    cache, fold_records = {}, []
+    names = methods(s)
+    chosen = {m: choose(records, m) for m in names if m not in ENSEMBLES}
+    cache, fold_records, fold_targets = {}, [], {}
+    per_fold_records = {m: [] for m in chosen}
     for m, rec in chosen.items():
         if rec is None:
             log(f"{ds.name}: no {m} configuration has a finite training KARE at any ridge; no validated number")
@@ -300,6 +518,7 @@ def _validated(ds, s, records, acc, trial, clock, log) -> list[dict]:
             key = (_kind(m), rec["depth"], rec["width"], rec["lr"], k)
             if key not in cache:
                 fx_tr, fy_tr, _, fx_te, fy_te, _ = split(ds, k)
+                fold_targets[k] = fy_te
                 t0 = time.time()
                 cache[key] = trial(key[0], rec["depth"], rec["width"], rec["lr"], fx_tr, fy_tr, fx_te, fy_te, s)
                 if clock is not None:
@@ -309,7 +528,21 @@ def _validated(ds, s, records, acc, trial, clock, log) -> list[dict]:
                     clock.trained(time.time() - t0, what)  # its accuracy is a fold's test number: not shown
                 fold_records += [{**r, "fold": k} for r in cache[key]]
             r = next(r for r in cache[key] if r["method"] == m)
+            per_fold_records[m].append(r)
             per_fold.append(validation_accuracy(r))
+        acc[m]["fold_accuracy"] = per_fold
+        acc[m]["validated"] = None if any(a is None for a in per_fold) else float(np.mean(per_fold))
+    for m in names:
+        if m not in ENSEMBLES:
+            continue
+        members = ENSEMBLES[m]
+        acc[m]["validation_accuracy"] = ensemble_accuracy([chosen[a] for a in members], y_val)
+        if any(chosen[a] is None for a in members):
+            acc[m]["validated"] = None
+            continue
+        per_fold = [
+            ensemble_accuracy([per_fold_records[a][k] for a in members], fold_targets[k]) for k in range(len(ds.kfold))
+        ]
         acc[m]["fold_accuracy"] = per_fold
         acc[m]["validated"] = None if any(a is None for a in per_fold) else float(np.mean(per_fold))
     return fold_records

@@ -1,0 +1,93 @@
+"""Independent units of a reproduction (UCI data sets) in worker processes, each pinned to one thread.
+
+The paper's networks are tiny: one process leaves most of a second core idle
+(per-operation dispatch, the float64 factorisations between steps). Spawned
+workers, each with one TensorFlow intra-op and inter-op thread and a
+single-threaded BLAS, keep every core busy with whole data sets instead.
+A worker's log lines travel to the parent through a queue, so they appear
+while it runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+_ONE_THREAD = {
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+_log_queue = None  # set in each worker by _start
+
+
+def _start(log_queue) -> None:
+    """Worker initialiser: one TensorFlow thread (before any operation runs), log lines to the parent."""
+    global _log_queue
+    _log_queue = log_queue
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _call(fn: Callable, item):
+    return fn(item, _log_queue.put)
+
+
+def _drain(log_queue, log: Callable[[str], None]) -> None:
+    while True:
+        try:
+            log(log_queue.get_nowait())
+        except queue.Empty:
+            return
+
+
+def run_in_workers(
+    fn: Callable, items: Sequence, jobs: int, log: Callable[[str], None], on_result: Callable[[int, object], None]
+) -> None:
+    """Run ``fn(item, log)`` for every item in ``jobs`` spawned processes; ``on_result(index, value)`` as each ends.
+
+    ``fn`` must be a module-level function (it is pickled by name) and its
+    items and results picklable. Items start in the given order; results
+    arrive in completion order. A worker's exception is raised here, after the
+    items not yet started are cancelled.
+
+    Example:
+        >>> run_in_workers(_uci_worker, [(s, "iris"), (s, "wine")], 2, print, print)  # doctest: +SKIP
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
+    if not items:
+        return
+    context = multiprocessing.get_context("spawn")  # TensorFlow's runtime does not survive a fork
+    log_queue = context.Queue()
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)  # inherited by the workers before they import numpy or TensorFlow
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(items)), mp_context=context, initializer=_start, initargs=(log_queue,)
+        ) as pool:
+            futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
+            pending = set(futures)
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(log_queue, log)
+                    for future in sorted(finished, key=futures.get):
+                        on_result(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        _drain(log_queue, log)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,106 @@
+"""The UCI recipes' machinery: early stopping restores the best weights, one trace per architecture,
+the paper's batch rule, and worker processes that give the results of one process."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_kare.initializers import build_mlp
+from keras_kare.model import KAREModel
+from keras_kare.reproduce import experiments as E
+from keras_kare.reproduce import uci_protocol as P
+from keras_kare.reproduce.runner import paper_batch, train_dnn
+from keras_kare.trainer_pool import TrainerPool
+from tests.test_uci_protocol import UCI_DIR
+
+
+def _data(n=24, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x, np.sign(x[:, :1] + 0.3 * rng.normal(size=(n, 1))).astype(np.float32)
+
+
+def test_paper_batch_rule_follows_the_data_set_size():
+    assert paper_batch(4999) is None and paper_batch(5000) == 32 and paper_batch(12960) == 32
+    # a 6 000-row table splits into ~3 000 training rows: still mini-batch, as in the authors' code
+    assert paper_batch(6000) == 32
+
+
+def test_dnn_early_stopping_restores_the_best_evaluation_and_stops_after_patience():
+    x, y = _data()
+    scores = iter([3.0, 1.0, 2.0, 2.5, 2.0, 0.5])  # best at the 2nd evaluation; 3 worse ones then stop
+    seen = []
+
+    def monitor(model):
+        seen.append([w.copy() for w in model.get_weights()])
+        return next(scores)
+
+    net = build_mlp(3, 1, 8, 1, seed=0)
+    net, info = train_dnn(net, x, y, 0.05, 60, None, lambda m: None, calls=6, monitor=monitor, jit_compile=False)
+    assert len(seen) == 5  # the 6th evaluation never ran
+    assert info["best_step"] == 20  # 10 full-batch steps per evaluation
+    for w, best in zip(net.get_weights(), seen[1]):
+        np.testing.assert_array_equal(w, best)
+    assert any(not np.array_equal(b, last) for b, last in zip(seen[1], seen[-1]))  # training did move on
+
+
+def _count_traces(monkeypatch):
+    calls = {"n": 0}
+    original = KAREModel.train_step
+
+    def counted(self, data):
+        calls["n"] += 1  # Python runs only while tracing
+        return original(self, data)
+
+    monkeypatch.setattr(KAREModel, "train_step", counted)
+    return calls
+
+
+def test_grid_reuses_one_trace_per_architecture_and_row_count(monkeypatch):
+    calls = _count_traces(monkeypatch)
+    x, y = _data()
+    s = dict(E.UCI_DEFAULTS, kare_steps=4, ridges=[0.1, 1.0], dataset="t", n_examples=48)
+    pool = TrainerPool()
+    for lr in (1.0, 0.1, 0.01):
+        P.neural_trial("kare", 1, 8, lr, x, y, x[:6], y[:6], s, pool=pool)
+    assert pool.builds == 1 and calls["n"] == 1  # three learning rates, one compiled step
+    for lr in (1.0, 0.1):
+        P.neural_trial("kare_es", 1, 8, lr, x, y, x[:6], y[:6], s, pool=pool)
+    assert pool.builds == 2 and calls["n"] == 2  # the early-stopped training sees 80% of the rows: one more
+
+
+def _run(tmp_path, name, jobs):
+    return E.uci(
+        tmp_path / name,
+        log=lambda m: None,
+        jobs=jobs,
+        data_dir=str(UCI_DIR),
+        depths=[1],
+        widths=[4],
+        kare_lrs=[1.0],
+        dnn_lrs=[0.1],
+        kare_steps=3,
+        dnn_steps=3,
+        ridges=[0.1, 10.0],
+        protocol="validated",
+        recipes=["kare_es", "ensemble"],
+    )
+
+
+def test_bad_jobs_fail_before_any_training(tmp_path):
+    for jobs in (0, True, 1.5):
+        with pytest.raises(ValueError, match="jobs must be an int >= 1"):
+            _run(tmp_path, "bad", jobs)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow  # two spawned TensorFlow processes and every fold's first trace: about a minute
+def test_two_worker_processes_give_the_results_of_one(tmp_path):
+    _run(tmp_path, "one", 1)
+    _run(tmp_path, "two", 2)
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert [r["dataset"] for r in one] == [r["dataset"] for r in two] == ["tiny2", "tiny3"]
+    assert one == two
+    assert (tmp_path / "one" / "table.md").read_text() == (tmp_path / "two" / "table.md").read_text()
