@@ -452,11 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="data sets trained at once, each in its own single-threaded process (default: 1, in this process)",
     )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="delgado_results.txt, the published accuracies of 179 classifiers (Fernández-Delgado et al. 2014): "
+        "also rank the methods among them, as the paper's Table 1 does (default: none)",
+    )
     return parser
 
 
 # ------------------------------------------------------------------ settings
-_NOT_SETTINGS = {"command", "experiment", "out", "resume", "quick", "debug", "panels", "networks", "jobs"}
+_NOT_SETTINGS = {
+    "command", "experiment", "out", "resume", "quick", "debug", "panels", "networks", "jobs", "reference",
+}  # fmt: skip
 
 
 def make_settings(args: argparse.Namespace) -> dict:
@@ -544,7 +552,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 E.run_network_figure(args.experiment, settings, panels, out, args.resume, log, panel_log=_Logger)
         else:
             run = {"synthetic": E.run_synthetic, "mnist": E.run_mnist, "higgs": E.run_higgs, "uci": E.run_uci}
-            extra = {"jobs": args.jobs} if args.experiment == "uci" else {}
+            extra = {"jobs": args.jobs, "reference": args.reference} if args.experiment == "uci" else {}
             run[args.experiment](settings, out, resume=args.resume, log=log, **extra)
         log(f"done in {time.time() - t0:.0f}s; results in {out}")
         return 0

@@ -314,12 +314,14 @@ def _uci_label(m: str) -> str:
     return R.METHOD_LABELS.get(m, BASELINE_LABELS.get(m, m))
 
 
-def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jobs: int = 1) -> dict:
+def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jobs: int = 1, reference=None) -> dict:
     """Table 1: every requested data set, resumable (one ``runs/<name>.json`` per data set).
 
     ``jobs > 1`` trains that many data sets at once in worker processes (spawned, each
     TensorFlow pinned to one thread; the largest tables start first); the results are
-    those of ``jobs=1`` up to float round-off.
+    those of ``jobs=1`` up to float round-off. ``reference``: the file of Fernández-Delgado
+    et al.'s 179 classifiers (``delgado_results.txt``); the methods are then also scored
+    among them, as in the paper's Table 1 (:mod:`keras_kare.reproduce.reference`).
     """
     from keras_kare.datasets.errors import DatasetError
     from keras_kare.datasets.uci import list_uci_datasets, load_uci
@@ -334,6 +336,11 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
         raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
     if set(s.get("baselines") or []) & {"svc", "rf"}:
         B._sklearn()  # a missing optional dependency fails before any training
+    population = None
+    if reference is not None:
+        from keras_kare.reproduce.reference import load_reference
+
+        population = load_reference(reference)  # a bad file fails before any training
     available = list_uci_datasets(s["data_dir"])
     names = available if not s["datasets"] else list(s["datasets"])
     unknown = [n for n in names if n not in available]
@@ -392,9 +399,12 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
         ))  # fmt: skip
     per = [done[name] for name in names]
     summary = _uci_summary(per, methods, protocol, s)
+    table = uci_table(summary, per, methods)
+    if population is not None:
+        summary["reference"], text = _reference_scores(per, methods, protocol, population, reference)
+        table += text
     R.write_json(out / "summary.json", summary)
     _write_uci_rows(out, per, methods)
-    table = uci_table(summary, per, methods)
     (out / "table.md").write_text(table)
     _plot_uci(
         out / "accuracy_kare_vs_after_kernel.png",
@@ -402,6 +412,18 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
     )
     log("results:\n" + table)
     return summary
+
+
+def _reference_scores(per, methods, protocol, population, path) -> tuple[dict, str]:
+    """Scores among Fernández-Delgado et al.'s 179 classifiers per protocol, and their markdown."""
+    from keras_kare.reproduce.reference import reference_table, score_against_reference
+
+    scores, text = {}, ""
+    for key in ["best"] + (["validated"] if protocol == "validated" else []):
+        scores[key] = score_against_reference(per, methods, population, key=key)
+        text += f"\n#### Among the 179 classifiers of Fernández-Delgado et al. ({Path(path).name}), {key}\n\n"
+        text += reference_table(scores[key]).rstrip("\n") + "\n"
+    return scores, text
 
 
 def _uci_worker(args, log) -> dict:
@@ -717,12 +739,13 @@ def _network_entry(experiment, out, networks, quick, resume, log, settings) -> d
     return run_network_figure(experiment, s, networks, Path(out), resume=resume, log=log)
 
 
-def uci(out, quick: bool = False, resume: bool = False, log=print, jobs: int = 1, **settings) -> dict:
+def uci(out, quick: bool = False, resume: bool = False, log=print, jobs: int = 1, reference=None, **settings) -> dict:
     """Table 1 (``keras-kare reproduce uci``) on the UCI collection in ``data_dir``; returns the summary.
 
     Args are those of :func:`synthetic` with the overrides of :data:`UCI_DEFAULTS`
     (``data_dir`` is required: the folder of ``<name>/<name>_R.dat`` tables);
-    ``jobs``: data sets trained at once in worker processes (see :func:`run_uci`).
+    ``jobs``: data sets trained at once in worker processes; ``reference``: the
+    published accuracies of 179 classifiers to rank among (see :func:`run_uci`).
 
     Example:
         >>> summary = uci("runs/uci", data_dir="data/uci", datasets=["iris"], quick=True)  # doctest: +SKIP
@@ -730,4 +753,4 @@ def uci(out, quick: bool = False, resume: bool = False, log=print, jobs: int = 1
     s = make_settings("uci", quick, **settings)
     if s["data_dir"] is None:
         raise ValueError("data_dir: received None, expected the folder holding the UCI tables.")
-    return run_uci(s, Path(out), resume=resume, log=log, jobs=jobs)
+    return run_uci(s, Path(out), resume=resume, log=log, jobs=jobs, reference=reference)
