@@ -138,10 +138,11 @@ class NystromSystem:
         s[self.n_rows - self.eigenvalues.size :] = np.sort(self.n_rows * self.eigenvalues)
         return s
 
-    def path(self, lambdas: np.ndarray, verbose=0):
+    def path(self, lambdas: np.ndarray, verbose=0, below_level: int = logging.WARNING):
         """KARE, LOO MSE (NaN: not available for Nyström) and training MSE for each absolute λ.
 
-        ``verbose`` is accepted for the common interface; the m-dimensional path needs no progress bar.
+        ``verbose`` and ``below_level`` are accepted for the common interface; the m-dimensional
+        path needs no progress bar, and its eigenvalues are clipped positive.
         """
         d = self.eigenvalues[:, None]
         n, c = self.n_rows, self.proj.shape[1]

@@ -420,7 +420,7 @@ class KernelPredictor:
         if self._ridge_follows_trace():
             check_kernel_not_degenerate(self._system.trace, self._system.n_rows, name="the NTK on the training inputs")
         if self.ridge == "auto":
-            path = self.ridge_path(DEFAULT_RIDGE_GRID if self.relative_ridge else None)
+            path = self.ridge_path()  # the default grid
             self.ridge_ = path.best_kare_ridge
             self.ridge_path_ = path
         else:
@@ -495,16 +495,21 @@ class KernelPredictor:
         Args:
             ridges: 1-D grid in the predictor's units (relative if
                 ``relative_ridge``); default: 1e-6…1e3, 4 per decade (relative;
-                converted to absolute if ``relative_ridge=False``).
+                converted to absolute if ``relative_ridge=False``). Ridges of
+                a given grid that are not above the kernel's round-off are
+                reported by a warning; the default grid reaches them by
+                design, so it reports them at INFO level.
 
         Returns:
             A :class:`~keras_kare.ridge.RidgePath`.
         """
         self._check_fitted("_system")
+        given = ridges
         lambdas, ridges = self._lambdas(ridges)
         n = self._system.n_rows
         verbose = (1 if n >= RIDGE_PATH_PROGRESS_N else 0) if self.verbose == "auto" else self.verbose
-        return RidgePath(ridges, lambdas, *self._system.path(lambdas, verbose=verbose))
+        level = logging.INFO if given is None else logging.WARNING
+        return RidgePath(ridges, lambdas, *self._system.path(lambdas, verbose=verbose, below_level=level))
 
     def _lambdas(self, ridges) -> tuple[np.ndarray, np.ndarray]:
         """(absolute λ, the checked grid in the predictor's units) for a ridge grid (None: the default)."""

@@ -82,7 +82,13 @@ class RidgePath:
         return float(self.ridges[int(np.nanargmin(self.kare))])
 
 
-def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarray, lambdas: np.ndarray):
+def spectral_path(
+    eigenvalues: np.ndarray,
+    eigenvectors: np.ndarray,
+    y: np.ndarray,
+    lambdas: np.ndarray,
+    below_level: int = logging.WARNING,
+):
     """KARE, LOO MSE and training MSE for each absolute λ, from K = V diag(s) Vᵀ.
 
     Args:
@@ -90,6 +96,9 @@ def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarr
         eigenvectors: (n, n) orthonormal V.
         y: (n, C) targets.
         lambdas: (R,) absolute ridges.
+        below_level: logging level of the one line saying which ridges are not
+            above the most negative eigenvalue of K/n (NaN there); an automatic
+            grid, which reaches the Gram's round-off by design, uses INFO.
 
     Returns:
         Three (R,) arrays: kare, loo_mse, train_mse.
@@ -113,7 +122,8 @@ def spectral_path(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarr
         loo.append(np.mean((resid / one_minus_h[:, None]) ** 2))
         train.append(num)
     if below:  # one line per path, not per ridge: small grid ridges meet the Gram's round-off often
-        logger.warning(
+        logger.log(
+            below_level,
             "keras_kare: %d of %d ridges (%.3e to %.3e) are not above the kernel's most negative "
             "eigenvalue/n (%.3e); K/n + λI is not positive definite there, the path reports NaN.",
             len(below),
@@ -177,10 +187,11 @@ class ExactSystem:
         """The q ascending eigenvalues of K."""
         return self.spectrum()[0]
 
-    def path(self, lambdas: np.ndarray, verbose=0):
+    def path(self, lambdas: np.ndarray, verbose=0, below_level: int = logging.WARNING):
         """KARE, exact LOO MSE and training MSE for each absolute λ (:func:`spectral_path`).
 
-        ``verbose``: a progress bar over the eigendecomposition (if not cached) and up to 8 chunks of the grid.
+        ``verbose``: a progress bar over the eigendecomposition (if not cached) and up to 8 chunks of the grid;
+        ``below_level``: see :func:`spectral_path`.
         """
         n_chunks = min(len(lambdas), 8) if verbose else 1
         progress = Progress((not self.decomposed) + n_chunks, verbose)
@@ -189,7 +200,7 @@ class ExactSystem:
             progress.advance()
         parts = []
         for idx in np.array_split(np.arange(len(lambdas)), n_chunks):
-            parts.append(spectral_path(*self._eig, self.y, lambdas[idx]))
+            parts.append(spectral_path(*self._eig, self.y, lambdas[idx], below_level))
             progress.advance()
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 

@@ -1,3 +1,5 @@
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -76,7 +78,29 @@ def test_path_below_the_spectrum_is_nan_with_one_warning(rng, caplog):
         assert kare[j] == pytest.approx(kare_oracle(k, y, lambdas[j]), rel=1e-10)
         assert loo[j] == pytest.approx(loo_oracle(k, y, lambdas[j]), rel=1e-10)
     (record,) = [r for r in caplog.records if "not positive definite" in r.getMessage()]
-    assert "3 of 5 ridges" in record.getMessage()
+    assert "3 of 5 ridges" in record.getMessage() and record.levelname == "WARNING"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="keras_kare"):
+        spectral_path(s, q, y, lambdas, below_level=logging.INFO)  # an automatic grid: expected, not a warning
+    assert [r.levelname for r in caplog.records if "not positive definite" in r.getMessage()] == ["INFO"]
+
+
+def test_auto_ridge_grid_reports_round_off_at_info(problem, monkeypatch):
+    """The default grid reaches λ̃ = 1e-6, below a float32 Gram's round-off by design: the path's line about
+    such ridges is INFO for it (fit with ridge="auto", ridge_path()), a WARNING for a grid the user gave."""
+    x, y, _ = problem
+    kp = KernelPredictor(make_net(), ridge="auto", kernel="trace").fit(x, y)
+    levels, path = [], type(kp._system).path
+
+    def spy(self, lambdas, verbose=0, below_level=logging.WARNING):
+        levels.append(below_level)
+        return path(self, lambdas, verbose, below_level)
+
+    monkeypatch.setattr(type(kp._system), "path", spy)
+    kp.fit(x, y)
+    kp.ridge_path()
+    kp.ridge_path([1e-3, 1.0])
+    assert levels == [logging.INFO, logging.INFO, logging.WARNING]
 
 
 def test_relative_path_and_auto_picks_grid_minimum(problem):

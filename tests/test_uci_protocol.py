@@ -65,6 +65,7 @@ def _settings(root, **kw):
         data_dir=str(root),
         protocol="validated",
         baselines=[],
+        recipes=[],
         quick=False,
     )
     s.update(kw)
@@ -114,6 +115,25 @@ def test_recipes_never_touch_evaluation_folds(tmp_path):
         P.check_recipes(["ensemble_es"])
     with pytest.raises(ValueError, match="unknown recipe.*'early'"):
         P.check_recipes(["early"])
+
+
+def test_validated_protocol_adds_the_best_honest_recipe_by_default(tmp_path, monkeypatch):
+    assert P.resolve_recipes({"protocol": "validated", "recipes": None}) == list(P.VALIDATED_RECIPES)
+    assert P.resolve_recipes({"protocol": "paper", "recipes": None}) == []
+    assert P.resolve_recipes({"protocol": "validated", "recipes": []}) == []
+    root = _poisoned_dataset(tmp_path / "data")
+    monkeypatch.setattr(P, "neural_trial", FakeTrial())
+    summary = E.run_uci(_settings(root, recipes=None), tmp_path / "run", log=lambda m: None)
+    assert summary["settings"]["recipes"] == list(P.VALIDATED_RECIPES)  # stored as run
+    assert P.BEST_RECIPE in summary["methods"]
+    assert {p["a"] for p in summary["paired_vs_kare"]} == {P.BEST_RECIPE}
+    assert "kare" in {p["b"] for p in summary["paired_vs_kare"]}
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "differences NTK-KARE + after-kernel, early-stopped − other" in table
+    args = cli.build_parser().parse_args(
+        ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--out", str(tmp_path / "o"), "--recipes", "none"]
+    )
+    assert cli.make_settings(args)["recipes"] == []
 
 
 def test_ensemble_decision_on_hand_made_scores():

@@ -84,7 +84,7 @@ UCI_DEFAULTS = dict(
     kernel="summed_output",
     protocol="paper",
     baselines=[],
-    recipes=[],
+    recipes=None,
     kare_relative_ridge=1.0,
 )
 UCI_QUICK = dict(depths=[1], widths=[32], kare_lrs=[10.0], dnn_lrs=[0.1], kare_steps=20, dnn_steps=20)
@@ -331,7 +331,7 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
     s = settings
     protocol = P.check_protocol(s.get("protocol", "paper"))
     B.check_baselines(s.get("baselines"))
-    P.check_recipes(s.get("recipes"))
+    s = {**s, "recipes": P.resolve_recipes(s)}  # stored as run, so a resumed run keeps its recipes
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
     if set(s.get("baselines") or []) & {"svc", "rf"}:
@@ -472,18 +472,21 @@ def _uci_summary(per: list[dict], methods: list[str], protocol: str, s: dict) ->
 
 
 def _uci_pairs(per: list[dict], methods: list[str], key: str) -> list[dict]:
-    """NTK-KARE against every other method, paired by data set (accuracy; data sets missing a number dropped)."""
+    """The headline method (:func:`~keras_kare.reproduce.uci_protocol.headline`) against every other, paired by
+    data set (accuracy; data sets missing a number dropped)."""
     from keras_kare.reproduce.stats import paired_comparison
+    from keras_kare.reproduce.uci_protocol import headline
 
     acc = _accuracy_matrix(per, methods, key)
+    a = methods.index(headline(methods))
     pairs = []
-    for k, m in enumerate(methods[1:], start=1):
-        ok = np.isfinite(acc[:, 0]) & np.isfinite(acc[:, k])
-        if ok.any():
+    for k, m in enumerate(methods):
+        ok = np.isfinite(acc[:, a]) & np.isfinite(acc[:, k])
+        if k != a and ok.any():
             c = paired_comparison(
-                acc[ok, 0], acc[ok, k], _uci_label("kare"), _uci_label(m), higher_is_better=True, unit="data sets"
+                acc[ok, a], acc[ok, k], _uci_label(methods[a]), _uci_label(m), higher_is_better=True, unit="data sets"
             )
-            pairs.append({"a": "kare", "b": m, "protocol": key if key == "validated" else "paper", **c})
+            pairs.append({"a": methods[a], "b": m, "protocol": key if key == "validated" else "paper", **c})
     return pairs
 
 
@@ -530,14 +533,15 @@ def uci_table(summary: dict, per: list[dict], methods: list[str]) -> str:
     ]
     lines.append(
         "- Ranks, P90/P95 and PMA are relative to the methods of this table within each protocol "
-        "(the paper's Table 1 also includes 179 classifiers of Fernández-Delgado et al.)."
+        "(the paper's Table 1 ranks among Fernández-Delgado et al.'s 179 classifiers: --reference)."
     )
     validated = "validated" in protocols
     if summary.get("paired_vs_kare"):
         lines += [
             "",
             (
-                f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences NTK-KARE − other, "
+                f"Paired by data set ({plabel[protocols[-1]]} accuracy; differences "
+                f"{_uci_label(summary['paired_vs_kare'][0]['a'])} − other, "
                 "percentile bootstrap over data sets, exact sign test):"
             ),
         ]
