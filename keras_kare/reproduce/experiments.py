@@ -381,14 +381,16 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
             f"[{names.index(name) + 1}/{len(names)}] {name}: accuracy (paper"
             + ("/validated" if protocol == "validated" else "")
             + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
-            f"({unit['seconds']:.0f}s; about {left} left)"
+            f"({unit['seconds']:.0f}s"
+            + (f", peak memory {unit['peak_rss_mb']:.0f} MB" if unit.get("peak_rss_mb") else "")
+            + f"; about {left} left)"
         )
 
     if jobs == 1:
         for name in todo:
             t0 = time.time()
             unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
-            unit["seconds"] = time.time() - t0
+            unit.update(seconds=time.time() - t0, peak_rss_mb=_peak_rss_mb())
             report(name, unit)
     else:
         from keras_kare.reproduce.workers import run_in_workers
@@ -434,8 +436,20 @@ def _uci_worker(args, log) -> dict:
     t0 = time.time()
     clock = P.RunClock(P.trainings_per_dataset(s, UCI_KARE_LRS), log)
     unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
-    unit["seconds"] = time.time() - t0
+    unit.update(seconds=time.time() - t0, peak_rss_mb=_peak_rss_mb())
     return unit
+
+
+def _peak_rss_mb():
+    """The process's peak resident memory so far in MB (an upper bound for the data set just run), or None."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _fmt_acc(entry: dict) -> str:
