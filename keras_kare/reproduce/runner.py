@@ -406,7 +406,8 @@ def krr_path(model, x_tr, y_tr, x_te, y_te, ridges, kernel="summed_output", vali
     ``val_mse``/``val_accuracy`` per ridge, for choosing the ridge on held-out data.
     """
     t0 = time.time()
-    kp = KernelPredictor(model, ridge=1.0, relative_ridge=True, kernel=kernel, batch_size=1000).fit(x_tr, y_tr)
+    kp = KernelPredictor(model, ridge=1.0, relative_ridge=True, kernel=kernel, batch_size=1000, verbose=0)
+    kp = kp.fit(x_tr, y_tr)
     path = kp.ridge_path(ridges)
     preds = kp.predict_path(x_te, ridges)
     mse, acc = zip(*(score(p, y_te) for p in preds))
