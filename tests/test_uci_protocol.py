@@ -222,6 +222,26 @@ def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
     assert len(unit["accuracy"]["krr-rbf"]["fold_accuracy"]) == 4
 
 
+def test_diverged_trainings_are_logged(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+
+    class Diverging(FakeTrial):
+        def __call__(self, kind, *args, **kw):
+            records = super().__call__(kind, *args, **kw)
+            if kind == "kare":
+                records[0]["stopped_at"] = 120
+            return records
+
+    logs = []
+    clock = P.RunClock(18, logs.append)
+    P.run_dataset(load_uci(root, "poison"), _settings(root), E.UCI_KARE_LRS, trial=Diverging(), clock=clock)
+    per_training = [line for line in logs if "trainings, about" in line]
+    kare_lines = [line for line in per_training if " kare depth " in line]
+    assert len(kare_lines) == 3 + 4  # the grid's three and the four folds of the chosen one
+    assert all("stopped at step 120 (not finite), the last finite weights kept" in line for line in kare_lines)
+    assert not any("not finite" in line for line in per_training if " dnn depth " in line)
+
+
 def test_paper_protocol_output_is_labelled_optimistic(tmp_path, monkeypatch):
     root = _poisoned_dataset(tmp_path / "data")
     monkeypatch.setattr(P, "neural_trial", FakeTrial())

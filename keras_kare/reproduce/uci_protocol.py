@@ -443,7 +443,14 @@ class RunClock:
 
 def _outcome(records: list[dict]) -> str:
     """``"kare 86.7%"``-style best evaluation accuracy (over the ridge grid) of each record of one training."""
-    return "best accuracy " + ", ".join(f"{r['method']} {paper_best([r], r['method']):.1%}" for r in records)
+    text = "best accuracy " + ", ".join(f"{r['method']} {paper_best([r], r['method']):.1%}" for r in records)
+    return text + _diverged(records)
+
+
+def _diverged(records: list[dict]) -> str:
+    """``"; stopped at step 120 (not finite)"`` when the training diverged (its last finite weights were kept)."""
+    steps = [r["stopped_at"] for r in records if r.get("stopped_at") is not None]
+    return f"; stopped at step {steps[0]} (not finite), the last finite weights kept" if steps else ""
 
 
 def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
@@ -547,7 +554,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
                     what = (
                         f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {key[0]} depth {key[1]} width {key[2]} lr {key[3]:g}"
                     )
-                    clock.trained(time.time() - t0, what)  # its accuracy is a fold's test number: not shown
+                    # its accuracy is a fold's test number: not shown
+                    clock.trained(time.time() - t0, what, _diverged(cache[key]).lstrip("; "))
                 fold_records += [{**r, "fold": k} for r in cache[key]]
             r = next(r for r in cache[key] if r["method"] == m)
             per_fold_records[m].append(r)
