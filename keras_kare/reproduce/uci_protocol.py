@@ -107,6 +107,7 @@ KERNEL_METHODS = ("kare", "kare_es", "kare_rel", "after_kernel", "after_kernel_e
 ES_FRACTION = 0.2  # share of the training rows held out by the early-stopping recipes
 ES_EVALUATIONS = 10  # held-out evaluations per training
 ES_PATIENCE = 3  # evaluations without improvement before stopping
+ES_MAX_KRR_ROWS = 2000  # the early-stopping evaluation's kernel regression uses at most this many (seeded) rows
 LONG_TRAINING_SECONDS = 30.0  # trainings longer than this log their progress
 PROTOCOL_TEXT = {
     "paper": "paper protocol: best configuration and ridge picked on the evaluation split (optimistic)",
@@ -243,7 +244,7 @@ def neural_trial(
         every = max(1, s["kare_steps"] // ES_EVALUATIONS)
         stop = KernelRidgeEarlyStopping(
             x_tr[rows], y_fit[rows], (x_tr[held], y_fit[held]), patience=ES_PATIENCE, every_n_epochs=every,
-            kernel=s["kernel"],
+            kernel=s["kernel"], n_train=min(len(rows), ES_MAX_KRR_ROWS), seed=s["seed"],
         )  # fmt: skip
         callbacks = [stop]
     relative = kind == "kare_rel"
