@@ -104,3 +104,45 @@ def test_two_worker_processes_give_the_results_of_one(tmp_path):
     assert [r["dataset"] for r in one] == [r["dataset"] for r in two] == ["tiny2", "tiny3"]
     assert one == two
     assert (tmp_path / "one" / "table.md").read_text() == (tmp_path / "two" / "table.md").read_text()
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A killed run (SIGKILL/SIGTERM to the parent only) must not leave workers training for nobody."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "worker.pid"
+    script = (
+        "from keras_kare.reproduce.workers import run_in_workers\n"
+        "from tests.worker_helpers import record_pid_and_sleep\n"
+        f"run_in_workers(record_pid_and_sleep, [{str(pid_file)!r}], 1, print, lambda i, v: None)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=root)
+    try:
+        deadline = time.time() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None and time.time() < deadline, "the worker never started"
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 10
+    while alive(worker) and time.time() < deadline:
+        time.sleep(0.2)
+    if alive(worker):
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its killed parent by 10 s")

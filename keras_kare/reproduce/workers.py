@@ -26,10 +26,27 @@ _ONE_THREAD = {
 _log_queue = None  # set in each worker by _start
 
 
-def _start(log_queue) -> None:
+PARENT_POLL_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int, poll: float = PARENT_POLL_SECONDS) -> None:
+    """End this worker soon after its parent process is gone (killed, not interrupted: nothing else would)."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)  # an orphan: its results have nowhere to go
+
+    threading.Thread(target=watch, name="keras_kare parent watch", daemon=True).start()
+
+
+def _start(log_queue, parent: int) -> None:
     """Worker initialiser: one TensorFlow thread (before any operation runs), log lines to the parent."""
     global _log_queue
     _log_queue = log_queue
+    _exit_with_parent(parent)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -56,7 +73,8 @@ def run_in_workers(
     ``fn`` must be a module-level function (it is pickled by name) and its
     items and results picklable. Items start in the given order; results
     arrive in completion order. A worker's exception is raised here, after the
-    items not yet started are cancelled.
+    items not yet started are cancelled. Workers end within about a second of
+    this process if it is killed.
 
     Example:
         >>> run_in_workers(_uci_worker, [(s, "iris"), (s, "wine")], 2, print, print)  # doctest: +SKIP
@@ -71,7 +89,10 @@ def run_in_workers(
     os.environ.update(_ONE_THREAD)  # inherited by the workers before they import numpy or TensorFlow
     try:
         with ProcessPoolExecutor(
-            max_workers=min(jobs, len(items)), mp_context=context, initializer=_start, initargs=(log_queue,)
+            max_workers=min(jobs, len(items)),
+            mp_context=context,
+            initializer=_start,
+            initargs=(log_queue, os.getpid()),
         ) as pool:
             futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
             pending = set(futures)
