@@ -446,9 +446,9 @@ def _peak_rss_mb():
         import resource
     except ImportError:  # not on Windows
         return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     import sys
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 

@@ -103,7 +103,7 @@ METHOD_ORDER = (
     "dnn",
     "dnn_es",
 )
-KERNEL_METHODS = ("kare", "kare_es", "kare_rel", "after_kernel", "after_kernel_es")
+KERNEL_METHODS = tuple(m for ms in TRIAL_METHODS.values() for m in ms if not m.startswith("dnn"))
 ES_FRACTION = 0.2  # share of the training rows held out by the early-stopping recipes
 ES_EVALUATIONS = 10  # held-out evaluations per training
 ES_PATIENCE = 3  # evaluations without improvement before stopping
@@ -235,7 +235,7 @@ def neural_trial(
     what = f"{s.get('dataset', 'uci')}: {kind} depth {depth} width {width} lr {lr:g}"
     progress = LongTrainingLog(log or _quiet)
     if kind.startswith("dnn"):
-        return _dnn_trial(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, pool, progress, what)
+        return _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what)
     rows, callbacks, extra = np.arange(len(x_tr)), [], {}
     if kind == "kare_es":
         from keras_kare.callbacks import KernelRidgeEarlyStopping
@@ -269,13 +269,12 @@ def neural_trial(
     return [_kernel_record(kind, model, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=info["stopped_at"], **extra)]
 
 
-def _dnn_trial(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, pool, progress, what) -> list[dict]:
+def _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what) -> list[dict]:
     """A DNN training (``dnn`` or early-stopped ``dnn_es``): its record and its after-kernel's."""
     import tensorflow as tf
 
     from keras_kare.reproduce.runner import score, train_dnn
 
-    y_fit = y_tr if y_tr.ndim > 1 else y_tr[:, None]
     rows, kw = np.arange(len(x_tr)), {}
     if kind == "dnn_es":
         rows, held = inner_split(len(x_tr), s["seed"])
@@ -366,7 +365,7 @@ def choose(records: list[dict], method: str) -> Optional[dict]:
 
 def paper_best(records: list[dict], method: str) -> float:
     """Max over configurations and ridges of the evaluation accuracy (the paper's optimistic number)."""
-    return float(max(np.max(r["accuracy"]) for r in records if r["method"] == method))
+    return float(np.max(_paper_best_record(records, method)["accuracy"]))
 
 
 def kare_selected(records: list[dict], method: str) -> dict:
