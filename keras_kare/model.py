@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import keras
 import tensorflow as tf
 
@@ -11,12 +9,10 @@ from keras_kare import _keras_compat as compat
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
 from keras_kare import in_memory
-from keras_kare.backend import IMPLEMENTATIONS, gram, resolve_implementation, row_block_gram
 from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
 from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
-from keras_kare.memory import check_gram_memory
-from keras_kare.ntk import gram_bytes
+from keras_kare.ntk import GramEngine
 from keras_kare.risk import as_target_matrix
 
 _METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
@@ -130,9 +126,7 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         self.on_nonfinite = on_nonfinite
         self.kare_scope = _distribute.check_kare_scope(kare_scope)
         v.check_model(base_model, "base_model")
-        v.check_kernel_mode(kernel)
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, received {implementation!r}.")
+        self._engine = GramEngine(base_model, kernel, implementation)  # checks kernel and implementation
         self.base_model = base_model
         self.kare_layer = KARE(ridge=ridge, relative_ridge=relative_ridge, solve_dtype=solve_dtype, name="kare")
         self.kernel = kernel
@@ -207,8 +201,26 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
             raise ValueError("KAREModel reports KARE metrics itself; compile(metrics=...) is not supported.")
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
-    def fit(self, *args, **kwargs):
-        """``keras.Model.fit`` plus the non-finite-step guard (see ``on_nonfinite``).
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        """``keras.Model.fit`` (same arguments) plus the non-finite-step guard (see ``on_nonfinite``).
 
         Before the first step (so that no weight moves on bad input), arrays
         and Python lists of rows are checked against the base network and
@@ -218,37 +230,45 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         static batch sizes agree (``keras_kare._validation.check_fit_arrays``,
         ``check_fit_dataset``).
         """
-        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-        arguments = dict(bound.arguments)
-        arguments.pop("self")
-        extra = arguments.pop("kwargs", {})
-        callbacks = arguments.get("callbacks")
+        arguments = dict(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
+        )
         if isinstance(callbacks, keras.callbacks.CallbackList):
             callbacks.append(NonFiniteGuard(self.on_nonfinite))
         else:
             arguments["callbacks"] = list(callbacks or []) + [NonFiniteGuard(self.on_nonfinite)]
         self.stop_reason_ = None
         # everything knowable before the first step is checked here, before any weight moves
-        arguments["x"], arguments["y"] = v.check_fit_arrays(
-            self.base_model,
-            arguments.get("x"),
-            arguments.get("y"),
-            arguments.get("batch_size"),
-            arguments.get("validation_split"),
-            arguments.get("validation_data"),
-            arguments.get("validation_batch_size"),
+        x, y = v.check_fit_arrays(
+            self.base_model, x, y, batch_size, validation_split, validation_data, validation_batch_size
         )
-        v.check_fit_dataset(arguments.get("x"))
-        if isinstance(arguments.get("validation_data"), tf.data.Dataset):
-            v.check_fit_dataset(arguments["validation_data"], "validation_data")
-        _distribute.check_fit_arguments(arguments.get("x"), arguments.get("batch_size"), self.distribute_strategy)
+        arguments.update(x=x, y=y)
+        v.check_fit_dataset(x)
+        if isinstance(validation_data, tf.data.Dataset):
+            v.check_fit_dataset(validation_data, "validation_data")
+        _distribute.check_fit_arguments(x, batch_size, self.distribute_strategy)
         # in-memory arrays: one pipeline for the whole fit instead of one per epoch (keras_kare.in_memory)
         seed = None
-        if _distribute.spans_workers(self.distribute_strategy) and in_memory.is_in_memory(arguments.get("x")):
+        if _distribute.spans_workers(self.distribute_strategy) and in_memory.is_in_memory(x):
             seed = _distribute.shared_seed(self.distribute_strategy)  # the same shuffles on every worker
         arguments = in_memory.fit_arguments(arguments, seed=seed)
         self._build_from_dataset(arguments.get("x"))
-        return super().fit(**arguments, **extra)
+        return super().fit(**arguments)
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """``keras.Model.evaluate`` with ``fit``'s checks run before the first batch.
@@ -319,9 +339,6 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         return result
 
     # ------------------------------------------------------------- KARE steps
-    def _resolved_implementation(self) -> str:
-        return resolve_implementation(self.base_model, self.implementation)
-
     def _kare_terms(self, x, y):
         if y is None:
             raise ValueError("KAREModel needs targets: call fit(x, y) or give a dataset of (x, y) pairs.")
@@ -338,18 +355,16 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
             2,
             message="KAREModel needs at least 2 examples per batch (last partial batch of 1? use drop_remainder=True).",
         )
-        implementation = self._resolved_implementation()
+        engine = self._engine
         spread = self._global_scope()
-        if implementation == "jacobian" and n_static is not None:
-            rows = n_static * _distribute.num_replicas() if spread else n_static
-            self._check_jacobian_step_memory(x, rows)
+        if n_static is not None:
+            engine.check_step_memory(x, n_static * _distribute.num_replicas() if spread else n_static)
         if spread:
             # one Gram over the global batch: this replica's rows K(x, X), stacked across replicas
-            rows = row_block_gram(self.base_model, x, _distribute.gather_examples, self.kernel, implementation)
-            k = _distribute.gather_replicated_rows(rows)
+            k = _distribute.gather_replicated_rows(engine.global_rows(x, _distribute.gather_examples))
             y = _distribute.gather_examples(tf.stop_gradient(tf.convert_to_tensor(y)))
         else:
-            k = gram(self.base_model, x, None, kernel=self.kernel, implementation=implementation)
+            k = engine.step_gram(x)
         y = as_target_matrix(y, k.dtype)
         if self.kernel == "full":
             n, c = tf.shape(k)[0], tf.shape(k)[2]  # n: the global batch under kare_scope="global"
@@ -360,26 +375,6 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
     def _global_scope(self) -> bool:
         """Whether this step computes one KARE over the global batch of a distributed step."""
         return self.kare_scope == "global" and _distribute.in_replicas()
-
-    def _check_jacobian_step_memory(self, x, n: int) -> None:
-        """Raise ``GramMemoryError`` while the step is traced if its per-example Jacobians would not fit.
-
-        The jacobian implementation's memory grows like n² · (activations per
-        example) (``keras_kare.memory``); a step keeps the Jacobians for its
-        backward pass, so twice the Gram's estimate is checked. Without this a
-        subclassed CNN at batch 128 is killed by the OOM killer (measured: past
-        16 GB) instead of getting an error.
-        """
-        one = v.take_rows(x, 0, 1)
-        result, work, _ = gram_bytes(self.base_model, one, n, n, self.kernel, "jacobian", None, one_jacobian=True)
-        check_gram_memory(
-            result,
-            2 * work,
-            f"KAREModel: a training step on a batch of {n} with the jacobian NTK",
-            n,
-            advice="A Sequential or Functional network uses the structured NTK instead (implementation='auto'), "
-            "whose memory grows like n² + n·(sum of layer widths).",
-        )
 
     def _update_trackers(self, terms, ok=None):
         """Average the KARE terms over the steps that were finite; count retries and failures."""

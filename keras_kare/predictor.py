@@ -13,7 +13,6 @@ import tensorflow as tf
 from keras_kare import _validation as v
 from keras_kare import nystrom
 from keras_kare._keras_compat import nested_layers
-from keras_kare.backend import forward_profile
 from keras_kare.memory import (
     USABLE_FRACTION,
     available_bytes,
@@ -22,7 +21,7 @@ from keras_kare.memory import (
     estimate_nystrom_bytes,
 )
 from keras_kare.networks import unwrap_network
-from keras_kare.ntk import compute_ntk
+from keras_kare.ntk import GramEngine
 from keras_kare.progress import Progress, check_verbose
 from keras_kare.ridge import ExactSystem, RidgePath, absolute_ridge
 from keras_kare.risk import check_kernel_not_degenerate, check_ridge
@@ -322,18 +321,19 @@ class KernelPredictor:
             raise ValueError(f"{reasons}; {what} belong to the old NTK. Call fit again.")
 
     # ---------------------------------------------------------------- kernel
+    def _engine(self) -> GramEngine:
+        return GramEngine(self.model, self.kernel, self.implementation, self.batch_size)
+
+    def _inputs(self, x, name: str = "x"):
+        """``x`` checked against the network once (``GramEngine.inputs``); every Gram below takes it as is."""
+        return self._engine().inputs(x, name)
+
     def _gram(self, x1, x2=None, verbose=None) -> np.ndarray:
-        """The float64 Gram (``kernel="full"``: (n1·C, n2·C), rows example-major)."""
-        k = compute_ntk(
-            self.model,
-            x1,
-            x2,
-            self.kernel,
-            self.implementation,
-            self.batch_size,
-            extra_copies=1,
-            verbose=self.verbose if verbose is None else verbose,
-        )
+        """The float64 Gram between checked inputs (``kernel="full"``: (n1·C, n2·C), rows example-major)."""
+        engine = self._engine()
+        x1, x2 = (None if x is None else tf.nest.map_structure(tf.convert_to_tensor, x) for x in (x1, x2))
+        engine.check_memory(x1, x2, extra_copies=1)
+        k = engine.gram(x1, x2, self.verbose if verbose is None else verbose)
         self._gram_eps = float(np.finfo(k.dtype.as_numpy_dtype).eps)
         k = k.numpy().astype(np.float64)
         if self.kernel == "full":  # (n1, n2, C, C) -> (n1 C, n2 C), rows example-major
@@ -388,10 +388,10 @@ class KernelPredictor:
         y_arr = v.as_targets(y, n, "y")
         if n < 2:
             raise ValueError(f"fit needs at least 2 examples, received {n}.")
-        v.ensure_built(self.network, x_t)
+        x_t = self._inputs(x_t)
         y_mat = y_arr.reshape(n, -1)
         if self.kernel == "full":
-            width = forward_profile(self.network, v.take_rows(x_t, 0, 1)).outputs
+            width = self._engine().output_width(x_t)
             if width != y_mat.shape[1]:
                 raise ValueError(
                     f"kernel='full' needs one target column per network output: the network has "
@@ -413,7 +413,7 @@ class KernelPredictor:
                 self.batch_size,
                 advice="Use solver='nystrom' (memory O(m² + block·m) for m centres, never n²).",
             )
-            # exactly symmetric (compute_ntk mirrors blocks)
+            # exactly symmetric (GramEngine.gram mirrors blocks)
             self._system = ExactSystem(self._gram(x_t), self.y_fit_)
         else:
             self._system = self._fit_nystrom(x_t, n)
@@ -466,7 +466,7 @@ class KernelPredictor:
     def predict(self, x) -> np.ndarray:
         """``(1/n) K(x, B) α`` (B: training inputs or centres): (m,) for 1-D training targets, else (m, C)."""
         self._check_fitted()
-        x_t = v.as_input(x, "x")
+        x_t = self._inputs(x)
         m = v.num_rows(x_t, "x")
         self._check_network_unchanged("the dual coefficients")
         k = self._gram(x_t, self._basis())
@@ -533,7 +533,7 @@ class KernelPredictor:
             (R, m) for 1-D training targets, else (R, m, C).
         """
         self._check_fitted()
-        x_t = v.as_input(x, "x")
+        x_t = self._inputs(x)
         m = v.num_rows(x_t, "x")
         self._check_network_unchanged("the training Gram and dual coefficients")
         lambdas, _ = self._lambdas(ridges)

@@ -37,7 +37,7 @@ def absolute_ridge(ridge, k_trace: float, n: int, relative: bool):
 def solve_dual(k: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     """α = (K/n + λI)⁻¹ Y by Cholesky in float64 (policy: :mod:`keras_kare.factor`).
 
-    ``k`` must be symmetric (a Gram from ``compute_ntk`` with ``x2=None`` is,
+    ``k`` must be symmetric (a Gram from ``keras_kare.ntk`` with ``x2=None`` is,
     exactly); only its lower triangle is read. The factorisation runs in
     LAPACK (``factor.robust_cholesky_numpy``). A factorisation that needed
     jitter is logged as a warning; one that failed on every rung raises

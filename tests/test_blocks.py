@@ -18,7 +18,7 @@ from precision import gram_entry_rtol
 from test_structured import KERNELS, _inputs, build, rel_err
 
 import keras_kare
-from keras_kare.backend import BlockGram
+from keras_kare.backend import CapturedBlocks
 from keras_kare.backend.tensorflow import structured_factors as sf
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
 
@@ -27,13 +27,13 @@ ntk_module = sys.modules["keras_kare.ntk"]  # (keras_kare.ntk the attribute is t
 
 def _count_captures(monkeypatch) -> list:
     calls = []
-    original = BlockGram.features
+    original = CapturedBlocks.capture
 
     def counting(self, x):
         calls.append(int(tf.nest.flatten(x)[0].shape[0]))
         return original(self, x)
 
-    monkeypatch.setattr(BlockGram, "features", counting)
+    monkeypatch.setattr(CapturedBlocks, "capture", counting)
     return calls
 
 
@@ -93,7 +93,7 @@ def test_convolution_factors_are_kept_materialised():
     conv_key = next(k for k, f in raw.items() if isinstance(f, sf.LinearFactor) and f.a.shape[1] > 1)
     assert isinstance(kept[conv_key], sf.GradFactor)
     assert kept[conv_key].grad.shape == (1, 4, 9 * 8 + 8)  # kernel + bias per example
-    assert BlockGram.nbytes(sf.flatten_factors(kept)[1]) < BlockGram.nbytes(sf.flatten_factors(raw)[1]) / 10
+    assert CapturedBlocks.nbytes(sf.flatten_factors(kept)[1]) < CapturedBlocks.nbytes(sf.flatten_factors(raw)[1]) / 10
 
 
 def test_memory_check_falls_back_to_per_pair_capture(rng, monkeypatch, caplog):

@@ -22,8 +22,8 @@ Where TensorFlow is used:
   ``tf.function``).
 
 What a JAX port would have to provide: this package's functions (``gram``,
-``block_gram``/``BlockGram``, ``row_block_gram``, ``forward_profile``, ``resolve_implementation``,
-``swap_examples``) built on ``jax.jacrev``/``vmap`` (neural-tangents'
+``compiled_gram``, ``captured_blocks``/``CapturedBlocks``, ``row_block_gram``, ``forward_profile``,
+``resolve_implementation``, ``swap_examples``) built on ``jax.jacrev``/``vmap`` (neural-tangents'
 ``empirical.py`` is the model), the KARE and ridge algebra in ``keras.ops`` or
 ``jax.numpy`` with ``jax.custom_vjp`` in place of ``tf.custom_gradient``, a
 ``KAREModel.train_step`` in the stateless JAX trainer style, and
@@ -36,8 +36,10 @@ check_keras_backend()
 
 from keras_kare.backend.tensorflow import (  # noqa: E402 - only after the backend check
     IMPLEMENTATIONS,
-    BlockGram,
-    block_gram,
+    CapturedBlocks,
+    cached_functions,
+    captured_blocks,
+    compiled_gram,
     forward_profile,
     gram,
     register_rule,
@@ -48,10 +50,12 @@ from keras_kare.backend.tensorflow import (  # noqa: E402 - only after the backe
 
 __all__ = [
     "IMPLEMENTATIONS",
-    "BlockGram",
+    "CapturedBlocks",
+    "cached_functions",
+    "captured_blocks",
     "check_keras_backend",
+    "compiled_gram",
     "forward_profile",
-    "block_gram",
     "gram",
     "register_rule",
     "resolve_implementation",

@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_kare import _validation as v
 from keras_kare.backend import IMPLEMENTATIONS
 from keras_kare.networks import is_kare_model, unwrap_network
-from keras_kare.ntk import network_input
+from keras_kare.ntk import GramEngine
 
 
 def default_kernel(model, kernel: Optional[str]) -> str:
@@ -49,11 +49,11 @@ def as_probe(x, y, name: str, min_rows: int = 2):
 def check_probe_against_model(model, x, name: str) -> None:
     """Raise a clear ValueError naming ``name`` if the probe inputs do not fit the model.
 
-    The boundary check of :func:`keras_kare.ntk` (``ntk.network_input``):
+    The boundary check of :func:`keras_kare.ntk` (``GramEngine.inputs``):
     declared input shapes are compared, and any network is traced on one
     example, before the probe is ever used.
     """
-    network_input(unwrap_network(model), x, name)
+    GramEngine(model).inputs(x, name)
 
 
 def check_targets_against_model(model, x, y: np.ndarray, kernel: str, name: str) -> None:

@@ -3,7 +3,7 @@
 A Gram computed in blocks pairs every block of ``x1`` with every block of
 ``x2``. Recomputing the per-layer factors (layer inputs A and cotangents Δ, a
 forward and a backward pass) for both blocks of every pair costs about as
-much as the pair's Gram products for an MLP; :class:`BlockGram` captures each
+much as the pair's Gram products for an MLP; :class:`CapturedBlocks` captures each
 block once and pairs the stored factors instead.
 
 Cost for b1 × b2 blocks (``b`` examples each): captures drop from
@@ -21,20 +21,18 @@ the jacobian implementation (n × P per block) are too large to keep.
 
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from keras_kare.backend.tensorflow.compiled import cached, weak
 from keras_kare.backend.tensorflow.dispatch import swap_examples
 from keras_kare.backend.tensorflow.structured import features_gram, structured_features
 from keras_kare.backend.tensorflow.structured_factors import flatten_factors, unflatten_factors
 
-_ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-
-class BlockGram:
+class CapturedBlocks:
     """Compiled capture and pairing functions for one model, kernel mode, block size and input signature.
 
     Args:
@@ -48,16 +46,17 @@ class BlockGram:
             signature and every block is computed by the same graphs.
 
     Example:
-        >>> engine = BlockGram(model, "trace", 512, tf.TensorSpec((None, 3), tf.float32))
-        >>> fa, fb = engine.features(xa), engine.features(xb)
-        >>> k_ab, k_aa = engine.gram(fa, fb), engine.gram(fa)  # k_aa exactly symmetric
+        >>> blocks = CapturedBlocks(model, "trace", 512, tf.TensorSpec((None, 3), tf.float32))
+        >>> fa, fb = blocks.capture(xa), blocks.capture(xb)
+        >>> k_ab, k_aa = blocks.pair(fa, fb), blocks.pair(fa)  # k_aa exactly symmetric
     """
 
     def __init__(self, model, kernel: str, block_size: int, input_spec):
         self.kernel = kernel
+        net = weak(model)  # the cache holding this object must not keep the model alive
 
         def features(x):
-            meta, tensors = flatten_factors(structured_features(model, x, kernel, block_size))
+            meta, tensors = flatten_factors(structured_features(net(), x, kernel, block_size))
             self._meta = meta  # static: one input signature, one trace
             return tensors
 
@@ -77,11 +76,11 @@ class BlockGram:
     def _factors(self, tensors):
         return unflatten_factors(self._meta, tensors)
 
-    def features(self, x) -> list:
+    def capture(self, x) -> list:
         """The stored factors of one block (a list of tensors; empty if no weight is used)."""
         return self._features(x)
 
-    def gram(self, f1: list, f2: Optional[list] = None) -> tf.Tensor:
+    def pair(self, f1: list, f2: Optional[list] = None) -> tf.Tensor:
         """The Gram block between two captured blocks; ``f2=None`` pairs ``f1`` with itself."""
         return self._self_pair(f1) if f2 is None else self._pair(f1, f2)
 
@@ -91,13 +90,9 @@ class BlockGram:
         return int(sum(np.prod(t.shape) * t.dtype.size for t in features))
 
 
-def block_gram(model, kernel: str, implementation: str, block_size: int, input_spec) -> Optional[BlockGram]:
-    """A cached :class:`BlockGram` for ``model`` and ``input_spec``, or None if ``implementation`` has no factors."""
+def captured_blocks(model, kernel: str, implementation: str, block_size: int, input_spec) -> Optional[CapturedBlocks]:
+    """The cached :class:`CapturedBlocks` of ``model`` for ``input_spec``; None if ``implementation`` has no factors."""
     if implementation != "structured":
         return None
-    per_model = _ENGINES.setdefault(model, {})
-    # freezing/unfreezing layers changes which variables count: part of the key, as is the input signature
-    key = (kernel, block_size, tuple(id(w) for w in model.trainable_variables), str(input_spec))
-    if key not in per_model:
-        per_model[key] = BlockGram(model, kernel, block_size, input_spec)
-    return per_model[key]
+    key = ("captured_blocks", kernel, block_size, str(input_spec))
+    return cached(model, key, lambda: CapturedBlocks(model, kernel, block_size, input_spec))

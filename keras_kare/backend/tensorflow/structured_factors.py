@@ -51,7 +51,7 @@ materialising almost always wins (``T² ≫ d_in d_out / (d_in + d_out)``). If t
 chosen form would need more than :data:`MEMORY_LIMIT_ELEMENTS` elements and the
 other would not, the other is used. When the batch size is unknown at trace
 time (``None`` in a ``tf.function``), :data:`ASSUMED_BATCH` is used. A blocked
-Gram that keeps each block's factors (``blocks.BlockGram``) makes the decision
+Gram that keeps each block's factors (``blocks.CapturedBlocks``) makes the decision
 once per variable for pairs of full blocks (``compact``) and stores the
 chosen form.
 """
