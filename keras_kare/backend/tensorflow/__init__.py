@@ -10,8 +10,14 @@ Other modules use TensorFlow too (linear algebra, training step, distribution):
 """
 
 from keras_kare.backend.tensorflow.blocks import CapturedBlocks, captured_blocks
-from keras_kare.backend.tensorflow.compiled import cached_functions, compiled_gram
-from keras_kare.backend.tensorflow.dispatch import IMPLEMENTATIONS, gram, resolve_implementation, swap_examples
+from keras_kare.backend.tensorflow.compiled import cached_functions
+from keras_kare.backend.tensorflow.dispatch import (
+    IMPLEMENTATIONS,
+    compiled_gram,
+    gram,
+    resolve_implementation,
+    swap_examples,
+)
 from keras_kare.backend.tensorflow.jacobian import forward_profile
 from keras_kare.backend.tensorflow.row_blocks import row_block_gram
 from keras_kare.backend.tensorflow.structured_rules import register_rule

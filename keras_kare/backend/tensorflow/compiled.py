@@ -1,22 +1,21 @@
-"""The one cache of compiled Gram functions, per model.
+"""The one per-model cache of what is compiled or traced for a network.
 
 Eager calls of the autodiff (``tape.jacobian`` with ``pfor`` in particular)
 rebuild their graph on every call; a ``tf.function`` compiled once per graph
-makes a blocked Gram cost one trace per graph instead of one per block. Every
-compiled Gram function of the package lives here, keyed per model (a weak
-reference: a deleted model takes its functions with it) by what fixes the
-graph: the caller's key (kernel mode, implementation, input signatures, block
-size) and the variables that count (freezing a layer changes them).
+makes a blocked Gram cost one trace per graph instead of one per block.
+Everything the package compiles or traces for a model lives here: the compiled
+Grams (``dispatch.compiled_gram``), the captured blocks
+(``blocks.captured_blocks``) and the forward profiles of the memory estimate
+(``jacobian.forward_profile``). It is keyed per model (a weak reference: a
+deleted model takes its entries with it) by what fixes the graph: the
+caller's key (kernel mode, implementation, input signatures, block size) and
+the variables that count (freezing a layer changes them).
 """
 
 from __future__ import annotations
 
 import weakref
 from typing import Callable
-
-import tensorflow as tf
-
-from keras_kare.backend.tensorflow.dispatch import gram
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -45,24 +44,3 @@ def weak(model) -> Callable[[], object]:
 def cached_functions(model) -> list:
     """Everything cached for ``model`` (for tests and diagnostics)."""
     return list(_CACHE.get(model, {}).values())
-
-
-def compiled_gram(model, kernel: str, implementation: str, specs1, specs2=None):
-    """A ``tf.function`` of :func:`~keras_kare.backend.tensorflow.dispatch.gram` for one input signature.
-
-    ``specs1``/``specs2``: the ``tf.TensorSpec`` structures of ``x1``/``x2``,
-    batch axis ``None`` and every other axis fixed (``specs2=None``: the
-    symmetric Gram of ``x1``). The function's input signature fixes them, so
-    no call relaxes it further (to an unknown rank, say) and no call changes
-    what a later call computes.
-    """
-
-    net = weak(model)
-
-    def build():
-        if specs2 is None:
-            return tf.function(lambda a: gram(net(), a, None, kernel, implementation), input_signature=[specs1])
-        return tf.function(lambda a, b: gram(net(), a, b, kernel, implementation), input_signature=[specs1, specs2])
-
-    key = ("gram", kernel, implementation, str(specs1), None if specs2 is None else str(specs2))
-    return cached(model, key, build)

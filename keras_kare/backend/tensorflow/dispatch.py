@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_kare._keras_compat import nested_layers
 from keras_kare.backend.tensorflow import structured
+from keras_kare.backend.tensorflow.compiled import cached, weak
 from keras_kare.backend.tensorflow.jacobian import jacobian_gram
 
 logger = logging.getLogger("keras_kare")
@@ -87,3 +88,24 @@ def gram(model, x1, x2=None, kernel: str = "trace", implementation: str = "jacob
 def swap_examples(k, kernel: str):
     """K(x2, x1) from K(x1, x2): transpose the example axes (and the output axes for "full")."""
     return tf.transpose(k, [1, 0, 3, 2]) if kernel == "full" else tf.transpose(k)
+
+
+def compiled_gram(model, kernel: str, implementation: str, specs1, specs2=None):
+    """A ``tf.function`` of :func:`~keras_kare.backend.tensorflow.dispatch.gram` for one input signature.
+
+    ``specs1``/``specs2``: the ``tf.TensorSpec`` structures of ``x1``/``x2``,
+    batch axis ``None`` and every other axis fixed (``specs2=None``: the
+    symmetric Gram of ``x1``). The function's input signature fixes them, so
+    no call relaxes it further (to an unknown rank, say) and no call changes
+    what a later call computes.
+    """
+
+    net = weak(model)
+
+    def build():
+        if specs2 is None:
+            return tf.function(lambda a: gram(net(), a, None, kernel, implementation), input_signature=[specs1])
+        return tf.function(lambda a, b: gram(net(), a, b, kernel, implementation), input_signature=[specs1, specs2])
+
+    key = ("gram", kernel, implementation, str(specs1), None if specs2 is None else str(specs2))
+    return cached(model, key, build)

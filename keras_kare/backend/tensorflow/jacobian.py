@@ -15,12 +15,12 @@ the oracle the structured implementation is tested against.
 
 from __future__ import annotations
 
-import weakref
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from keras_kare.backend.tensorflow.compiled import cached
 from keras_kare.backend.tensorflow.outputs import flat_outputs
 
 
@@ -41,7 +41,6 @@ def _per_example_jacobians(model, x, variables: Sequence[tf.Variable], summed: b
     ]
 
 
-_PROFILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _NOT_ACTIVATIONS = {"Const", "Placeholder", "ReadVariableOp", "Identity", "IdentityN", "NoOp", "Shape"}
 
 
@@ -64,20 +63,20 @@ def forward_profile(model, x_one) -> ForwardProfile:
             symbolic tensors with static shapes work).
     """
     specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x_one)
-    key = str(specs)
-    per_model = _PROFILES.setdefault(model, {})
-    if key not in per_model:
-        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(specs)
-        total = 0
-        for op in concrete.graph.get_operations():
-            if op.type in _NOT_ACTIVATIONS:
-                continue
-            for t in op.outputs:
-                if t.dtype.is_floating and t.shape.is_fully_defined():
-                    total += t.shape.num_elements()
-        outputs = sum(int(o.shape[1:].num_elements() or 1) for o in tf.nest.flatten(concrete.structured_outputs))
-        per_model[key] = ForwardProfile(total, outputs)
-    return per_model[key]
+    return cached(model, ("forward_profile", str(specs)), lambda: _profile(model, specs))
+
+
+def _profile(model, specs) -> ForwardProfile:
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(specs)
+    total = 0
+    for op in concrete.graph.get_operations():
+        if op.type in _NOT_ACTIVATIONS:
+            continue
+        for t in op.outputs:
+            if t.dtype.is_floating and t.shape.is_fully_defined():
+                total += t.shape.num_elements()
+    outputs = sum(int(o.shape[1:].num_elements() or 1) for o in tf.nest.flatten(concrete.structured_outputs))
+    return ForwardProfile(total, outputs)
 
 
 def jacobian_gram(model, x1, x2=None, kernel: str = "trace") -> tf.Tensor:
