@@ -252,7 +252,7 @@ def test_any_change_of_the_ntk_is_refused(problem, tmp_path, change, message):
 
 
 def test_fingerprint_sees_one_ulp_in_one_weight():
-    from keras_kare.predictor import fingerprint_changes, network_fingerprint
+    from keras_kare.fingerprint import fingerprint_changes, network_fingerprint
 
     net = make_net()
     net.build((None, 3))
