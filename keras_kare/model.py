@@ -8,23 +8,12 @@ import tensorflow as tf
 from keras_kare import _keras_compat as compat
 from keras_kare import _validation as v
 from keras_kare import distribute as _distribute
-from keras_kare import in_memory
+from keras_kare import in_memory, kare_logs
 from keras_kare.factor import min_eigenvalue, min_eigenvalue_estimate
 from keras_kare.guard import NonFiniteGuard
 from keras_kare.layers.kare_layer import KARE
 from keras_kare.ntk import GramEngine
 from keras_kare.risk import as_target_matrix
-
-_METRIC_NAMES = ("loss", "kare", "kare_numerator", "kare_denominator", "effective_ridge")
-_COUNTER_NAMES = ("factor_retries", "nonfinite_steps")
-
-
-class _GoodStepMean(keras.metrics.Mean):
-    """Mean over the finite steps; NaN (not Keras' 0) when an epoch had none."""
-
-    def result(self):
-        value = super().result()
-        return tf.where(self.count > 0, value, tf.constant(float("nan"), value.dtype))
 
 
 @keras.saving.register_keras_serializable(package="keras_kare")
@@ -131,13 +120,9 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         self.kare_layer = KARE(ridge=ridge, relative_ridge=relative_ridge, solve_dtype=solve_dtype, name="kare")
         self.kernel = kernel
         self.implementation = implementation
-        self._trackers = {name: _GoodStepMean(name=name) for name in _METRIC_NAMES}
-        for name in _COUNTER_NAMES:
-            self._trackers[name] = keras.metrics.Sum(name=name)
+        self._trackers = kare_logs.make_trackers()
         # smallest eigenvalue of K/n + zI at the last non-finite step (for the stop message)
         self._failure_min_eig = keras.Variable(float("nan"), dtype="float64", trainable=False, name="failure_min_eig")
-        for name in ("loss", "kare", "kare_numerator"):
-            compat.set_lower_is_better(self._trackers[name])
         self._metrics_group = compat.metrics_group(list(self._trackers.values()), name="kare_metrics")
         if base_model.built and not base_model.trainable_variables:
             raise ValueError("base_model has no trainable weights: there is no NTK to train.")
@@ -327,16 +312,7 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
     def get_metrics_result(self):
         if getattr(self, "_metrics_result_fn", None) is None:
             self._metrics_result_fn = tf.function(super().get_metrics_result)
-        result = self._metrics_result_fn()
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        if replicas > 1 and isinstance(result, dict):
-            # Read across replicas, a Sum tracker is the sum of every replica's count; a skipped step is
-            # skipped (and counted) on all R replicas. Per replica, as the per-batch logs report them.
-            result = dict(result)
-            for name in _COUNTER_NAMES:
-                if name in result:
-                    result[name] = result[name] / replicas
-        return result
+        return kare_logs.per_replica_counts(self._metrics_result_fn(), self.distribute_strategy.num_replicas_in_sync)
 
     # ------------------------------------------------------------- KARE steps
     def _kare_terms(self, x, y):
@@ -377,26 +353,7 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         return self.kare_scope == "global" and _distribute.in_replicas()
 
     def _update_trackers(self, terms, ok=None):
-        """Average the KARE terms over the steps that were finite; count retries and failures."""
-        ok = terms.ok if ok is None else ok
-        weight = tf.cast(ok, terms.value.dtype)
-        values = {
-            "loss": terms.value,
-            "kare": terms.value,
-            "kare_numerator": terms.numerator,
-            "kare_denominator": terms.denominator,
-            "effective_ridge": terms.ridge,
-        }
-        for name in _METRIC_NAMES:
-            safe = tf.where(ok, values[name], tf.zeros_like(values[name]))
-            self._trackers[name].update_state(safe, sample_weight=weight)
-        # counters count steps: a flag raised on any replica is counted on every replica
-        # (get_metrics_result reports the per-replica count)
-        rescued = tf.logical_and(terms.retries > 0, ok)  # a failed step is counted below, not here
-        anywhere = tf.logical_not(_distribute.all_replicas(tf.logical_not(tf.stack([rescued, tf.logical_not(ok)]))))
-        for name, flag in zip(("factor_retries", "nonfinite_steps"), tf.unstack(anywhere)):
-            self._trackers[name].update_state(tf.cast(flag, "float32"))
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        return kare_logs.update_trackers(self._trackers, terms, terms.ok if ok is None else ok)
 
     def _record_failure(self, k, ridge):
         """Store min eig(K/n + zI) of a failed step (evaluated only on failure)."""
