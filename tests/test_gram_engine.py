@@ -3,12 +3,10 @@
 Every Gram of the package goes through ``GramEngine``: inputs are checked
 once at the boundary (not again for every block below it), compiled
 functions live in one per-model cache that a deleted model releases, and the
-training step's Gram is the engine's. KAREModel.fit takes exactly
-``keras.Model.fit``'s arguments.
+training step's Gram is the engine's.
 """
 
 import gc
-import inspect
 import weakref
 
 import keras
@@ -101,19 +99,3 @@ def test_engine_rejects_bad_settings_before_any_work():
         GramEngine(_net(), batch_size=0)
     with pytest.raises(TypeError, match="must be a keras.Model"):
         GramEngine(np.ones(3))
-
-
-def test_kare_model_fit_takes_exactly_keras_fit_arguments():
-    ours = inspect.signature(keras_kare.KAREModel.fit).parameters
-    theirs = inspect.signature(keras.Model.fit).parameters
-    assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()]
-
-
-def test_kare_model_fit_passes_positional_arguments_like_keras(rng):
-    x = rng.normal(size=(12, 4)).astype("float32")
-    y = rng.normal(size=12).astype("float32")
-    model = keras_kare.KAREModel(_net(), ridge=0.1)
-    model.compile(optimizer=keras.optimizers.SGD(0.01))
-    history = model.fit(x, y, 6, 3, 0)  # x, y, batch_size, epochs, verbose
-    assert len(history.history["kare"]) == 3
-    assert model.optimizer.iterations.numpy() == 6  # two batches of 6 per epoch

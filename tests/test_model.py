@@ -1,3 +1,4 @@
+import inspect
 import os
 import warnings
 
@@ -228,3 +229,19 @@ def test_config_round_trip():
     clone = keras_kare.KAREModel.from_config(model.get_config())
     assert clone.kare_layer.ridge == 0.3 and clone.kare_layer.relative_ridge and clone.kernel == "summed_output"
     assert isinstance(clone.base_model, keras.Sequential)
+
+
+def test_kare_model_fit_takes_exactly_keras_fit_arguments():
+    ours = inspect.signature(keras_kare.KAREModel.fit).parameters
+    theirs = inspect.signature(keras.Model.fit).parameters
+    assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()]
+
+
+def test_kare_model_fit_passes_positional_arguments_like_keras(rng):
+    x = rng.normal(size=(12, 4)).astype("float32")
+    y = rng.normal(size=12).astype("float32")
+    model = keras_kare.KAREModel(make_net(), ridge=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = model.fit(x, y, 6, 3, 0)  # x, y, batch_size, epochs, verbose
+    assert len(history.history["kare"]) == 3
+    assert model.optimizer.iterations.numpy() == 6  # two batches of 6 per epoch
