@@ -159,8 +159,12 @@ class NystromSystem:
         r = len(kare_vals)
         return np.array(kare_vals), np.full(r, np.nan), np.array(train)
 
-    def predict_path(self, k_x: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
-        """``K(x, C) β(λ)`` for each λ, (R, rows of ``k_x``, C)."""
+    def predict_path(self, k_x: np.ndarray, lambdas: np.ndarray, below_level: int = logging.WARNING) -> np.ndarray:
+        """``K(x, C) β(λ)`` for each λ, (R, rows of ``k_x``, C).
+
+        The reduced system keeps only directions of positive eigenvalue, so
+        every λ > 0 is defined (``below_level``: the common interface's, unused).
+        """
         return np.stack([k_x @ self.coefficients(lam) for lam in lambdas])
 
     def state(self, include_kernel: bool = True) -> tuple[dict, dict]:

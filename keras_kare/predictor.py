@@ -472,14 +472,19 @@ class KernelPredictor:
             ridges: 1-D grid; default as in :meth:`ridge_path`.
 
         Returns:
-            (R, m) for 1-D training targets, else (R, m, C).
+            (R, m) for 1-D training targets, else (R, m, C). A ridge not above
+            the most negative eigenvalue of K/n (the round-off of a float32
+            Gram meets the smallest ridges of a wide grid) has NaN predictions,
+            as :meth:`ridge_path` has NaN there; one line says which (a warning
+            for a given grid, INFO for the default one).
         """
         self._check_fitted()
         x_t = self._inputs(x)
         m = v.num_rows(x_t, "x")
         self._check_network_unchanged("the training Gram and dual coefficients")
         lambdas, _ = self._lambdas(ridges)
-        preds = self._system.predict_path(self._gram(x_t, self._basis()), lambdas)
+        level = logging.INFO if ridges is None else logging.WARNING
+        preds = self._system.predict_path(self._gram(x_t, self._basis()), lambdas, below_level=level)
         preds = preds.reshape(len(lambdas), m, self.n_outputs_)
         return preds[..., 0] if self._y_ndim == 1 else preds
 

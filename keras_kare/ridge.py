@@ -204,22 +204,34 @@ class ExactSystem:
             progress.advance()
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
-    def predict_path(self, k_x: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+    def predict_path(self, k_x: np.ndarray, lambdas: np.ndarray, below_level: int = logging.WARNING) -> np.ndarray:
         """``K(x, X) α(λ) / n`` for each λ, (R, rows of ``k_x``, C), from the cached eigendecomposition.
 
-        Raises:
-            numpy.linalg.LinAlgError: ``K/n + λI`` is not positive definite for some λ of the grid.
+        A λ not above the most negative eigenvalue of K/n (``K/n + λI`` not
+        positive definite: a float32 Gram's round-off meets the smallest
+        ridges of a wide grid) gets NaN predictions, as :meth:`path` reports NaN
+        for it, and one line at ``below_level`` names those ridges; the rest of
+        the grid is unaffected.
         """
         s, vecs = self.spectrum()
         n = self.n_rows
-        if np.any(s.min() / n + lambdas <= 0):
-            raise np.linalg.LinAlgError(
-                f"K/n + λI is not positive definite for some ridge of the grid (smallest eigenvalue of K/n "
-                f"{s.min() / n:.3e}); use larger ridges."
-            )
+        below = s.min() / n + np.asarray(lambdas, dtype=np.float64) <= 0
         kv = k_x @ vecs  # (rows, n)
         proj = vecs.T @ self.y  # (n, C)
-        return np.stack([kv @ (proj / (s[:, None] / n + lam)) / n for lam in lambdas])
+        nan = np.full((k_x.shape[0], self.y.shape[1]), np.nan)
+        preds = [nan if out else kv @ (proj / (s[:, None] / n + lam)) / n for lam, out in zip(lambdas, below)]
+        if below.any():
+            logger.log(
+                below_level,
+                "keras_kare: %d of %d ridges (%.3e to %.3e) are not above the kernel's most negative "
+                "eigenvalue/n (%.3e); K/n + λI is not positive definite there, the predictions are NaN.",
+                int(below.sum()),
+                len(below),
+                float(np.min(np.asarray(lambdas)[below])),
+                float(np.max(np.asarray(lambdas)[below])),
+                s.min() / n,
+            )
+        return np.stack(preds)
 
     def state(self, include_kernel: bool = True) -> tuple[dict, dict]:
         """(scalars, arrays) to save: the Gram as ``train_kernel`` unless ``include_kernel`` is False."""

@@ -292,3 +292,24 @@ def test_zero_ntk_with_a_fixed_absolute_ridge_predicts_zero(problem):
     x, y, xt = problem
     kp = KernelPredictor(zero_net(), ridge=0.1, relative_ridge=False, solver="exact").fit(x, y)
     np.testing.assert_array_equal(kp.predict(xt), np.zeros(len(xt)))  # K = 0: α = Y/λ, K(x, X) α = 0
+
+
+def test_predict_path_gives_nan_only_where_the_ridge_is_undefined(caplog):
+    """A grid reaching below the Gram's most negative eigenvalue/n: NaN rows there, the exact solve elsewhere."""
+    from keras_kare.ridge import ExactSystem
+
+    rng = np.random.default_rng(3)
+    vecs, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    k = vecs @ np.diag([-0.3, 1.0, 2.0, 3.0]) @ vecs.T  # a float32 Gram's round-off can make K slightly indefinite
+    k = 0.5 * (k + k.T)
+    y = rng.normal(size=(4, 2))
+    k_x = rng.normal(size=(3, 4))
+    lambdas = np.array([0.05, 0.5, 1.0])  # eigenvalues of K/n: -0.075, 0.25, 0.5, 0.75
+    with caplog.at_level(logging.WARNING, logger="keras_kare"):
+        preds = ExactSystem(k, y).predict_path(k_x, lambdas)
+    assert preds.shape == (3, 3, 2)
+    assert np.isnan(preds[0]).all()
+    for p, lam in zip(preds[1:], lambdas[1:]):
+        oracle = k_x @ np.linalg.solve(k / 4 + lam * np.eye(4), y) / 4
+        np.testing.assert_allclose(p, oracle, rtol=1e-10)
+    assert "1 of 3 ridges" in caplog.text and "predictions are NaN" in caplog.text

@@ -187,6 +187,23 @@ def test_choice_rules_by_hand():
     assert sel["accuracy"] == 0.2 and sel["config"] == {"depth": 2, "width": 4, "lr": 1.0} and sel["ridge_index"] == 1
 
 
+def test_undefined_ridges_never_count_as_best():
+    """A ridge at which K/n + λI is not positive definite has NaN outputs (None once stored as JSON)."""
+    from keras_kare.reproduce.runner import score
+
+    assert all(np.isnan(score(np.array([0.3, np.nan]), np.array([1.0, -1.0]))))
+    nan = float("nan")
+    recs = [
+        {"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [nan, 0.8, 0.9], "kare": [nan, 0.2, 0.1]},
+        {"method": "kare", "depth": 1, "width": 8, "lr": 1.0, "accuracy": [None, 0.85, 0.7], "kare": [None, 0.3, 0.4]},
+        {"method": "kare", "depth": 2, "width": 4, "lr": 1.0, "accuracy": [nan, nan, nan], "kare": [nan, nan, nan]},
+    ]
+    assert P.paper_best(recs, "kare") == 0.9
+    assert P.paper_best(recs[1:], "kare") == 0.85
+    assert np.isnan(P.paper_best(recs[2:], "kare"))
+    assert P.choose(recs, "kare") is recs[0] and P.validation_accuracy(recs[1]) == 0.85
+
+
 def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
     root = _poisoned_dataset(tmp_path / "data")
     monkeypatch.setattr(P, "neural_trial", FakeTrial())

@@ -204,8 +204,10 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
         curve = np.nanmean(table, axis=0)
         per_seed[method] = {"best": best, "kare_selected": selected}
         validated = {}
-        if np.isfinite(val).all():  # --protocol validated: the ridge with the smallest held-out error
-            val_idx = np.argmin(val, axis=1)
+        # --protocol validated: the ridge with the smallest held-out error (a ridge at which the kernel system is
+        # not defined has NaN there and is never picked)
+        if np.isfinite(val).any(axis=1).all():
+            val_idx = np.argmin(np.where(np.isfinite(val), val, np.inf), axis=1)
             per_seed[method]["validated"] = table[np.arange(len(seeds)), val_idx]
             validated = {
                 "validated_test_mse": float(np.mean(per_seed[method]["validated"])),

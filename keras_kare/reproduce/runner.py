@@ -276,8 +276,15 @@ def _keep_best(model, monitor: Callable, best: dict, step: int) -> int:
 
 
 def score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(MSE, accuracy) of predictions against ±1 / ±1-one-hot targets (accuracy by sign / argmax)."""
+    """(MSE, accuracy) of predictions against ±1 / ±1-one-hot targets (accuracy by sign / argmax).
+
+    Both are NaN when a prediction is not finite (a ridge at which the kernel
+    system is not defined, see ``KernelPredictor.predict_path``): no class is
+    decided from NaN.
+    """
     pred = np.asarray(pred, dtype=np.float64).reshape(y.shape)
+    if not np.all(np.isfinite(pred)):
+        return float("nan"), float("nan")
     return float(np.mean((pred - y) ** 2)), accuracy(pred, y)
 
 
@@ -411,7 +418,7 @@ def run_seed(
     )
     res = krr_path(kare_model, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)
     log(
-        f"[{tag}] NTK-KARE: best test MSE {res['test_mse'].min():.4f} over the ridge grid "
+        f"[{tag}] NTK-KARE: best test MSE {np.nanmin(res['test_mse']):.4f} over the ridge grid "
         f"(train {info['train_seconds']:.0f}s, kernels {res['kernel_seconds']:.0f}s)"
     )
     rows += _rows("kare", seed, res, info)
@@ -436,7 +443,7 @@ def run_seed(
         }
     )
     res = krr_path(dnn, x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)
-    log(f"[{tag}] after-kernel: best test MSE {res['test_mse'].min():.4f} (kernels {res['kernel_seconds']:.0f}s)")
+    log(f"[{tag}] after-kernel: best test MSE {np.nanmin(res['test_mse']):.4f} (kernels {res['kernel_seconds']:.0f}s)")
     rows += _rows("after_kernel", seed, res, {"train_seconds": None, "stopped_at": None})
     if not classification:
         for r in rows:

@@ -305,7 +305,8 @@ def _kernel_record(method, model, base, x_tr, y_tr, x_ev, y_ev, s, **extra) -> d
     rec = {"method": method, **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist(), **extra}
     pick = kare_pick(rec)
     rec["_pred_pick"] = None if pick is None else res["test_pred"][pick]
-    rec["_pred_best"] = res["test_pred"][int(np.argmax(res["test_accuracy"]))]
+    finite = np.isfinite(res["test_accuracy"]).any()
+    rec["_pred_best"] = res["test_pred"][_best_index(res["test_accuracy"])] if finite else None
     return rec
 
 
@@ -337,6 +338,28 @@ class LongTrainingLog:
             self.log(msg)
 
 
+def _accuracies(record: dict) -> np.ndarray:
+    """A record's evaluation accuracies as floats (one per ridge, or the network's one), NaN where undefined.
+
+    A ridge at which the kernel system is not positive definite has no
+    accuracy (NaN in memory, None once stored as JSON); it never counts as a
+    best.
+    """
+    values = np.atleast_1d(np.asarray(record["accuracy"], dtype=object))
+    return np.array([np.nan if a is None else float(a) for a in values], dtype=np.float64)
+
+
+def _best_index(accuracies) -> int:
+    """Index of the highest finite accuracy (the first on ties); at least one must be finite."""
+    return int(np.nanargmax(np.asarray(accuracies, dtype=np.float64)))
+
+
+def _best_accuracy(record: dict) -> float:
+    """The highest finite evaluation accuracy of a record (NaN if none is)."""
+    acc = _accuracies(record)
+    return float(np.nanmax(acc)) if np.isfinite(acc).any() else float("nan")
+
+
 def kare_pick(record: dict) -> Optional[int]:
     """Index of the ridge with the smallest finite training KARE (None if none is finite)."""
     k = np.array([np.inf if v is None or not math.isfinite(v) else v for v in record["kare"]])
@@ -365,7 +388,7 @@ def choose(records: list[dict], method: str) -> Optional[dict]:
 
 def paper_best(records: list[dict], method: str) -> float:
     """Max over configurations and ridges of the evaluation accuracy (the paper's optimistic number)."""
-    return float(np.max(_paper_best_record(records, method)["accuracy"]))
+    return _best_accuracy(_paper_best_record(records, method))
 
 
 def kare_selected(records: list[dict], method: str) -> dict:
@@ -526,7 +549,7 @@ def run_dataset(
 def _paper_best_record(records: list[dict], method: str) -> Optional[dict]:
     """The ``method`` record with the highest evaluation accuracy over its ridges (first on ties)."""
     recs = [r for r in records if r["method"] == method]
-    return max(recs, key=lambda r: np.max(r["accuracy"])) if recs else None
+    return max(recs, key=lambda r: np.nan_to_num(_best_accuracy(r), nan=-np.inf)) if recs else None
 
 
 def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
