@@ -106,6 +106,19 @@ def test_two_worker_processes_give_the_results_of_one(tmp_path):
     assert (tmp_path / "one" / "table.md").read_text() == (tmp_path / "two" / "table.md").read_text()
 
 
+def test_a_failed_worker_stops_the_run_at_once():
+    """One table's error ends the run promptly: the other workers are stopped, not waited for."""
+    import time
+
+    from keras_kare.reproduce.workers import run_in_workers
+    from tests.worker_helpers import fail_fast_or_sleep
+
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="table 0 failed"):
+        run_in_workers(fail_fast_or_sleep, [1, 0], 2, lambda m: None, lambda i, v: None)
+    assert time.time() - t0 < 60  # the sleeping worker (120 s) was stopped
+
+
 def test_workers_end_when_their_parent_is_killed(tmp_path):
     """A killed run (SIGKILL/SIGTERM to the parent only) must not leave workers training for nobody."""
     import os

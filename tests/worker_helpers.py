@@ -9,3 +9,11 @@ def record_pid_and_sleep(path, log):
     with open(path, "w") as f:
         f.write(str(os.getpid()))
     time.sleep(120)
+
+
+def fail_fast_or_sleep(item, log):
+    """Item 0 raises at once; any other item sleeps (a long table that a failed run must not wait for)."""
+    if item == 0:
+        raise RuntimeError("table 0 failed")
+    time.sleep(120)
+    return item

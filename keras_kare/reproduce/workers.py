@@ -57,6 +57,13 @@ def _call(fn: Callable, item):
     return fn(item, _log_queue.put)
 
 
+def _stop_workers(before: set) -> None:
+    """Terminate this process's multiprocessing children started since ``before`` (a set of pids) was taken."""
+    for proc in multiprocessing.active_children():
+        if proc.pid not in before:
+            proc.terminate()
+
+
 def _drain(log_queue, log: Callable[[str], None]) -> None:
     while True:
         try:
@@ -72,9 +79,11 @@ def run_in_workers(
 
     ``fn`` must be a module-level function (it is pickled by name) and its
     items and results picklable. Items start in the given order; results
-    arrive in completion order. A worker's exception is raised here, after the
-    items not yet started are cancelled. Workers end within about a second of
-    this process if it is killed.
+    arrive in completion order. A worker's exception is raised here at once:
+    the items not yet started are cancelled and the other workers are stopped
+    (their items' results would be discarded; those already passed to
+    ``on_result`` stay). Workers end within about a second of this process if
+    it is killed.
 
     Example:
         >>> run_in_workers(_uci_worker, [(s, "iris"), (s, "wine")], 2, print, print)  # doctest: +SKIP
@@ -87,6 +96,7 @@ def run_in_workers(
     log_queue = context.Queue()
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)  # inherited by the workers before they import numpy or TensorFlow
+    before = {p.pid for p in multiprocessing.active_children()}
     try:
         with ProcessPoolExecutor(
             max_workers=min(jobs, len(items)),
@@ -104,6 +114,7 @@ def run_in_workers(
                         on_result(futures[future], future.result())
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
+                _stop_workers(before)  # leaving the pool waits for its running items, whose results are lost
                 raise
         _drain(log_queue, log)
     finally:
