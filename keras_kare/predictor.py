@@ -325,12 +325,11 @@ class KernelPredictor:
             self.
         """
         self._check_params()
-        x_t = v.as_input(x, "x")
+        x_t = self._inputs(x)
         n = v.num_rows(x_t, "x")
         y_arr = v.as_targets(y, n, "y")
         if n < 2:
             raise ValueError(f"fit needs at least 2 examples, received {n}.")
-        x_t = self._inputs(x_t)
         y_mat = y_arr.reshape(n, -1)
         if self.kernel == "full":
             width = self._engine().output_width(x_t)

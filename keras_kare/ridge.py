@@ -82,6 +82,21 @@ class RidgePath:
         return float(self.ridges[int(np.nanargmin(self.kare))])
 
 
+def _log_undefined(level: int, below, total: int, min_eig: float, consequence: str) -> None:
+    """One line naming the ridges not above the most negative eigenvalue/n of a Gram (K/n + λI not PD there)."""
+    logger.log(
+        level,
+        "keras_kare: %d of %d ridges (%.3e to %.3e) are not above the kernel's most negative "
+        "eigenvalue/n (%.3e); K/n + λI is not positive definite there, %s.",
+        len(below),
+        total,
+        float(np.min(below)),
+        float(np.max(below)),
+        min_eig,
+        consequence,
+    )
+
+
 def spectral_path(
     eigenvalues: np.ndarray,
     eigenvectors: np.ndarray,
@@ -122,16 +137,7 @@ def spectral_path(
         loo.append(np.mean((resid / one_minus_h[:, None]) ** 2))
         train.append(num)
     if below:  # one line per path, not per ridge: small grid ridges meet the Gram's round-off often
-        logger.log(
-            below_level,
-            "keras_kare: %d of %d ridges (%.3e to %.3e) are not above the kernel's most negative "
-            "eigenvalue/n (%.3e); K/n + λI is not positive definite there, the path reports NaN.",
-            len(below),
-            len(lambdas),
-            min(below),
-            max(below),
-            d.min(),
-        )
+        _log_undefined(below_level, below, len(lambdas), d.min(), "the path reports NaN")
     return np.array(kare_vals), np.array(loo), np.array(train)
 
 
@@ -221,16 +227,7 @@ class ExactSystem:
         nan = np.full((k_x.shape[0], self.y.shape[1]), np.nan)
         preds = [nan if out else kv @ (proj / (s[:, None] / n + lam)) / n for lam, out in zip(lambdas, below)]
         if below.any():
-            logger.log(
-                below_level,
-                "keras_kare: %d of %d ridges (%.3e to %.3e) are not above the kernel's most negative "
-                "eigenvalue/n (%.3e); K/n + λI is not positive definite there, the predictions are NaN.",
-                int(below.sum()),
-                len(below),
-                float(np.min(np.asarray(lambdas)[below])),
-                float(np.max(np.asarray(lambdas)[below])),
-                s.min() / n,
-            )
+            _log_undefined(below_level, np.asarray(lambdas)[below], len(below), s.min() / n, "the predictions are NaN")
         return np.stack(preds)
 
     def state(self, include_kernel: bool = True) -> tuple[dict, dict]:
