@@ -34,6 +34,7 @@ Prints markdown tables and writes JSON. Never run alongside other jobs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -94,18 +95,18 @@ def measure(sizes, steps: int, dnn_passes: int, log) -> dict:
                 x = rng.normal(size=(n, FEATURES)).astype("float32")
                 y = np.eye(OUTPUTS, dtype="float32")[np.arange(n) % OUTPUTS]
                 pool = TrainerPool()
-                net = lambda s: build_mlp(FEATURES, depth, width, OUTPUTS, seed=s)  # noqa: E731
+                net = functools.partial(build_mlp, FEATURES, depth, width, OUTPUTS)
                 t = time.perf_counter()
-                train_kare(net(0), x, y, 0.1, 1e-3, 2, pool=pool, kernel="summed_output", log=quiet)
+                train_kare(net(seed=0), x, y, 0.1, 1e-3, 2, pool=pool, kernel="summed_output", log=quiet)
                 first = time.perf_counter() - t
                 took = []
                 for i, k in enumerate((steps, 3 * steps)):  # two lengths: a training's fixed cost and its steps'
                     t = time.perf_counter()
-                    train_kare(net(1 + i), x, y, 0.1, 1e-3, k, pool=pool, kernel="summed_output", log=quiet)
+                    train_kare(net(seed=1 + i), x, y, 0.1, 1e-3, k, pool=pool, kernel="summed_output", log=quiet)
                     took.append(time.perf_counter() - t)
                 per_step = max((took[1] - took[0]) / (2 * steps), 1e-9)
                 fixed = max(took[0] - steps * per_step, 0.0)
-                model = KAREModel(net(2), ridge=0.1, kernel="summed_output")
+                model = KAREModel(net(seed=2), ridge=0.1, kernel="summed_output")
                 model.compile(optimizer=keras.optimizers.SGD(1e-3), jit_compile=False)
                 model.build((None, FEATURES))
                 graph = (
@@ -136,7 +137,8 @@ def measure(sizes, steps: int, dnn_passes: int, log) -> dict:
                 dict(depth=depth, width=width, first_extra_s=first - per_step * dnn_passes * 8, step_s=per_step)
             )
             log(
-                f"dnn {depth}x{width}: {per_step * 1e3:.3f} ms/step, first training +{out['dnn'][-1]['first_extra_s']:.1f}s"
+                f"dnn {depth}x{width}: {per_step * 1e3:.3f} ms/step, "
+                f"first training +{out['dnn'][-1]['first_extra_s']:.1f}s"
             )
     return out
 
@@ -215,7 +217,8 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|")
     for r in proj["tables"]:
         print(
-            f"| {r['name']} | {r['rows']} | {r['grid_rows']} | {r['kare_s']:.0f} | {r['dnn_s']:.0f} | {r['total_s']:.0f} |"
+            f"| {r['name']} | {r['rows']} | {r['grid_rows']} | {r['kare_s']:.0f} | {r['dnn_s']:.0f} "
+            f"| {r['total_s']:.0f} |"
         )
     print(
         f"\n{len(tables)} tables: {proj['one_core_s'] / 3600:.2f} h on one core, "
