@@ -7,7 +7,7 @@ from precision import U32
 
 from keras_kare import in_memory
 from keras_kare.reproduce import build_mlp, runner
-from keras_kare.reproduce.eta import ETA, format_seconds
+from keras_kare.reproduce.eta import ETA, WorkETA, format_seconds
 from keras_kare.reproduce.runner import train_dnn, train_kare
 from keras_kare.trainer_pool import TrainerPool
 
@@ -245,6 +245,36 @@ def test_eta_lines():
     assert format_seconds(125) == "2m 05s" and format_seconds(7260) == "2h 01m"
     with pytest.raises(ValueError, match="total"):
         ETA(-1)
+
+
+def test_work_eta_weighs_the_units_left_by_their_cost():
+    eta = WorkETA({"big": 3.0, "mid": 2.0, "small": 1.0, "tiny": 1.0}, jobs=2)
+    # 30 s for 3 units of cost: 10 s per unit; 4 units left on 2 workers
+    assert eta.done("big", 30.0) == pytest.approx(20.0)
+    # now 50 s for 5 units: still 10 s per unit; 2 units left
+    assert eta.done("mid", 20.0) == pytest.approx(10.0)
+    assert eta.done("tiny", 30.0) == pytest.approx(80.0 / 6.0 / 2)  # a slow unit raises the rate
+    assert eta.done("small", 1.0) == 0.0
+    # a mean time per unit would have said 30 s x 3 units / 2 workers = 45 s after the first
+    with pytest.raises(ValueError, match="jobs"):
+        WorkETA({"a": 1.0}, jobs=0)
+    with pytest.raises(ValueError, match="positive"):
+        WorkETA({"a": 0.0})
+    with pytest.raises(KeyError, match="nope"):
+        WorkETA({"a": 1.0}).done("nope", 1.0)
+
+
+def test_table_cost_grows_with_rows_and_linearly_under_mini_batches():
+    from keras_kare.reproduce.runner import FULL_BATCH_ROWS
+    from keras_kare.reproduce.uci_protocol import table_cost
+
+    costs = [table_cost(n) for n in (10, 100, 366, 1000, 4000)]
+    assert costs == sorted(costs) and costs[0] == pytest.approx(1.04, abs=1e-3)
+    # the measured paper-grid tables it was read from: 357 s, 722 s, 1 630 s at 100, 366, 1 000 rows
+    per_unit = [s / table_cost(n) for n, s in ((100, 357.0), (366, 722.0), (1000, 1630.0))]
+    assert max(per_unit) / min(per_unit) < 1.3
+    step = table_cost(FULL_BATCH_ROWS + 2000) - table_cost(FULL_BATCH_ROWS + 1000)
+    assert step == pytest.approx(1000 / 250.0)  # mini-batch KARE: only the linear part grows
 
 
 def test_index_direction_replays_the_generator():

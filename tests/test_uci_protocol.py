@@ -226,6 +226,8 @@ def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
         per_config[1],
     )
     assert per_config[-1].startswith("poison: fold 4/4 dnn depth 1 width 4 lr ")
+    # the table's line: its accuracies and the run's time left (size-weighted; none after the last table)
+    assert any(re.search(r"^\[1/1\] poison: accuracy .*\(\d+s, .*about 0s left\)$", line) for line in logs)
     table = (tmp_path / "run" / "table.md").read_text()
     assert "| NTK-KARE | paper (optimistic) |" in table and "| KRR (RBF) | validated |" in table
     assert "| poison | 20 | 3 | 66.7 / 0.0 |" in table

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from keras_kare.reproduce import results as R
-from keras_kare.reproduce.eta import ETA, format_seconds
+from keras_kare.reproduce.eta import ETA, WorkETA, format_seconds
 from keras_kare.reproduce.runner import run_seed
 from keras_kare.reproduce.scoring import score_table
 from keras_kare.trainer_pool import TrainerPool
@@ -367,16 +367,14 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
         if done[name] is not None:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
     clock = P.RunClock(per_set * len(todo), log)
-    finished, t_start = 0, time.time()
+    run_eta = WorkETA({name: P.table_cost(sizes[name]) for name in todo}, jobs)
 
     def report(name: str, unit: dict):
-        nonlocal finished
-        finished += 1
         R.save_unit(out, name, unit)
         done[name] = unit
         a = unit["accuracy"]
         parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
-        left = format_seconds((time.time() - t_start) / finished * (len(todo) - finished))
+        left = format_seconds(run_eta.done(name, unit["seconds"]))
         log(
             f"[{names.index(name) + 1}/{len(names)}] {name}: accuracy (paper"
             + ("/validated" if protocol == "validated" else "")

@@ -429,6 +429,24 @@ def ensemble_accuracy(members: list[Optional[dict]], y_ev, key: str = "_pred_pic
     return score(np.mean([m[key] for m in members], axis=0), y_ev)[1]
 
 
+def table_cost(rows: int) -> float:
+    """Rough relative cost of one table of ``rows`` rows in a UCI run, for the run's time-left estimate.
+
+    The weights of :class:`~keras_kare.reproduce.eta.WorkETA` in ``reproduce uci``:
+    a fixed part (tracing every architecture, the baselines), a part growing
+    with the rows (DNN passes, kernel regressions) and the full-batch KARE
+    steps' Gram and factorisation, growing faster; from 5 000 rows KARE trains
+    on mini-batches (:func:`~keras_kare.reproduce.runner.paper_batch`) and
+    that part stops growing. Fitted by eye to paper-grid tables of 100, 366
+    and 1 000 rows (357 s, 722 s, 1 630 s; ``benchmarks/bench_paper_grid.py``
+    has the step times behind it): a guide to the order of magnitude, not a
+    model of any one grid.
+    """
+    from keras_kare.reproduce.runner import FULL_BATCH_ROWS
+
+    return 1.0 + rows / 250.0 + (min(rows, FULL_BATCH_ROWS) / 600.0) ** 2
+
+
 class RunClock:
     """Progress of a UCI run: a line per training with the time left, and a whole-run estimate after the first.
 
