@@ -79,6 +79,10 @@ class DegenerateKernelError(ValueError):
     """The kernel is zero (an NTK that vanishes), so a ridge defined relative to its trace is zero too."""
 
 
+class NonFiniteKernelError(ValueError):
+    """The kernel's trace is infinite or NaN: e.g. the NTK of a network whose training diverged."""
+
+
 def check_kernel_not_degenerate(trace: float, n: int, name: str = "kernel", ridge_units: str = "relative") -> None:
     """Raise before solving if a ridge derived from ``tr K`` would be meaningless.
 
@@ -105,6 +109,7 @@ def check_kernel_not_degenerate(trace: float, n: int, name: str = "kernel", ridg
 
     Raises:
         DegenerateKernelError (a ``ValueError``): zero kernel.
+        NonFiniteKernelError (a ``ValueError``): infinite or NaN trace.
         ValueError: negative trace.
 
     Example:
@@ -115,7 +120,9 @@ def check_kernel_not_degenerate(trace: float, n: int, name: str = "kernel", ridg
     """
     trace = float(trace)
     if not math.isfinite(trace):
-        raise ValueError(f"{name} has a non-finite trace ({trace}); expected a finite positive semi-definite kernel.")
+        raise NonFiniteKernelError(
+            f"{name} has a non-finite trace ({trace}); expected a finite positive semi-definite kernel."
+        )
     if trace < 0.0:
         raise ValueError(
             f"{name} has a negative trace ({trace:.3e}): it is not positive semi-definite, so it is not a kernel."

@@ -204,6 +204,34 @@ def test_undefined_ridges_never_count_as_best():
     assert P.choose(recs, "kare") is recs[0] and P.validation_accuracy(recs[1]) == 0.85
 
 
+def test_a_trained_network_whose_ntk_overflows_is_a_configuration_without_accuracy():
+    """KAREModel keeps the weights of its last applied update, which can be the one that blew up: the NTK of
+    those weights overflows float32. That configuration must get no accuracy (never chosen), not end the run."""
+    from keras_kare.initializers import build_mlp
+    from keras_kare.risk import NonFiniteKernelError, check_kernel_not_degenerate
+
+    for trace in (float("inf"), float("nan")):
+        with pytest.raises(NonFiniteKernelError, match="non-finite trace"):
+            check_kernel_not_degenerate(trace, 4)
+    assert issubclass(NonFiniteKernelError, ValueError)
+
+    rng = np.random.default_rng(0)
+    x_tr, x_ev = rng.normal(size=(12, 3)).astype("float32"), rng.normal(size=(6, 3)).astype("float32")
+    y_tr, y_ev = np.sign(rng.normal(size=12)), np.sign(rng.normal(size=6))
+    net = build_mlp(3, 1, 4, 1, seed=0)
+    net.set_weights([w * 1e20 for w in net.get_weights()])  # finite weights, Gram entries ~1e80: inf in float32
+    assert all(np.isfinite(w).all() for w in net.get_weights())
+    s = {"ridges": [0.1, 1.0, 10.0], "kernel": "summed_output"}
+    base = {"depth": 1, "width": 4, "lr": 10.0}
+    rec = P._kernel_record("kare", net, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=81)
+    assert rec["kernel_not_finite"] and np.isnan(rec["accuracy"]).all() and np.isnan(rec["kare"]).all()
+    assert rec["_pred_pick"] is None and rec["_pred_best"] is None
+    assert P.validation_accuracy(rec) is None and np.isnan(P.paper_best([rec], "kare"))
+    good = {"method": "kare", **base, "width": 8, "accuracy": [0.5, 0.6, 0.7], "kare": [0.3, 0.2, 0.1]}
+    assert P.choose([rec, good], "kare") is good
+    assert P._outcome([rec]).endswith("the trained NTK is not finite: no accuracy, never chosen")
+
+
 def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):
     root = _poisoned_dataset(tmp_path / "data")
     monkeypatch.setattr(P, "neural_trial", FakeTrial())

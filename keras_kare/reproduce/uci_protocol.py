@@ -300,8 +300,16 @@ def _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress
 def _kernel_record(method, model, base, x_tr, y_tr, x_ev, y_ev, s, **extra) -> dict:
     """KRR with ``model``'s NTK on all training rows over the ridge grid: accuracies, KARE, kept outputs."""
     from keras_kare.reproduce.runner import krr_path
+    from keras_kare.risk import NonFiniteKernelError
 
-    res = krr_path(model, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
+    try:
+        res = krr_path(model, x_tr, y_tr, x_ev, y_ev, s["ridges"], s["kernel"])
+    except NonFiniteKernelError:
+        # training diverged into weights whose NTK overflows (KAREModel keeps the weights of its last applied
+        # update, which can be the one that blew up): a configuration without an accuracy, never picked
+        nan = [math.nan] * len(s["ridges"])
+        return {"method": method, **base, "accuracy": nan, "kare": nan, "kernel_not_finite": True, **extra,
+                "_pred_pick": None, "_pred_best": None}  # fmt: skip
     rec = {"method": method, **base, "accuracy": res["test_accuracy"].tolist(), "kare": res["kare"].tolist(), **extra}
     pick = kare_pick(rec)
     rec["_pred_pick"] = None if pick is None else res["test_pred"][pick]
@@ -491,7 +499,10 @@ def _outcome(records: list[dict]) -> str:
 def _diverged(records: list[dict]) -> str:
     """``"; stopped at step 120 (not finite)"`` when the training diverged (its last finite weights were kept)."""
     steps = [r["stopped_at"] for r in records if r.get("stopped_at") is not None]
-    return f"; stopped at step {steps[0]} (not finite), the last finite weights kept" if steps else ""
+    text = f"; stopped at step {steps[0]} (not finite), the last finite weights kept" if steps else ""
+    if any(r.get("kernel_not_finite") for r in records):
+        text += "; the trained NTK is not finite: no accuracy, never chosen"
+    return text
 
 
 def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
