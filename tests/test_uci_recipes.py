@@ -2,6 +2,8 @@
 the paper's batch rule, and worker processes that give the results of one process."""
 
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -117,6 +119,17 @@ def test_a_failed_worker_stops_the_run_at_once():
     with pytest.raises(RuntimeError, match="table 0 failed"):
         run_in_workers(fail_fast_or_sleep, [1, 0], 2, lambda m: None, lambda i, v: None)
     assert time.time() - t0 < 60  # the sleeping worker (120 s) was stopped
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ProcessPoolExecutor(max_tasks_per_child) is Python 3.11+")
+def test_every_item_runs_in_a_fresh_worker():
+    """A worker's memory grows table after table (traced graphs, allocator); each table gets its own process."""
+    from keras_kare.reproduce.workers import run_in_workers
+    from tests.worker_helpers import pid_of_worker
+
+    pids = {}
+    run_in_workers(pid_of_worker, [0, 1, 2], 1, lambda m: None, lambda i, v: pids.setdefault(i, v))
+    assert len(pids) == 3 and len(set(pids.values())) == 3 and os.getpid() not in pids.values()
 
 
 def test_workers_end_when_their_parent_is_killed(tmp_path):

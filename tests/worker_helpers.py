@@ -17,3 +17,8 @@ def fail_fast_or_sleep(item, log):
         raise RuntimeError("table 0 failed")
     time.sleep(120)
     return item
+
+
+def pid_of_worker(item, log):
+    """This worker's process id."""
+    return os.getpid()
