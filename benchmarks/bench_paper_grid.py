@@ -227,7 +227,8 @@ def main(argv=None) -> None:
     if a.out:
         meta = dict(machine=platform.processor() or platform.machine(), python=platform.python_version())
         with open(a.out, "w") as f:
-            json.dump(dict(meta=meta, args=vars(a), measured=measured, projection=proj), f, indent=1)
+            args = {k: v for k, v in vars(a).items() if k not in ("uci_dir", "out", "measured")}  # no machine paths
+            json.dump(dict(meta=meta, args=args, measured=measured, projection=proj), f, indent=1)
 
 
 if __name__ == "__main__":
