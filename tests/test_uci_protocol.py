@@ -289,6 +289,49 @@ def test_diverged_trainings_are_logged(tmp_path):
     assert not any("not finite" in line for line in per_training if " dnn depth " in line)
 
 
+class DivergingOnFolds(FakeTrial):
+    """KARE trainings of the given learning rates diverge (no finite KARE) on the given fold indices."""
+
+    def __init__(self, diverge: dict):
+        super().__init__()
+        self.diverge, self.fold_calls = diverge, {}
+
+    def __call__(self, kind, depth, width, lr, x_tr, y_tr, *args, **kw):
+        records = super().__call__(kind, depth, width, lr, x_tr, y_tr, *args, **kw)
+        if kind == "kare" and len(x_tr) == 12:  # a fold's training (the grid trains on 6 rows)
+            fold = self.fold_calls[lr] = self.fold_calls.get(lr, -1) + 1
+            if fold in self.diverge.get(lr, ()):
+                records[0].update(kare=[None, None], accuracy=[None, None], _pred_pick=None)
+        return records
+
+
+def test_a_diverged_fold_falls_back_to_the_validation_runner_up(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    logs = []
+    trial = DivergingOnFolds({0.1: {1}})
+    res = P.run_dataset(load_uci(root, "poison"), _settings(root), E.UCI_KARE_LRS, log=logs.append, trial=trial)
+    kare = res["accuracy"]["kare"]
+    # validation order: lr 0.1 (4/6), 0.2 (2/6), 0.3 (0/6); the fold's test rows (class 2) would favour lr 0.3
+    assert kare["validated_config"]["lr"] == 0.1
+    assert [c["lr"] for c in kare["fold_configs_used"]] == [0.1, 0.2, 0.1, 0.1]
+    assert kare["fold_accuracy"] == [0.0] * 4 and kare["validated"] == 0.0
+    assert [c["lr"] for c in trial.calls if c["kind"] == "kare" and c["n_train"] == 12] == [0.1, 0.1, 0.2, 0.1, 0.1]
+    assert any("fold 2/4 kare depth 1 width 4 lr 0.1 gives no number" in line and "next" in line for line in logs)
+    assert "fold_configs_used" not in res["accuracy"]["after_kernel"]
+
+
+def test_a_fold_without_a_usable_configuration_has_no_number(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    logs = []
+    trial = DivergingOnFolds({0.1: {0}, 0.2: {0}, 0.3: {0}})
+    res = P.run_dataset(load_uci(root, "poison"), _settings(root), E.UCI_KARE_LRS, log=logs.append, trial=trial)
+    kare = res["accuracy"]["kare"]
+    assert kare["validated"] is None and kare["fold_accuracy"][0] is None and kare["fold_configs_used"][0] is None
+    assert kare["fold_accuracy"][1:] == [0.0] * 3
+    assert any("lr 0.3 gives no number" in line and "no fallback left" in line for line in logs)
+    assert res["accuracy"]["dnn"]["validated"] == 0.0  # other methods are not affected
+
+
 def test_paper_protocol_output_is_labelled_optimistic(tmp_path, monkeypatch):
     root = _poisoned_dataset(tmp_path / "data")
     monkeypatch.setattr(P, "neural_trial", FakeTrial())

@@ -384,14 +384,14 @@ def validation_accuracy(record: dict) -> Optional[float]:
 
 def choose(records: list[dict], method: str) -> Optional[dict]:
     """The ``method`` record with the best validation accuracy (first in grid order on ties)."""
-    best, best_acc = None, -math.inf
-    for r in records:
-        if r["method"] != method:
-            continue
-        acc = validation_accuracy(r)
-        if acc is not None and acc > best_acc:
-            best, best_acc = r, acc
-    return best
+    ranked = ranked_choices(records, method)
+    return ranked[0] if ranked else None
+
+
+def ranked_choices(records: list[dict], method: str) -> list[dict]:
+    """The ``method`` records with a finite validation accuracy, best first (grid order on ties)."""
+    usable = [r for r in records if r["method"] == method and _fold_usable(r)]
+    return sorted(usable, key=lambda r: -validation_accuracy(r))
 
 
 def paper_best(records: list[dict], method: str) -> float:
@@ -581,8 +581,25 @@ def _paper_best_record(records: list[dict], method: str) -> Optional[dict]:
     return max(recs, key=lambda r: np.nan_to_num(_best_accuracy(r), nan=-np.inf)) if recs else None
 
 
+FOLD_FALLBACKS = 2
+"""Validated protocol: when the chosen configuration's training diverges on a fold (no finite training KARE at
+any ridge, or outputs that are not finite; both known without the fold's test labels), that fold is retrained
+with the next configuration by validation accuracy, at most this many times, as a user who saw the training
+fail would; the fold has no number only when all of them fail."""
+
+
+def _fold_usable(record: dict) -> bool:
+    """Whether a training gave a number: a finite training KARE at some ridge and finite outputs (no label needed)."""
+    acc = validation_accuracy(record)
+    return acc is not None and math.isfinite(acc)
+
+
 def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
-    """Retrain each method's validation-chosen configuration on the four folds; fills acc[m]["validated"]."""
+    """Retrain each method's validation-chosen configuration on the four folds; fills acc[m]["validated"].
+
+    A fold whose training diverges falls back to the runner-up configurations (:data:`FOLD_FALLBACKS`);
+    ``acc[m]["fold_configs_used"]`` then lists the configuration each fold used.
+    """
     names = methods(s)
     chosen = {m: choose(records, m) for m in names if m not in ENSEMBLES}
     cache, fold_records, fold_targets = {}, [], {}
@@ -594,25 +611,37 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
             continue
         acc[m]["validated_config"] = _config(rec)
         acc[m]["validation_accuracy"] = validation_accuracy(rec)
-        per_fold = []
+        candidates = ranked_choices(records, m)[: 1 + FOLD_FALLBACKS]
+        per_fold, used = [], []
         for k in range(len(ds.kfold)):
-            key = (_kind(m), rec["depth"], rec["width"], rec["lr"], k)
-            if key not in cache:
-                fx_tr, fy_tr, _, fx_te, fy_te, _ = split(ds, k)
-                fold_targets[k] = fy_te
-                t0 = time.time()
-                cache[key] = trial(key[0], rec["depth"], rec["width"], rec["lr"], fx_tr, fy_tr, fx_te, fy_te, s)
-                if clock is not None:
-                    what = (
-                        f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {key[0]} depth {key[1]} width {key[2]} lr {key[3]:g}"
-                    )
-                    # its accuracy is a fold's test number: not shown
-                    clock.trained(time.time() - t0, what, _diverged(cache[key]).lstrip("; "))
-                fold_records += [{**r, "fold": k} for r in cache[key]]
-            r = next(r for r in cache[key] if r["method"] == m)
+            r, config = None, None
+            for i, cand in enumerate(candidates):
+                key = (_kind(m), cand["depth"], cand["width"], cand["lr"], k)
+                if key not in cache:
+                    fx_tr, fy_tr, _, fx_te, fy_te, _ = split(ds, k)
+                    fold_targets[k] = fy_te
+                    t0 = time.time()
+                    cache[key] = trial(key[0], *key[1:4], fx_tr, fy_tr, fx_te, fy_te, s)
+                    if clock is not None:
+                        what = f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {key[0]} depth {key[1]} width {key[2]}"
+                        # its accuracy is a fold's test number: not shown
+                        clock.trained(time.time() - t0, f"{what} lr {key[3]:g}", _diverged(cache[key]).lstrip("; "))
+                    fold_records += [{**r, "fold": k} for r in cache[key]]
+                r = next(r for r in cache[key] if r["method"] == m)
+                if _fold_usable(r):
+                    config = _config(cand)
+                    break
+                then = "the next by validation accuracy is tried" if i + 1 < len(candidates) else "no fallback left"
+                log(
+                    f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {m} depth {key[1]} width {key[2]} lr {key[3]:g} gives no "
+                    f"number (its training diverged); {then}"
+                )
             per_fold_records[m].append(r)
-            per_fold.append(validation_accuracy(r))
+            per_fold.append(validation_accuracy(r) if config is not None else None)
+            used.append(config)
         acc[m]["fold_accuracy"] = per_fold
+        if any(u != acc[m]["validated_config"] for u in used):
+            acc[m]["fold_configs_used"] = used
         acc[m]["validated"] = None if any(a is None for a in per_fold) else float(np.mean(per_fold))
     for m in names:
         if m not in ENSEMBLES:
