@@ -601,7 +601,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
     ``acc[m]["fold_configs_used"]`` then lists the configuration each fold used.
     """
     names = methods(s)
-    chosen = {m: choose(records, m) for m in names if m not in ENSEMBLES}
+    ranked = {m: ranked_choices(records, m) for m in names if m not in ENSEMBLES}
+    chosen = {m: r[0] if r else None for m, r in ranked.items()}
     cache, fold_records, fold_targets = {}, [], {}
     per_fold_records = {m: [] for m in chosen}
     for m, rec in chosen.items():
@@ -611,7 +612,7 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
             continue
         acc[m]["validated_config"] = _config(rec)
         acc[m]["validation_accuracy"] = validation_accuracy(rec)
-        candidates = ranked_choices(records, m)[: 1 + FOLD_FALLBACKS]
+        candidates = ranked[m][: 1 + FOLD_FALLBACKS]
         per_fold, used = [], []
         for k in range(len(ds.kfold)):
             r, config = None, None
