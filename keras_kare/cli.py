@@ -452,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_pos_int,
         default=1,
-        help="data sets trained at once, each in its own single-threaded process (default: 1, in this process)",
+        help="data sets trained at once, each in its own single-threaded process (default: 1: in this process, "
+        "or each table in a fresh process when the grid is large, e.g. the paper's grid on 3 tables or more)",
     )
     p.add_argument(
         "--reference",

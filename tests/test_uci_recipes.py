@@ -72,11 +72,12 @@ def test_grid_reuses_one_trace_per_architecture_and_row_count(monkeypatch):
     assert pool.builds == 2 and calls["n"] == 2  # the early-stopped training sees 80% of the rows: one more
 
 
-def _run(tmp_path, name, jobs):
+def _run(tmp_path, name, jobs, **kw):
     return E.uci(
         tmp_path / name,
         log=lambda m: None,
         jobs=jobs,
+        **kw,
         data_dir=str(UCI_DIR),
         depths=[1],
         widths=[4],
@@ -99,13 +100,52 @@ def test_bad_jobs_fail_before_any_training(tmp_path):
 
 @pytest.mark.slow  # two spawned TensorFlow processes and every fold's first trace: about a minute
 def test_two_worker_processes_give_the_results_of_one(tmp_path):
-    _run(tmp_path, "one", 1)
+    _run(tmp_path, "one", 1, in_process=True)
     _run(tmp_path, "two", 2)
-    one = json.loads((tmp_path / "one" / "results.json").read_text())
-    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    _run(tmp_path, "fresh", 1, in_process=False)  # one table after another, each in a new process with every core
+    one, two, fresh = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two", "fresh"))
     assert [r["dataset"] for r in one] == [r["dataset"] for r in two] == ["tiny2", "tiny3"]
-    assert one == two
+    assert one == two == fresh
     assert (tmp_path / "one" / "table.md").read_text() == (tmp_path / "two" / "table.md").read_text()
+
+
+def test_the_paper_grid_on_several_tables_trains_each_in_a_fresh_process(tmp_path, monkeypatch):
+    """TensorFlow keeps what each traced architecture holds until its process ends (about 1 GB per paper-grid
+    table): a one-job run of a large grid on several tables leaves the calling process; small runs stay in it."""
+    from keras_kare.reproduce.workers import fresh_process_per_item
+    from tests.test_uci_protocol import FakeTrial, _poisoned_dataset
+
+    root = _poisoned_dataset(tmp_path / "data")  # the fake trial's three-class table, twice
+    (root / "copy").mkdir()
+    for f in (root / "poison").iterdir():
+        (root / "copy" / f.name.replace("poison", "copy")).write_bytes(f.read_bytes())
+
+    assert fresh_process_per_item(30, 25) and fresh_process_per_item(3, 25)
+    assert not fresh_process_per_item(2, 25) and not fresh_process_per_item(44, 1)
+    assert not fresh_process_per_item(1, 10_000)  # one table: nothing to gain from a new process
+    calls, logs = [], []
+
+    def fake_workers(fn, items, jobs, log, on_result, one_thread=True):
+        calls.append((jobs, one_thread, [name for _, name in items]))
+        for i, item in enumerate(items):  # in this process, so the fake trial below reaches the tables
+            on_result(i, fn(item, log))
+
+    monkeypatch.setattr(E, "run_in_workers", fake_workers)
+    monkeypatch.setattr(P, "neural_trial", FakeTrial())
+    grid = dict(depths=[1, 2, 3], widths=[1, 2, 3, 4, 5, 6, 7, 8, 9], kare_lrs=[0.1], dnn_lrs=[0.1])  # 27 networks
+    kw = dict(data_dir=str(root), ridges=[0.1, 10.0], protocol="validated", recipes=[], baselines=[], **grid)
+    E.uci(tmp_path / "big", log=logs.append, **kw)
+    assert calls == [(1, False, ["copy", "poison"])]  # one worker at a time, using every core
+    assert "each data set in a fresh process" in logs[0]
+    E.uci(tmp_path / "forced", log=lambda m: None, in_process=True, **kw)
+    E.uci(tmp_path / "small", log=lambda m: None, **dict(kw, depths=[1], widths=[4]))
+    assert len(calls) == 1  # both trained here
+    for bad, error in (("yes", TypeError), (1, TypeError)):
+        with pytest.raises(error, match="in_process must be True, False or None"):
+            E.uci(tmp_path / "bad", in_process=bad, **kw)
+    with pytest.raises(ValueError, match="in_process=True needs jobs=1, received jobs=2"):
+        E.uci(tmp_path / "bad", in_process=True, jobs=2, **kw)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_failed_worker_stops_the_run_at_once():
@@ -122,14 +162,19 @@ def test_a_failed_worker_stops_the_run_at_once():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="ProcessPoolExecutor(max_tasks_per_child) is Python 3.11+")
-def test_every_item_runs_in_a_fresh_worker():
-    """A worker's memory grows table after table (traced graphs, allocator); each table gets its own process."""
+def test_every_item_runs_in_a_fresh_worker_pinned_to_one_thread_when_workers_share_the_cores():
+    """A worker's memory grows table after table (traced graphs, allocator); each table gets its own process.
+    Workers that share the cores run one BLAS/TensorFlow thread each; a lone worker keeps every core."""
     from keras_kare.reproduce.workers import run_in_workers
-    from tests.worker_helpers import pid_of_worker
+    from tests.worker_helpers import pid_and_blas_threads
 
-    pids = {}
-    run_in_workers(pid_of_worker, [0, 1, 2], 1, lambda m: None, lambda i, v: pids.setdefault(i, v))
-    assert len(pids) == 3 and len(set(pids.values())) == 3 and os.getpid() not in pids.values()
+    seen = {}
+    run_in_workers(pid_and_blas_threads, [0, 1, 2], 2, lambda m: None, lambda i, v: seen.setdefault(i, v))
+    pids = {pid for pid, _ in seen.values()}
+    assert len(seen) == 3 and len(pids) == 3 and os.getpid() not in pids
+    assert {threads for _, threads in seen.values()} == {"1"}
+    run_in_workers(pid_and_blas_threads, [0], 1, lambda m: None, lambda i, v: seen.setdefault("alone", v), False)
+    assert seen["alone"][1] == os.environ.get("OPENBLAS_NUM_THREADS")  # inherited unchanged
 
 
 def test_workers_end_when_their_parent_is_killed(tmp_path):

@@ -19,6 +19,6 @@ def fail_fast_or_sleep(item, log):
     return item
 
 
-def pid_of_worker(item, log):
-    """This worker's process id."""
-    return os.getpid()
+def pid_and_blas_threads(item, log):
+    """This worker's process id and the BLAS thread count it was started with (None: every core)."""
+    return os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS")

@@ -18,6 +18,7 @@ from keras_kare.reproduce import results as R
 from keras_kare.reproduce.eta import ETA, WorkETA, format_seconds
 from keras_kare.reproduce.runner import run_seed
 from keras_kare.reproduce.scoring import score_table
+from keras_kare.reproduce.workers import fresh_process_per_item, run_in_workers
 from keras_kare.trainer_pool import TrainerPool
 
 logger = logging.getLogger("keras_kare.reproduce")
@@ -314,12 +315,25 @@ def _uci_label(m: str) -> str:
     return R.METHOD_LABELS.get(m, BASELINE_LABELS.get(m, m))
 
 
-def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jobs: int = 1, reference=None) -> dict:
+def run_uci(
+    settings: dict,
+    out: Path,
+    resume: bool = False,
+    log=logger.info,
+    jobs: int = 1,
+    reference=None,
+    in_process: Optional[bool] = None,
+) -> dict:
     """Table 1: every requested data set, resumable (one ``runs/<name>.json`` per data set).
 
     ``jobs > 1`` trains that many data sets at once in worker processes (spawned, each
     TensorFlow pinned to one thread; the largest tables start first); the results are
-    those of ``jobs=1`` up to float round-off. ``reference``: the file of Fernández-Delgado
+    those of ``jobs=1`` up to float round-off. With ``jobs=1`` the tables train in
+    this process (``in_process=True``) or each in a fresh one using every core
+    (``False``); the default (``None``) chooses a fresh process per table when
+    TensorFlow's memory kept per traced network would pass about 2 GB in one
+    process (:func:`~keras_kare.reproduce.workers.fresh_process_per_item`; the
+    paper's grid on three tables or more). ``reference``: the file of Fernández-Delgado
     et al.'s 179 classifiers (``delgado_results.txt``); the methods are then also scored
     among them, as in the paper's Table 1 (:mod:`keras_kare.reproduce.reference`).
     """
@@ -334,6 +348,10 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
     s = {**s, "recipes": P.resolve_recipes(s)}  # stored as run, so a resumed run keeps its recipes
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
+    if in_process is not None and not isinstance(in_process, bool):
+        raise TypeError(f"in_process must be True, False or None, received {in_process!r}.")
+    if in_process and jobs > 1:
+        raise ValueError(f"in_process=True needs jobs=1, received jobs={jobs}.")
     if set(s.get("baselines") or []) & {"svc", "rf"}:
         B._sklearn()  # a missing optional dependency fails before any training
     population = None
@@ -353,16 +371,22 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
     per_set = P.trainings_per_dataset(s, UCI_KARE_LRS)
+    done = {name: R.load_unit(out, name) for name in names}
+    todo = [n for n in names if done[n] is None]
+    if jobs > 1 or in_process is not None:
+        separate = jobs > 1 or not in_process
+    else:
+        separate = fresh_process_per_item(len(todo), len(s["depths"]) * len(s["widths"]))
     log(
         f"uci: {len(names)} data sets from {s['data_dir']}, {per_set} trainings each "
         f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}; {P.PROTOCOL_TEXT[protocol]}"
         + (f"; recipes {', '.join(s['recipes'])}" if s.get("recipes") else "")
         + (f"; baselines {', '.join(s['baselines'])}" if s.get("baselines") else "")
         + (f"; {jobs} worker processes" if jobs > 1 else "")
-    )
+        + ("; each data set in a fresh process (TensorFlow keeps what a traced network holds until the process ends)"
+           if jobs == 1 and separate else "")
+    )  # fmt: skip
     methods = _uci_methods(s)
-    done = {name: R.load_unit(out, name) for name in names}
-    todo = [n for n in names if done[n] is None]
     for k, name in enumerate(names):
         if done[name] is not None:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
@@ -384,19 +408,17 @@ def run_uci(settings: dict, out: Path, resume: bool = False, log=logger.info, jo
             + f"; about {left} left)"
         )
 
-    if jobs == 1:
+    if not separate:
         for name in todo:
             t0 = time.time()
             unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
             unit.update(seconds=time.time() - t0, peak_rss_mb=_peak_rss_mb())
             report(name, unit)
     else:
-        from keras_kare.reproduce.workers import run_in_workers
-
-        largest_first = sorted(todo, key=lambda n: -sizes[n])
-        run_in_workers(_uci_worker, [(s, name) for name in largest_first], jobs, log, lambda i, unit: report(
-            largest_first[i], unit
-        ))  # fmt: skip
+        order = sorted(todo, key=lambda n: -sizes[n]) if jobs > 1 else todo  # the largest first keeps workers busy
+        run_in_workers(
+            _uci_worker, [(s, name) for name in order], jobs, log, lambda i, unit: report(order[i], unit), jobs > 1
+        )
     per = [done[name] for name in names]
     summary = _uci_summary(per, methods, protocol, s)
     table = uci_table(summary, per, methods)
@@ -755,13 +777,24 @@ def _network_entry(experiment, out, networks, quick, resume, log, settings) -> d
     return run_network_figure(experiment, s, networks, Path(out), resume=resume, log=log)
 
 
-def uci(out, quick: bool = False, resume: bool = False, log=print, jobs: int = 1, reference=None, **settings) -> dict:
+def uci(
+    out,
+    quick: bool = False,
+    resume: bool = False,
+    log=print,
+    jobs: int = 1,
+    reference=None,
+    in_process: Optional[bool] = None,
+    **settings,
+) -> dict:
     """Table 1 (``keras-kare reproduce uci``) on the UCI collection in ``data_dir``; returns the summary.
 
     Args are those of :func:`synthetic` with the overrides of :data:`UCI_DEFAULTS`
     (``data_dir`` is required: the folder of ``<name>/<name>_R.dat`` tables);
     ``jobs``: data sets trained at once in worker processes; ``reference``: the
-    published accuracies of 179 classifiers to rank among (see :func:`run_uci`).
+    published accuracies of 179 classifiers to rank among; ``in_process``: with
+    ``jobs=1``, train in this process or each table in a fresh one (default: by
+    the grid's size; see :func:`run_uci`).
 
     Example:
         >>> summary = uci("runs/uci", data_dir="data/uci", datasets=["iris"], quick=True)  # doctest: +SKIP
@@ -769,4 +802,4 @@ def uci(out, quick: bool = False, resume: bool = False, log=print, jobs: int = 1
     s = make_settings("uci", quick, **settings)
     if s["data_dir"] is None:
         raise ValueError("data_dir: received None, expected the folder holding the UCI tables.")
-    return run_uci(s, Path(out), resume=resume, log=log, jobs=jobs, reference=reference)
+    return run_uci(s, Path(out), resume=resume, log=log, jobs=jobs, reference=reference, in_process=in_process)

@@ -4,6 +4,9 @@ The paper's networks are tiny: one process leaves most of a second core idle
 (per-operation dispatch, the float64 factorisations between steps). Spawned
 workers, each with one TensorFlow intra-op and inter-op thread and a
 single-threaded BLAS, keep every core busy with whole data sets instead.
+Every data set also gets a fresh process, so none inherits the memory
+TensorFlow keeps for the networks traced before it (a lone worker with every
+core does only that).
 A worker's log lines travel to the parent through a queue, so they appear
 while it runs.
 """
@@ -37,6 +40,27 @@ PARENT_POLL_SECONDS = 1.0
 # keras.backend.clear_session(); only the process's end returns it.
 _FRESH_WORKER_PER_ITEM = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
 
+# What one traced network architecture leaves behind in a process over a UCI table (its folds' row counts, the KARE
+# step and the DNN loop): about 1 GB per paper-grid table of 25 architectures, as measured above.
+RETAINED_MB_PER_ARCHITECTURE = 40
+# Above this estimate, ``jobs=1`` stops training tables one after another in its own process.
+IN_PROCESS_LIMIT_MB = 2048
+
+
+def fresh_process_per_item(items: int, architectures: int) -> bool:
+    """Whether ``items`` tables of ``architectures`` networks each need a process apiece (one worker or several).
+
+    In one process they would keep about ``items * architectures *``
+    :data:`RETAINED_MB_PER_ARCHITECTURE` MB until it ends: the paper's grid (25
+    architectures) on 30 tables, about 30 GB. Small runs stay in the calling
+    process, where a debugger or a monkeypatch reaches them.
+
+    Example:
+        >>> fresh_process_per_item(30, 25), fresh_process_per_item(30, 1)
+        (True, False)
+    """
+    return items > 1 and items * architectures * RETAINED_MB_PER_ARCHITECTURE > IN_PROCESS_LIMIT_MB
+
 
 def _exit_with_parent(parent: int, poll: float = PARENT_POLL_SECONDS) -> None:
     """End this worker soon after its parent process is gone (killed, not interrupted: nothing else would)."""
@@ -51,15 +75,16 @@ def _exit_with_parent(parent: int, poll: float = PARENT_POLL_SECONDS) -> None:
     threading.Thread(target=watch, name="keras_kare parent watch", daemon=True).start()
 
 
-def _start(log_queue, parent: int) -> None:
-    """Worker initialiser: one TensorFlow thread (before any operation runs), log lines to the parent."""
+def _start(log_queue, parent: int, one_thread: bool) -> None:
+    """Worker initialiser: log lines to the parent; one TensorFlow thread if asked (before any operation runs)."""
     global _log_queue
     _log_queue = log_queue
     _exit_with_parent(parent)
-    import tensorflow as tf
+    if one_thread:
+        import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def _call(fn: Callable, item):
@@ -82,10 +107,19 @@ def _drain(log_queue, log: Callable[[str], None]) -> None:
 
 
 def run_in_workers(
-    fn: Callable, items: Sequence, jobs: int, log: Callable[[str], None], on_result: Callable[[int, object], None]
+    fn: Callable,
+    items: Sequence,
+    jobs: int,
+    log: Callable[[str], None],
+    on_result: Callable[[int, object], None],
+    one_thread: bool = True,
 ) -> None:
     """Run ``fn(item, log)`` for every item in ``jobs`` spawned processes; ``on_result(index, value)`` as each ends.
 
+    Every item gets a fresh process (Python 3.11+), so none inherits the memory
+    another one's traced networks left behind. ``one_thread``: pin each
+    worker's TensorFlow and BLAS to one thread (the right choice when
+    ``jobs`` workers share the cores; ``False`` lets a lone worker use them all).
     ``fn`` must be a module-level function (it is pickled by name) and its
     items and results picklable. Items start in the given order; results
     arrive in completion order. A worker's exception is raised here at once:
@@ -104,14 +138,15 @@ def run_in_workers(
     context = multiprocessing.get_context("spawn")  # TensorFlow's runtime does not survive a fork
     log_queue = context.Queue()
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)  # inherited by the workers before they import numpy or TensorFlow
+    if one_thread:
+        os.environ.update(_ONE_THREAD)  # inherited by the workers before they import numpy or TensorFlow
     before = {p.pid for p in multiprocessing.active_children()}
     try:
         with ProcessPoolExecutor(
             max_workers=min(jobs, len(items)),
             mp_context=context,
             initializer=_start,
-            initargs=(log_queue, os.getpid()),
+            initargs=(log_queue, os.getpid(), one_thread),
             **_FRESH_WORKER_PER_ITEM,
         ) as pool:
             futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
