@@ -4,7 +4,8 @@
   settings are substituted textually (``FAST`` below: each substitution must match, so the README
   and this test cannot drift apart silently). The scikit-learn block is skipped only while
   ``keras_kare.sklearn`` cannot be imported.
-- ``tutorials/quickstart.py`` runs in a subprocess in its fast mode (``KERAS_KARE_QUICKSTART_FAST=1``).
+- ``tutorials/quickstart.py`` runs in a subprocess in its fast mode (``KERAS_KARE_QUICKSTART_FAST=1``), and so do
+  the synthetic, UCI (on the test fixture) and MNIST (offline data given) tutorials (``KERAS_KARE_FAST=1``).
 - Every relative link in README.md and docs/*.md points at an existing file.
 """
 
@@ -51,11 +52,12 @@ def test_readme_python_block_runs(index, capsys):
     assert 0.5 < accuracy <= 1.0  # a working classifier on breast cancer, even after a few steps
 
 
-def test_quickstart_runs_in_fast_mode():
-    env = dict(os.environ, KERAS_KARE_QUICKSTART_FAST="1", TF_CPP_MIN_LOG_LEVEL="2")
+def _run_tutorial(name: str, **env_overrides) -> str:
+    """Run tutorials/<name> in a fresh interpreter; returns its standard output (fails with its stderr)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env_overrides)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     out = subprocess.run(
-        [sys.executable, str(ROOT / "tutorials" / "quickstart.py")],
+        [sys.executable, str(ROOT / "tutorials" / name)],
         env=env,
         capture_output=True,
         text=True,
@@ -63,8 +65,32 @@ def test_quickstart_runs_in_fast_mode():
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_quickstart_runs_in_fast_mode():
+    out = _run_tutorial("quickstart.py", KERAS_KARE_QUICKSTART_FAST="1")
     for name in ("NTK-KARE", "after-kernel", "DNN (MSE)"):
-        assert name in out.stdout
+        assert name in out
+
+
+def test_synthetic_tutorial_runs_in_fast_mode():
+    out = _run_tutorial("synthetic.py", KERAS_KARE_FAST="1")
+    line = re.search(r"best test MSE \(seed 0\): (.*)", out)
+    mse = [float(v) for v in re.findall(r"(?:NTK-KARE|after-kernel|DNN) ([0-9.]+)", line.group(1) if line else "")]
+    assert len(mse) == 3 and all(0.0 < v < 10.0 for v in mse), out  # finite test MSEs of targets of scale ~0.3
+
+
+def test_uci_tutorial_runs_on_the_fixture_in_fast_mode():
+    out = _run_tutorial("uci.py", KERAS_KARE_FAST="1")
+    accuracy = [float(v) for v in re.findall(r"mean accuracy ([0-9.]+)%", out)]
+    assert len(accuracy) == 3 and all(0.0 <= v <= 100.0 for v in accuracy), out
+
+
+def test_mnist_tutorial_runs_in_fast_mode(offline_mnist):
+    out = _run_tutorial("mnist.py", KERAS_KARE_FAST="1", KERAS_KARE_DATA=str(offline_mnist.parent))
+    accuracy = [float(v) for v in re.findall(r"test accuracy(?: at the best ridge)? ([0-9.]+)", out)]
+    assert len(accuracy) == 3 and all(0.0 <= v <= 1.0 for v in accuracy), out
 
 
 def _relative_links(path: Path) -> list:

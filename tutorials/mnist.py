@@ -21,17 +21,22 @@ training images, one seed. The paper's settings are the defaults:
 ``keras-kare reproduce mnist --networks all --out DIR`` for the six networks.
 
 Run:  KERAS_KARE_DATA=DIR python tutorials/mnist.py [OUT_DIR]
+      KERAS_KARE_FAST=1 ...   (a few steps: checks that it runs)
 """
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from keras_kare import reproduce
 
+FAST = os.environ.get("KERAS_KARE_FAST", "") not in ("", "0")  # the test suite's smoke run
+KARE_STEPS, DNN_STEPS = (3, 50) if FAST else (60, 2000)
+
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="kare-mnist-")) / "run"
 summary = reproduce.mnist(
-    out, depth=2, width=64, n_train=300, n_test=500, seeds=[0], kare_steps=60, dnn_steps=2000, quick=True
+    out, depth=2, width=64, n_train=300, n_test=500, seeds=[0], kare_steps=KARE_STEPS, dnn_steps=DNN_STEPS, quick=True
 )
 for method in ("kare", "after_kernel"):
     print(f"{method}: test accuracy at the best ridge {summary[method]['best_test_accuracy']:.3f}")

@@ -16,16 +16,23 @@ run ``keras-kare reproduce synthetic`` (one panel, 10 seeds) or
 2×3 figure). docs/results.md has those results.
 
 Run:  python tutorials/synthetic.py [OUT_DIR]
+      KERAS_KARE_FAST=1 python tutorials/synthetic.py   (a few steps: checks that it runs)
 """
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from keras_kare import reproduce
 
+FAST = os.environ.get("KERAS_KARE_FAST", "") not in ("", "0")  # the test suite's smoke run
+KARE_STEPS, DNN_STEPS = (3, 50) if FAST else (50, 3000)
+
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="kare-synthetic-")) / "run"
-summary = reproduce.synthetic(out, gamma=1.0, sigma=0.0, seeds=[0], kare_steps=50, dnn_steps=3000, quick=True)
+summary = reproduce.synthetic(
+    out, gamma=1.0, sigma=0.0, seeds=[0], kare_steps=KARE_STEPS, dnn_steps=DNN_STEPS, quick=True
+)
 print(f"plot: {out / 'test_mse_vs_ridge.png'}; table: {out / 'table.md'}")
 print(
     f"best test MSE (seed 0): NTK-KARE {summary['kare']['best_test_mse']:.4f}, after-kernel "

@@ -18,14 +18,19 @@ It calls ``keras_kare.reproduce.uci``, the function behind ``keras-kare reproduc
 on one small configuration instead of the paper's grid.
 
 Run:  python tutorials/uci.py [DATA_DIR [OUT_DIR]]
+      KERAS_KARE_FAST=1 python tutorials/uci.py   (a few steps: checks that it runs)
 CLI:  keras-kare reproduce uci --data-dir DATA_DIR [--datasets a,b] [--quick]
 """
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from keras_kare import reproduce
+
+FAST = os.environ.get("KERAS_KARE_FAST", "") not in ("", "0")  # the test suite's smoke run
+KARE_STEPS, DNN_STEPS = (3, 5) if FAST else (50, 100)
 
 data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "fixtures" / "uci"
 out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="kare-uci-")) / "run"
@@ -36,8 +41,8 @@ summary = reproduce.uci(
     widths=[32],
     kare_lrs=[10.0],
     dnn_lrs=[0.1],
-    kare_steps=50,
-    dnn_steps=100,
+    kare_steps=KARE_STEPS,
+    dnn_steps=DNN_STEPS,
     quick=True,
 )
 for method in ("kare", "after_kernel", "dnn"):
