@@ -373,10 +373,9 @@ def run_uci(
     per_set = P.trainings_per_dataset(s, UCI_KARE_LRS)
     done = {name: R.load_unit(out, name) for name in names}
     todo = [n for n in names if done[n] is None]
-    if jobs > 1 or in_process is not None:
-        separate = jobs > 1 or not in_process
-    else:
-        separate = fresh_process_per_item(len(todo), len(s["depths"]) * len(s["widths"]))
+    if in_process is None:
+        in_process = jobs == 1 and not fresh_process_per_item(len(todo), len(s["depths"]) * len(s["widths"]))
+    separate = jobs > 1 or not in_process
     log(
         f"uci: {len(names)} data sets from {s['data_dir']}, {per_set} trainings each "
         f"(depths {s['depths']}, widths {s['widths']}), ridge grid {s['ridges']}; {P.PROTOCOL_TEXT[protocol]}"
