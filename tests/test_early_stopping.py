@@ -157,3 +157,44 @@ def test_bad_arguments_raise_at_construction(problem, kwargs, match):
     kwargs = {"validation_data": (xv, yv), **kwargs}
     with pytest.raises(ValueError, match=match):
         KernelRidgeEarlyStopping(x, y, **kwargs)
+
+
+def test_a_kernel_that_overflows_stops_training_with_the_best_evaluated_weights(problem):
+    """A diverged training (its NTK not finite) ends fit with a warning and the best weights, not the error."""
+    from keras_kare.risk import NonFiniteKernelError
+
+    x, y, xv, yv = problem
+    model = kare_model()
+    stop = KernelRidgeEarlyStopping(x, y, (xv, yv), patience=5)
+    values = iter([3.0, 2.0, 2.5])
+
+    def evaluate():
+        value = next(values, None)
+        if value is None:
+            raise NonFiniteKernelError("the NTK on the training inputs has a non-finite trace (inf).")
+        return {"mse": value, "ridge": 1.0}
+
+    stop.evaluate = evaluate
+    snaps = Snapshots()
+    with pytest.warns(RuntimeWarning, match="epoch 3: the NTK .* best evaluated epoch \\(1\\) are restored"):
+        history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop, snaps])
+    assert len(history.history["kare"]) == 4  # stopped at the end of epoch 3 (0-based), the failed evaluation
+    assert (stop.diverged_epoch, stop.best_epoch, stop.best) == (3, 1, 2.0)
+    assert_same_weights(model.get_weights(), snaps.weights[1])
+
+
+def test_a_kernel_that_overflows_at_the_first_evaluation_keeps_the_weights_and_says_so(problem):
+    from keras_kare.risk import NonFiniteKernelError
+
+    x, y, xv, yv = problem
+    model = kare_model()
+    stop = KernelRidgeEarlyStopping(x, y, (xv, yv), patience=5)
+
+    def evaluate():
+        raise NonFiniteKernelError("the NTK on the training inputs has a non-finite trace (inf).")
+
+    stop.evaluate = evaluate
+    with pytest.warns(RuntimeWarning, match="no earlier evaluated weights to restore"):
+        history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop])
+    assert len(history.history["kare"]) == 1
+    assert stop.diverged_epoch == 0 and stop.stopper.best_weights is None

@@ -17,12 +17,14 @@ evaluation always precedes the decision. Choose ``epochs`` a multiple of
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Union
 
 import keras
 
 from keras_kare.callbacks import _common as c
 from keras_kare.callbacks.ridge_evaluation import KernelRidgeEvaluation
+from keras_kare.risk import NonFiniteKernelError
 
 MONITORS = {"mse": "min", "accuracy": "max"}
 
@@ -46,6 +48,10 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
     epoch are restored at the end of training, whether it stopped early or ran
     all its epochs (the best of the *evaluated* epochs: make ``epochs`` a
     multiple of ``every_n_epochs`` so that the last one is among them).
+    A training that diverges into weights whose NTK is not finite (an
+    evaluation raises ``NonFiniteKernelError``) is stopped there with a
+    ``RuntimeWarning``, keeping the best evaluated weights, instead of
+    ending ``fit`` with the error.
 
     The validation rows must not be training rows of the network: hold out
     an inner split of the training data (``validation_fraction`` of
@@ -79,7 +85,8 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
     Attributes:
         best: the best monitored value; ``best_epoch``: its 0-based epoch;
         stopped_epoch: the epoch training was stopped at (0: not stopped);
-        history: ``(epoch, results)`` of every evaluation.
+        history: ``(epoch, results)`` of every evaluation;
+        diverged_epoch: the epoch whose NTK was not finite (None: none was).
 
     Example:
         >>> from keras_kare.callbacks import KernelRidgeEarlyStopping
@@ -152,6 +159,7 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
             restore_best_weights=restore_best_weights,
             verbose=verbose,
         )
+        self.diverged_epoch: Optional[int] = None  # the epoch whose NTK was not finite (training stopped there)
 
     # ---------------------------------------------------------------- state of the stopper
     @property
@@ -186,7 +194,24 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
         """After epoch ``epoch`` (0-based): evaluate if due, apply the stopping rule; True when training should stop."""
         if c.due(epoch, self.every_n_epochs):
             logs = {} if logs is None else logs
-            super().on_epoch_end(epoch, logs)  # the evaluation, its log keys and summaries
+            try:
+                super().on_epoch_end(epoch, logs)  # the evaluation, its log keys and summaries
+            except NonFiniteKernelError as error:
+                # the weights have diverged into an NTK that overflows: no later epoch can be evaluated (or
+                # kept), so training ends here with the best evaluated weights (restored by finish())
+                self.model.stop_training = True
+                self.diverged_epoch = epoch
+                warnings.warn(
+                    f"KernelRidgeEarlyStopping: epoch {epoch}: {error} Training stopped; "
+                    + (
+                        f"the weights of the best evaluated epoch ({self.stopper.best_epoch}) are restored."
+                        if self.stopper.restore_best_weights and self.stopper.best_weights is not None
+                        else "no earlier evaluated weights to restore."
+                    ),
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return True
             self.stopper.on_epoch_end(epoch, logs)
         return bool(getattr(self.model, "stop_training", False))
 
