@@ -8,6 +8,7 @@ import pytest
 
 from keras_kare import KAREModel
 from keras_kare.callbacks import KernelRidgeEarlyStopping
+from keras_kare.risk import NonFiniteKernelError
 
 
 def make_net(d=3, seed=0):
@@ -161,8 +162,6 @@ def test_bad_arguments_raise_at_construction(problem, kwargs, match):
 
 def test_a_kernel_that_overflows_stops_training_with_the_best_evaluated_weights(problem):
     """A diverged training (its NTK not finite) ends fit with a warning and the best weights, not the error."""
-    from keras_kare.risk import NonFiniteKernelError
-
     x, y, xv, yv = problem
     model = kare_model()
     stop = KernelRidgeEarlyStopping(x, y, (xv, yv), patience=5)
@@ -184,8 +183,6 @@ def test_a_kernel_that_overflows_stops_training_with_the_best_evaluated_weights(
 
 
 def test_a_kernel_that_overflows_at_the_first_evaluation_keeps_the_weights_and_says_so(problem):
-    from keras_kare.risk import NonFiniteKernelError
-
     x, y, xv, yv = problem
     model = kare_model()
     stop = KernelRidgeEarlyStopping(x, y, (xv, yv), patience=5)
@@ -194,7 +191,9 @@ def test_a_kernel_that_overflows_at_the_first_evaluation_keeps_the_weights_and_s
         raise NonFiniteKernelError("the NTK on the training inputs has a non-finite trace (inf).")
 
     stop.evaluate = evaluate
+    snaps = Snapshots()
     with pytest.warns(RuntimeWarning, match="no earlier evaluated weights to restore"):
-        history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop])
+        history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop, snaps])
     assert len(history.history["kare"]) == 1
+    assert_same_weights(model.get_weights(), snaps.weights[0])  # the weights of the failing epoch, nothing restored
     assert stop.diverged_epoch == 0 and stop.stopper.best_weights is None
