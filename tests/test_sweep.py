@@ -277,6 +277,48 @@ def test_table_cost_grows_with_rows_and_linearly_under_mini_batches():
     assert step == pytest.approx(1000 / 250.0)  # mini-batch KARE: only the linear part grows
 
 
+def test_run_clock_time_left_is_time_per_cost_times_cost_left(monkeypatch):
+    from keras_kare.reproduce import uci_protocol as P
+
+    now = [100.0]
+    monkeypatch.setattr(P.time, "time", lambda: now[0])
+    logs = []
+    clock = P.RunClock(3, logs.append, total_cost=10.0)
+    assert clock.eta() == "unknown"
+    now[0] = 104.0
+    clock.trained(4.0, "a", cost=2.0)  # 2 s per unit of cost, 8 units left
+    assert clock.remaining_seconds() == pytest.approx(16.0)
+    assert "estimated total for 3 trainings: 20s" in logs[0] and logs[1].endswith("(1/3 trainings, about 16s left)")
+    now[0] = 110.0
+    clock.trained(6.0, "b", cost=6.0)  # 10 s for 8 units: 1.25 s each, 2 left
+    assert clock.remaining_seconds() == pytest.approx(2.5)
+    clock.trained(1.0, "c", cost=5.0)  # more cost than was counted: nothing left, not negative
+    assert clock.remaining_seconds() == 0.0
+    equal = P.RunClock(4, logs.append)  # no costs given: every training counts 1
+    now[0] = 113.0
+    equal.trained(3.0)
+    assert equal.remaining_seconds() == pytest.approx(9.0)
+
+
+def test_dataset_cost_sums_the_grid_and_counts_folds_at_their_kinds_mean():
+    from keras_kare.reproduce import experiments as E
+    from keras_kare.reproduce import uci_protocol as P
+
+    s = dict(E.UCI_DEFAULTS, depths=[1, 3], widths=[32, 256], kare_lrs=[10.0, 1.0], dnn_lrs=[0.1], recipes=[])
+    grid = list(P.uci_configs({**s, "protocol": "paper"}, E.UCI_KARE_LRS))
+    costs = {c: P.training_cost(c[0], c[1], c[2], 300) for c in grid}
+    assert P.dataset_cost({**s, "protocol": "paper"}, E.UCI_KARE_LRS, 300) == pytest.approx(sum(costs.values()))
+    kare = [v for c, v in costs.items() if c[0] == "kare"]
+    dnn = [v for c, v in costs.items() if c[0] == "dnn"]
+    folds = 4 * (np.mean(kare) + 2 * np.mean(dnn))  # a DNN's choice and its after-kernel's may differ
+    validated = P.dataset_cost({**s, "protocol": "validated"}, E.UCI_KARE_LRS, 300)
+    assert validated == pytest.approx(sum(costs.values()) + folds)
+    # deeper and wider cost more, KARE more than a DNN of the same shape, larger tables more
+    cost = P.training_cost
+    assert cost("kare", 3, 256, 300) > cost("kare", 1, 256, 300) > cost("kare", 1, 32, 300) > cost("dnn", 1, 32, 300)
+    assert cost("kare", 1, 32, 1000) > cost("kare", 1, 32, 300)
+
+
 def test_index_direction_replays_the_generator():
     from keras_kare.datasets import index_direction, make_single_index
 

@@ -389,7 +389,7 @@ def run_uci(
     for k, name in enumerate(names):
         if done[name] is not None:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
-    clock = P.RunClock(per_set * len(todo), log)
+    clock = P.RunClock(per_set * len(todo), log, sum(P.dataset_cost(s, UCI_KARE_LRS, sizes[n]) for n in todo))
     run_eta = WorkETA({name: P.table_cost(sizes[name]) for name in todo}, jobs)
 
     def report(name: str, unit: dict):
@@ -415,9 +415,8 @@ def run_uci(
             report(name, unit)
     else:
         order = sorted(todo, key=lambda n: -sizes[n]) if jobs > 1 else todo  # the largest first keeps workers busy
-        run_in_workers(
-            _uci_worker, [(s, name) for name in order], jobs, log, lambda i, unit: report(order[i], unit), jobs > 1
-        )
+        args = [(s, name, sizes[name]) for name in order]
+        run_in_workers(_uci_worker, args, jobs, log, lambda i, unit: report(order[i], unit), jobs > 1)
     per = [done[name] for name in names]
     summary = _uci_summary(per, methods, protocol, s)
     table = uci_table(summary, per, methods)
@@ -451,9 +450,9 @@ def _uci_worker(args, log) -> dict:
     """One data set in a worker process (see :func:`keras_kare.reproduce.workers.run_in_workers`)."""
     from keras_kare.reproduce import uci_protocol as P
 
-    s, name = args
+    s, name, rows = args
     t0 = time.time()
-    clock = P.RunClock(P.trainings_per_dataset(s, UCI_KARE_LRS), log)
+    clock = P.RunClock(P.trainings_per_dataset(s, UCI_KARE_LRS), log, P.dataset_cost(s, UCI_KARE_LRS, rows))
     unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
     unit.update(seconds=time.time() - t0, peak_rss_mb=_peak_rss_mb())
     return unit

@@ -455,8 +455,56 @@ def table_cost(rows: int) -> float:
     return 1.0 + rows / 250.0 + (min(rows, FULL_BATCH_ROWS) / 600.0) ** 2
 
 
+def training_cost(kind: str, depth: int, width: int, rows: int) -> float:
+    """Rough relative cost of one training of a UCI grid on a table of ``rows`` rows, for the time-left estimate.
+
+    KARE kinds build and factor a Gram matrix every step and cost several times
+    a DNN training; both grow with depth and width. The factors were fitted
+    by least squares to the logged times of about 5 500 paper-grid trainings on
+    tables of 10-1 022 rows. Replayed on those logs from 5-90 % of a table done,
+    the time left is 0.67-1.31x the time taken on tables of about 1 000 rows
+    (counting trainings as equal: 0.39-0.80x) and 0.76-2.0x on tables of at
+    most 150 rows, whose fixed costs these factors overweight. The table's size
+    enters through :func:`table_cost`.
+
+    Example:
+        >>> training_cost("kare", 5, 512, 300) > training_cost("kare", 1, 32, 300) > training_cost("dnn", 1, 32, 300)
+        True
+    """
+    if kind.startswith("kare"):
+        shape = (0.8 if kind.endswith("_es") else 1.0) * 1.2**depth * width**0.25
+    else:
+        shape = 0.15 * 1.4**depth * width**0.35
+    return shape * table_cost(rows)
+
+
+def dataset_cost(s: dict, kare_lrs_by_depth: dict, rows: int) -> float:
+    """Summed :func:`training_cost` of one table's trainings as counted by :func:`trainings_per_dataset`.
+
+    The validated protocol's fold trainings are not known before the grid has
+    run; each is counted at its kind's mean grid cost.
+    """
+    grid = [(kind, training_cost(kind, d, w, rows)) for kind, d, w, _ in uci_configs(s, kare_lrs_by_depth)]
+    total = sum(c for _, c in grid)
+    if s.get("protocol", "paper") == "validated":
+        for kind in trial_kinds(s):
+            costs = [c for k, c in grid if k == kind]
+            total += 4 * len(TRIAL_METHODS[kind]) * sum(costs) / len(costs)
+    return total
+
+
 class RunClock:
     """Progress of a UCI run: a line per training with the time left, and a whole-run estimate after the first.
+
+    The time left is the wall time so far per unit of cost done, times the cost
+    not done: each training's cost is passed to :meth:`trained` (equal costs
+    when none is given), the whole run's as ``total_cost``.
+
+    Args:
+        total_trainings: number of trainings the run counts (for the ``k/N`` count).
+        log: where the lines go.
+        total_cost: summed costs of all the trainings (e.g. :func:`dataset_cost`);
+            ``total_trainings`` when omitted.
 
     Example:
         >>> clock = RunClock(2, print)
@@ -465,29 +513,37 @@ class RunClock:
         iris: kare depth 1 width 128 lr 10: best accuracy 96.0% in 1.5s (1/2 trainings, about ... left)
     """
 
-    def __init__(self, total_trainings: int, log: Callable[[str], None]):
+    def __init__(self, total_trainings: int, log: Callable[[str], None], total_cost: Optional[float] = None):
         self.total, self.log, self.done, self.t0, self.first = total_trainings, log, 0, time.time(), None
+        self.total_cost = float(total_trainings if total_cost is None else total_cost)
+        self.cost_done = 0.0
 
-    def trained(self, seconds: float, what: str = "", result: str = ""):
-        """Count one training of ``seconds`` and log it (``what``: the configuration; ``result``: its outcome)."""
+    def trained(self, seconds: float, what: str = "", result: str = "", cost: float = 1.0):
+        """Count one training of ``seconds`` and relative ``cost``; log ``what`` (configuration) and ``result``."""
         self.done += 1
+        self.cost_done += float(cost)
         if self.first is None:
             self.first = seconds
-            est = seconds * self.total
+            est = seconds * self.total_cost / float(cost)
             self.log(
                 f"first configuration{(' (' + what + ')') if what else ''} took {seconds:.1f}s; estimated total "
-                f"for {self.total} trainings: {format_seconds(est)} (rough: assumes every training costs the same)"
+                f"for {self.total} trainings: {format_seconds(est)} (rough: relative costs by kind, depth and width)"
             )
         self.log(
             f"{what or 'training'}: {(result + ' in ') if result else ''}{seconds:.1f}s "
             f"({self.done}/{self.total} trainings, about {self.eta()} left)"
         )
 
+    def remaining_seconds(self) -> Optional[float]:
+        """Wall seconds so far per unit of cost done, times the cost left (None before the first training)."""
+        if not self.cost_done:
+            return None
+        return max(self.total_cost - self.cost_done, 0.0) * (time.time() - self.t0) / self.cost_done
+
     def eta(self) -> str:
-        """Remaining time at the mean training time so far (trainings only, not the baselines)."""
-        if not self.done:
-            return "unknown"
-        return format_seconds(max(self.total - self.done, 0) * (time.time() - self.t0) / self.done)
+        """:meth:`remaining_seconds` formatted (trainings only, not the baselines)."""
+        left = self.remaining_seconds()
+        return "unknown" if left is None else format_seconds(left)
 
 
 def _outcome(records: list[dict]) -> str:
@@ -542,7 +598,12 @@ def run_dataset(
         new = trial(kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, s)
         records += new
         if clock is not None:
-            clock.trained(time.time() - t0, f"{ds.name}: {kind} depth {depth} width {width} lr {lr:g}", _outcome(new))
+            clock.trained(
+                time.time() - t0,
+                f"{ds.name}: {kind} depth {depth} width {width} lr {lr:g}",
+                _outcome(new),
+                training_cost(kind, depth, width, len(ds.x)),
+            )
     names = methods(s)
     acc = {m: {"best": paper_best(records, m)} for m in names if m not in ENSEMBLES}
     for m in names:
@@ -626,7 +687,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
                     if clock is not None:
                         what = f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {key[0]} depth {key[1]} width {key[2]}"
                         # its accuracy is a fold's test number: not shown
-                        clock.trained(time.time() - t0, f"{what} lr {key[3]:g}", _diverged(cache[key]).lstrip("; "))
+                        outcome, cost = _diverged(cache[key]).lstrip("; "), training_cost(*key[:3], len(ds.x))
+                        clock.trained(time.time() - t0, f"{what} lr {key[3]:g}", outcome, cost)
                     fold_records += [{**r, "fold": k} for r in cache[key]]
                 r = next(r for r in cache[key] if r["method"] == m)
                 if _fold_usable(r):

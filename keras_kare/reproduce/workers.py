@@ -129,7 +129,7 @@ def run_in_workers(
     it is killed.
 
     Example:
-        >>> run_in_workers(_uci_worker, [(s, "iris"), (s, "wine")], 2, print, print)  # doctest: +SKIP
+        >>> run_in_workers(_uci_worker, [(s, "iris", 150), (s, "wine", 178)], 2, print, print)  # doctest: +SKIP
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
