@@ -229,7 +229,10 @@ def test_a_trained_network_whose_ntk_overflows_is_a_configuration_without_accura
     assert P.validation_accuracy(rec) is None and np.isnan(P.paper_best([rec], "kare"))
     good = {"method": "kare", **base, "width": 8, "accuracy": [0.5, 0.6, 0.7], "kare": [0.3, 0.2, 0.1]}
     assert P.choose([rec, good], "kare") is good
-    assert P._outcome([rec]).endswith("the trained NTK is not finite: no accuracy, never chosen")
+    assert P._outcome([rec]) == (
+        "best accuracy kare none; stopped at step 81 (not finite), the last finite weights kept; "
+        "the trained NTK is not finite: no accuracy, never chosen"
+    )
 
 
 def test_driver_outputs_both_protocols_and_baselines(tmp_path, monkeypatch):

@@ -548,7 +548,8 @@ class RunClock:
 
 def _outcome(records: list[dict]) -> str:
     """``"kare 86.7%"``-style best evaluation accuracy (over the ridge grid) of each record of one training."""
-    text = "best accuracy " + ", ".join(f"{r['method']} {paper_best([r], r['method']):.1%}" for r in records)
+    best = [(r["method"], paper_best([r], r["method"])) for r in records]
+    text = "best accuracy " + ", ".join(f"{m} {a:.1%}" if math.isfinite(a) else f"{m} none" for m, a in best)
     return text + _diverged(records)
 
 
