@@ -126,7 +126,7 @@ def test_the_paper_grid_on_several_tables_trains_each_in_a_fresh_process(tmp_pat
     calls, logs = [], []
 
     def fake_workers(fn, items, jobs, log, on_result, one_thread=True):
-        calls.append((jobs, one_thread, [name for _, name in items]))
+        calls.append((jobs, one_thread, [item[1] for item in items]))  # (settings, table, rows)
         for i, item in enumerate(items):  # in this process, so the fake trial below reaches the tables
             on_result(i, fn(item, log))
 
