@@ -464,8 +464,9 @@ def training_cost(kind: str, depth: int, width: int, rows: int) -> float:
     tables of 10-1 022 rows. Replayed on those logs from 5-90 % of a table done,
     the time left is 0.67-1.31x the time taken on tables of about 1 000 rows
     (counting trainings as equal: 0.39-0.80x) and 0.76-2.0x on tables of at
-    most 150 rows, whose fixed costs these factors overweight. The table's size
-    enters through :func:`table_cost`.
+    most 150 rows, whose fixed costs these factors overweight; on six tables of
+    748-1 022 rows not in the fit, 0.58-1.33x (equal: 0.41-0.88x). The table's
+    size enters through :func:`table_cost`.
 
     Example:
         >>> training_cost("kare", 5, 512, 300) > training_cost("kare", 1, 32, 300) > training_cost("dnn", 1, 32, 300)
