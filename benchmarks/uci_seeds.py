@@ -1,0 +1,61 @@
+"""How far the UCI comparison moves with the seed: several ``keras-kare reproduce uci`` runs, one per ``--seed``.
+
+Give it the folders of runs that differ only in ``--seed`` (the same tables,
+grid, protocol, recipes and baselines). It prints, per method, the validated
+mean accuracy and Friedman rank among the run's methods on every seed, their
+spread over seeds and per table, and the headline recipe paired against every
+other method, seed by seed and on the seed-averaged accuracies
+(:func:`keras_kare.reproduce.seeds.seed_spread`); with ``--reference`` also the
+seed-averaged accuracies in the paper's Table 1 form among Fernández-Delgado et
+al.'s 179 classifiers. Writes JSON.
+
+    for s in 0 1 2; do keras-kare reproduce uci --data-dir DATA/uci-dev --datasets ... --seed $s --out runs/seed$s; done
+    python benchmarks/uci_seeds.py runs/seed0 runs/seed1 runs/seed2 \
+        --reference DATA/uci-reference/delgado_results.txt --out benchmarks/results/uci_seeds.json
+
+Reads the runs' outputs only: seconds, whatever the runs cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders of keras-kare reproduce uci, one per seed")
+    parser.add_argument(
+        "--key", choices=("validated", "paper"), default="validated", help="protocol (default: validated)"
+    )
+    parser.add_argument("--reference", type=Path, help="delgado_results.txt: also rank the seed-averaged accuracies")
+    parser.add_argument("--out", type=Path, help="JSON file to write")
+    args = parser.parse_args(argv)
+
+    from keras_kare.reproduce.seeds import load_uci_runs, seed_spread, seed_spread_markdown, uci_methods
+
+    settings, per_seed = load_uci_runs(args.runs)
+    spread = seed_spread(per_seed, uci_methods(settings), key=args.key)
+    print(seed_spread_markdown(spread))
+    out = {"runs": [str(r) for r in args.runs], "spread": spread}
+    if args.reference is not None:
+        from keras_kare.reproduce.reference import load_reference, reference_table, score_against_reference
+
+        per = [
+            {"dataset": name, "accuracy": {m: {args.key: value / 100.0} for m, value in accs.items()}}
+            for name, accs in spread["per_table"].items()
+        ]
+        scores = score_against_reference(per, spread["methods"], load_reference(args.reference), key=args.key)
+        print("\nSeed-averaged accuracies in the paper's Table 1 form:\n")
+        print(reference_table(scores))
+        out["reference"] = scores
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1, default=float))
+        print(f"\nwrote {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

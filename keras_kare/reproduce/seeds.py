@@ -1,0 +1,276 @@
+"""How far a UCI comparison moves with the seed.
+
+``keras-kare reproduce uci --seed S`` fixes the networks' initial weights, the
+early-stopping recipes' inner split and the baselines' CV shuffles; the data
+splits are the collection's own files and stay the same. Runs that differ only
+in ``--seed`` therefore measure how much each method's validated accuracy on a
+table, and the comparison between methods, depends on those draws: the noise
+of picking one of many nearly tied configurations on a small validation half.
+
+:func:`seed_spread` reads the per-table accuracies of such runs and reports,
+per method, the mean accuracy and the Friedman rank among the run's methods on
+every seed, their spread over seeds, the per-table spread, and the headline
+method paired against every other both seed by seed and on the seed-averaged
+accuracies (the expected accuracy of a recipe over its random draws, paired by
+data set with :func:`~keras_kare.reproduce.stats.paired_comparison`).
+
+Example:
+    >>> settings, per_seed = load_uci_runs(["runs/s0", "runs/s1", "runs/s2"])  # doctest: +SKIP
+    >>> spread = seed_spread(per_seed, uci_methods(settings))  # doctest: +SKIP
+    >>> print(seed_spread_markdown(spread))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from keras_kare.reproduce.scoring import average_ranks
+from keras_kare.reproduce.stats import paired_comparison
+
+KEYS = ("validated", "paper")
+"""The protocol columns of a run's ``results.json`` (``<method>_validated``, ``<method>_paper``)."""
+
+SEED_SETTINGS = ("seed",)
+"""Settings that may differ among the runs compared; every other setting must be equal."""
+
+
+def uci_methods(settings: dict) -> list[str]:
+    """The methods a ``reproduce uci`` run with ``settings`` reports, in its table order (baselines last)."""
+    from keras_kare.reproduce.uci_protocol import methods
+
+    return methods(settings) + list(settings.get("baselines") or [])
+
+
+def load_uci_runs(run_dirs: Sequence) -> tuple[dict, dict]:
+    """Read the ``settings.json`` and ``results.json`` of ``reproduce uci`` runs that differ only in their seed.
+
+    Args:
+        run_dirs: two or more run folders (``--out`` of ``keras-kare reproduce uci``).
+
+    Returns:
+        ``(settings, {seed: results rows})``: the first run's settings and each
+        run's ``results.json`` rows (one dict per data set) keyed by its seed.
+
+    Raises:
+        ValueError: fewer than two folders, a folder without both files, two
+            runs with the same seed, or runs whose settings differ in anything
+            but :data:`SEED_SETTINGS` (the differing setting is named).
+    """
+    dirs = [Path(d) for d in run_dirs]
+    if len(dirs) < 2:
+        raise ValueError(f"need two or more run folders to compare seeds, received {len(dirs)}.")
+    first, per_seed = None, {}
+    for d in dirs:
+        files = [d / "settings.json", d / "results.json"]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise ValueError(f"{d} is not a finished reproduce uci run: no {' or '.join(absent)}.")
+        settings = json.loads(files[0].read_text())
+        seed = settings.get("seed")
+        if first is None:
+            first = settings
+        else:
+            differ = sorted(
+                k for k in set(first) | set(settings) if k not in SEED_SETTINGS and first.get(k) != settings.get(k)
+            )
+            if differ:
+                raise ValueError(f"{d}: settings differ from {dirs[0]}'s in {', '.join(differ)}; only the seed may.")
+        if seed in per_seed:
+            raise ValueError(f"{d}: seed {seed!r} appears in two runs.")
+        per_seed[seed] = json.loads(files[1].read_text())
+    return first, per_seed
+
+
+def accuracy_cube(per_seed: dict, methods: Sequence[str], key: str = "validated") -> tuple[np.ndarray, list[str]]:
+    """Accuracies as an array (seeds × data sets × methods), NaN where a run has no number.
+
+    Args:
+        per_seed: ``{seed: results rows}`` (:func:`load_uci_runs`); each row has
+            ``"dataset"`` and ``"<method>_<key>"`` entries (fractions or None).
+        methods: the columns, in order.
+        key: ``"validated"`` or ``"paper"`` (:data:`KEYS`).
+
+    Returns:
+        ``(cube, datasets)``: the data sets of any run, in the order first seen;
+        a data set a run lacks is NaN on that seed.
+
+    Raises:
+        ValueError: an unknown ``key`` or no method.
+    """
+    if key not in KEYS:
+        raise ValueError(f"key must be one of {', '.join(KEYS)}, received {key!r}.")
+    methods = list(methods)
+    if not methods:
+        raise ValueError("methods must name at least one method.")
+    by_name = [{r["dataset"]: r for r in rows} for rows in per_seed.values()]
+    datasets = list(dict.fromkeys(n for b in by_name for n in b))
+    cube = np.full((len(by_name), len(datasets), len(methods)), np.nan)
+    for s, rows in enumerate(by_name):
+        for t, name in enumerate(datasets):
+            for m, method in enumerate(methods):
+                value = rows.get(name, {}).get(f"{method}_{key}")
+                if value is not None:
+                    cube[s, t, m] = float(value)
+    return cube, datasets
+
+
+def _ranks(acc: np.ndarray) -> np.ndarray:
+    """Mean over data sets (rows) of each column's descending rank among the columns (ties averaged)."""
+    return np.array([average_ranks(row) for row in acc]).mean(axis=0)
+
+
+def seed_spread(per_seed: dict, methods: Sequence[str], key: str = "validated", headline: Optional[str] = None) -> dict:
+    """Mean accuracy and rank of each method on every seed, their spread, and paired comparisons.
+
+    Only data sets on which every method has a number on every seed are used
+    (the others, including a table some run lacks, are listed as
+    ``dropped``), so each seed's numbers cover the same tables.
+
+    Args:
+        per_seed: ``{seed: results rows}`` (:func:`load_uci_runs`).
+        methods: the methods compared (:func:`uci_methods`); ranks are among these.
+        key: ``"validated"`` (default) or ``"paper"``.
+        headline: the method paired against every other (default: the run's
+            headline recipe, :func:`~keras_kare.reproduce.uci_protocol.headline`).
+
+    Returns:
+        ``{"key", "seeds", "methods", "headline", "datasets", "dropped",
+        "per_seed": {seed: {method: {"mean", "rank"}}},
+        "over_seeds": {method: {"mean", "mean_sd", "rank", "rank_sd", "table_sd", "table_range"}},
+        "averaged": {method: {"mean", "rank"}}, "per_table": {data set: {method: mean over seeds}},
+        "pairs": [{"b", "per_seed_difference": [...], "seeds_ahead", "seeds_behind",
+        **paired_comparison over data sets of the seed-averaged accuracies}]}``.
+        Accuracies, their differences and spreads in percentage points.
+        ``mean_sd``/``rank_sd``: standard deviation over seeds (``ddof=1``) of a
+        seed's mean accuracy / mean rank; ``table_sd``: the per-table standard
+        deviation over seeds, averaged over tables; ``table_range``: the
+        largest max − min over seeds on any table. ``averaged``: scores of the
+        per-table mean over seeds.
+
+    Raises:
+        ValueError: fewer than two seeds, ``headline`` not among ``methods``,
+            or no data set with every number.
+    """
+    from keras_kare.reproduce.uci_protocol import headline as default_headline
+
+    methods = list(methods)
+    seeds = list(per_seed)
+    if len(seeds) < 2:
+        raise ValueError(f"need two or more seeds, received {len(seeds)}.")
+    head = headline or default_headline(methods)
+    if head not in methods:
+        raise ValueError(f"headline {head!r} is not among the methods {methods}.")
+    cube, datasets = accuracy_cube(per_seed, methods, key)
+    complete = np.isfinite(cube).all(axis=(0, 2))
+    if not complete.any():
+        raise ValueError("no data set has a number for every method on every seed.")
+    acc = 100.0 * cube[:, complete, :]
+    per_seed_out = {}
+    means, ranks = acc.mean(axis=1), np.array([_ranks(a) for a in acc])  # seeds × methods
+    for s, seed in enumerate(seeds):
+        per_seed_out[seed] = {
+            m: {"mean": float(means[s, k]), "rank": float(ranks[s, k])} for k, m in enumerate(methods)
+        }
+    sd_over_seeds = acc.std(axis=0, ddof=1)  # data sets × methods
+    span = acc.max(axis=0) - acc.min(axis=0)
+    over = {
+        m: {
+            "mean": float(means[:, k].mean()),
+            "mean_sd": float(means[:, k].std(ddof=1)),
+            "rank": float(ranks[:, k].mean()),
+            "rank_sd": float(ranks[:, k].std(ddof=1)),
+            "table_sd": float(sd_over_seeds[:, k].mean()),
+            "table_range": float(span[:, k].max()),
+        }
+        for k, m in enumerate(methods)
+    }
+    avg = acc.mean(axis=0)  # data sets × methods
+    spread_names = [n for n, ok in zip(datasets, complete) if ok]
+    avg_ranks = _ranks(avg)
+    averaged = {m: {"mean": float(avg[:, k].mean()), "rank": float(avg_ranks[k])} for k, m in enumerate(methods)}
+    a = methods.index(head)
+    pairs = []
+    for k, m in enumerate(methods):
+        if k == a:
+            continue
+        diff = means[:, a] - means[:, k]
+        c = paired_comparison(avg[:, a], avg[:, k], head, m, higher_is_better=True, unit="data sets")
+        pairs.append(
+            {
+                "b": m,
+                "per_seed_difference": [float(x) for x in diff],
+                "seeds_ahead": int((diff > 0).sum()),
+                "seeds_behind": int((diff < 0).sum()),
+                **c,
+            }
+        )
+    return {
+        "key": key,
+        "seeds": seeds,
+        "methods": methods,
+        "headline": head,
+        "datasets": spread_names,
+        "dropped": [n for n, ok in zip(datasets, complete) if not ok],
+        "per_seed": per_seed_out,
+        "over_seeds": over,
+        "averaged": averaged,
+        "per_table": {n: dict(zip(methods, map(float, row))) for n, row in zip(spread_names, avg)},
+        "pairs": pairs,
+    }
+
+
+def seed_spread_markdown(spread: dict, labels: Optional[dict] = None) -> str:
+    """Two markdown tables of :func:`seed_spread`'s result: scores per seed and over seeds, then the headline's pairs.
+
+    Args:
+        spread: the dict :func:`seed_spread` returns.
+        labels: display names of the methods (default: the run's method labels).
+
+    Returns:
+        The tables and a one-line footnote (protocol, data sets used and dropped).
+    """
+    if labels is None:
+        from keras_kare.reproduce.baselines import BASELINE_LABELS
+        from keras_kare.reproduce.results import METHOD_LABELS
+
+        labels = {**BASELINE_LABELS, **METHOD_LABELS}
+    seeds, methods = spread["seeds"], spread["methods"]
+    name = {m: labels.get(m, m) for m in methods}
+    seed_cols = " | ".join(f"seed {s}" for s in seeds)
+    lines = [
+        f"| method | mean accuracy (%): {seed_cols} | mean ± SD over seeds | mean rank: {seed_cols} | "
+        "rank ± SD over seeds | seed-averaged accuracy: mean (rank) | per-table SD over seeds | "
+        "largest per-table range |",
+        "|---|" + "---|" * (2 * len(seeds) + 5),
+    ]
+    for m in methods:
+        o, av = spread["over_seeds"][m], spread["averaged"][m]
+        acc = " | ".join(f"{spread['per_seed'][s][m]['mean']:.2f}" for s in seeds)
+        rk = " | ".join(f"{spread['per_seed'][s][m]['rank']:.2f}" for s in seeds)
+        lines.append(
+            f"| {name[m]} | {acc} | {o['mean']:.2f} ± {o['mean_sd']:.2f} | {rk} | "
+            f"{o['rank']:.2f} ± {o['rank_sd']:.2f} | {av['mean']:.2f} ({av['rank']:.2f}) | "
+            f"{o['table_sd']:.2f} | {o['table_range']:.1f} |"
+        )
+    head = name[spread["headline"]]
+    lines += [
+        "",
+        f"| {head} against | mean difference per seed (points) | seeds ahead / behind | seed-averaged: data sets won / "
+        "tied / lost | mean difference [95% CI] | sign test p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in spread["pairs"]:
+        per = ", ".join(f"{d:+.2f}" for d in p["per_seed_difference"])
+        lines.append(
+            f"| {name[p['b']]} | {per} | {p['seeds_ahead']} / {p['seeds_behind']} | {p['wins_a']} / {p['ties']} / "
+            f"{p['wins_b']} | {p['mean_difference']:+.2f} [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] | "
+            f"{p['sign_test_p']:.3g} |"
+        )
+    dropped = f"; dropped (a number missing on some seed): {', '.join(spread['dropped'])}" if spread["dropped"] else ""
+    lines += ["", f"{spread['key']} protocol, {len(spread['datasets'])} data sets, seeds {seeds}{dropped}."]
+    return "\n".join(lines)
