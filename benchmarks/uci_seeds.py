@@ -7,7 +7,8 @@ spread over seeds and per table, and the headline recipe paired against every
 other method, seed by seed and on the seed-averaged accuracies
 (:func:`keras_kare.reproduce.seeds.seed_spread`); with ``--reference`` also the
 seed-averaged accuracies in the paper's Table 1 form among Fernández-Delgado et
-al.'s 179 classifiers. Writes JSON.
+al.'s 179 classifiers. Writes JSON (with every run's per-table ``results.json`` rows, so the
+comparison can be redone without the run folders).
 
     for s in 0 1 2; do keras-kare reproduce uci --data-dir DATA/uci-dev --datasets ... --seed $s --out runs/seed$s; done
     python benchmarks/uci_seeds.py runs/seed0 runs/seed1 runs/seed2 \
@@ -38,7 +39,7 @@ def main(argv=None) -> dict:
     settings, per_seed = load_uci_runs(args.runs)
     spread = seed_spread(per_seed, uci_methods(settings), key=args.key)
     print(seed_spread_markdown(spread))
-    out = {"runs": [str(r) for r in args.runs], "spread": spread}
+    out = {"runs": [str(r) for r in args.runs], "settings": settings, "spread": spread, "results": per_seed}
     if args.reference is not None:
         from keras_kare.reproduce.reference import load_reference, reference_table, score_against_reference
 
