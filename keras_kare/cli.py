@@ -436,12 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_recipe_names,
         help=_help(
             "selection strategies beside the paper's, comma-separated: kare_es, dnn_es (early stopping on an "
-            "inner split), kare_rel (KARE with a relative ridge), ensemble, ensemble_es (NTK-KARE + after-kernel); "
-            "'none': the paper's recipe only; see docs/reproducing.md",
+            "inner split), kare_rel (KARE with a relative ridge), ensemble, ensemble_es (NTK-KARE + after-kernel), "
+            "ntk_init (control: the untrained network's NTK); 'none': the paper's recipe only; see "
+            "docs/reproducing.md",
             d,
             "recipes",
-            "kare_es,dnn_es,ensemble_es with --protocol validated, none with --protocol paper",
+            "kare_es,dnn_es,ensemble_es,ntk_init with --protocol validated, none with --protocol paper",
         ),
+    )
+    p.add_argument(
+        "--no-paper-methods",
+        dest="paper_methods",
+        action="store_false",
+        default=None,
+        help="skip the paper's trainings (NTK-KARE, the DNN and its after-kernel) and run only --recipes and "
+        "--baselines, e.g. --recipes ntk_init: the untrained control on the paper's grid in minutes",
     )
     p.add_argument(
         "--kare-relative-ridge",

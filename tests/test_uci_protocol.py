@@ -14,7 +14,7 @@ from keras_kare.reproduce import experiments as E
 from keras_kare.reproduce import uci_protocol as P
 
 UCI_DIR = Path(__file__).parent / "fixtures" / "uci"
-LR_CLASS = {0.1: 0, 0.2: 1, 0.3: 2}  # the fake trial's configuration lr predicts this class everywhere
+LR_CLASS = {0.0: 0, 0.1: 0, 0.2: 1, 0.3: 2}  # the fake trial's configuration lr predicts this class everywhere
 
 
 def _poisoned_dataset(root: Path) -> Path:
@@ -49,7 +49,7 @@ class FakeTrial:
         out = -np.ones_like(y_ev, dtype=np.float64)
         out[:, LR_CLASS[lr]] = 1.0
         kernel_rec = {**base, "accuracy": [acc, acc / 2], "kare": [1.0, 2.0], "_pred_pick": out, "_pred_best": out}
-        if kind.startswith("kare"):  # KARE picks the first ridge
+        if kind.startswith("kare") or kind == "ntk_init":  # KARE picks the first ridge
             return [{"method": kind, **kernel_rec}]
         return [{"method": kind, **base, "accuracy": acc}, {"method": P.TRIAL_METHODS[kind][1], **kernel_rec}]
 
@@ -97,14 +97,14 @@ def test_selection_never_touches_evaluation_folds(tmp_path):
 def test_recipes_never_touch_evaluation_folds(tmp_path):
     root = _poisoned_dataset(tmp_path / "data")
     trial = FakeTrial()
-    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es"]
+    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es", "ntk_init"]
     res = P.run_dataset(load_uci(root, "poison"), _settings(root, recipes=recipes), E.UCI_KARE_LRS, trial=trial)
-    n_grid = 5 * 3  # kare, dnn, kare_es, kare_rel, dnn_es × 3 learning rates
+    n_grid = 5 * 3 + 1  # kare, dnn, kare_es, kare_rel, dnn_es × 3 learning rates; ntk_init once
     selection, folds = trial.calls[:n_grid], trial.calls[n_grid:]
     assert all(2 not in c["labels"] for c in selection)
     assert folds and all(2 in c["labels"] for c in folds)
-    assert {c["kind"] for c in folds} == {"kare", "dnn", "kare_es", "kare_rel", "dnn_es"}
-    assert len(folds) == 5 * 4  # each DNN training serves both the network and its after-kernel
+    assert {c["kind"] for c in folds} == {"kare", "dnn", "kare_es", "kare_rel", "dnn_es", "ntk_init"}
+    assert len(folds) == 6 * 4  # each DNN training serves both the network and its after-kernel
     for m in P.methods({"recipes": recipes}):
         a = res["accuracy"][m]
         assert a["validation_accuracy"] == pytest.approx(4 / 6), m
@@ -403,3 +403,72 @@ def test_no_finite_kare_gives_no_number():
     recs = [{"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, float("inf")]}]
     assert P.kare_selected(recs, "kare")["accuracy"] is None
     assert P.choose(recs, "kare") is None
+
+
+def test_ntk_init_is_kernel_ridge_with_the_untrained_networks_ntk():
+    """The control trains nothing: its record is KRR with the NTK of the network KARE training starts from,
+    checked against explicit per-example Jacobians, a float64 KARE by definition and a direct solve."""
+    from oracles import kare_oracle, krr_predict_oracle, ntk_oracle
+
+    from keras_kare.initializers import build_mlp
+
+    rng = np.random.default_rng(1)
+    x_tr, x_ev = rng.normal(size=(15, 3)).astype("float32"), rng.normal(size=(7, 3)).astype("float32")
+    y_tr, y_ev = -np.ones((15, 3)), -np.ones((7, 3))
+    y_tr[np.arange(15), rng.integers(0, 3, 15)] = 1.0
+    y_ev[np.arange(7), rng.integers(0, 3, 7)] = 1.0
+    ridges = [1e-2, 1e-1, 1.0, 10.0]
+    s = {**E.UCI_DEFAULTS, "seed": 3, "ridges": ridges, "kernel": "summed_output", "kare_steps": 300}
+    [rec] = P.neural_trial("ntk_init", 1, 8, 0.0, x_tr, y_tr, x_ev, y_ev, s)
+    assert rec["method"] == "ntk_init" and (rec["depth"], rec["width"], rec["lr"]) == (1, 8, 0.0)
+    assert "stopped_at" not in rec  # nothing was trained
+
+    net = build_mlp(3, 1, 8, 3, seed=3)  # the initial weights of any seed-3 training of this architecture
+    k = ntk_oracle(net, x_tr, kernel="summed_output")
+    k = (k + k.T) / 2
+    k_ev = ntk_oracle(net, x_ev, x_tr, kernel="summed_output")
+    kare = [kare_oracle(k, y_tr, z, relative=True) for z in ridges]
+    np.testing.assert_allclose(rec["kare"], kare, rtol=1e-3)  # float32 Gram against float64 oracle
+    pick = int(np.argmin(kare))
+    assert P.kare_pick(rec) == pick
+    pred = krr_predict_oracle(k, k_ev, y_tr, ridges[pick] * np.trace(k) / 15**2)
+    np.testing.assert_allclose(rec["_pred_pick"], pred, atol=1e-3 * np.abs(pred).max())
+    assert P.validation_accuracy(rec) == pytest.approx(np.mean(pred.argmax(1) == y_ev.argmax(1)))
+    other = build_mlp(3, 1, 8, 3, seed=4)  # the oracle can tell kernels apart: another draw differs
+    assert np.abs(ntk_oracle(other, x_tr, kernel="summed_output") - k).max() > 1e-2 * np.abs(k).max()
+
+
+def test_ntk_init_in_the_grid_one_per_architecture_and_without_the_paper_methods(tmp_path, monkeypatch):
+    root = _poisoned_dataset(tmp_path / "data")
+    s = _settings(root, depths=[1, 2], recipes=["ntk_init"])
+    grid = list(P.uci_configs(s, E.UCI_KARE_LRS))
+    assert [c for c in grid if c[0] == "ntk_init"] == [("ntk_init", 1, 4, 0.0), ("ntk_init", 2, 4, 0.0)]
+    assert len(grid) == 2 * (3 + 3 + 1)
+    assert P.methods(s) == ["kare", "ntk_init", "after_kernel", "dnn"]
+    assert "ntk_init" in P.VALIDATED_RECIPES  # the control runs by default with --protocol validated
+
+    fake = FakeTrial()
+    monkeypatch.setattr(P, "neural_trial", fake)
+    alone = _settings(root, recipes=["ntk_init"], paper_methods=False, baselines=["krr-rbf"])
+    summary = E.run_uci(alone, tmp_path / "run", log=lambda m: None)
+    assert {c["kind"] for c in fake.calls} == {"ntk_init"}
+    assert len(fake.calls) == 1 + 4  # the grid's one architecture, then the four folds
+    assert all(c["labels"] <= {0, 1} for c in fake.calls[:1])  # chosen on the validation half
+    assert summary["methods"] == ["ntk_init", "krr-rbf"]
+    assert summary["validated"]["ntk_init"]["mean_accuracy"] == pytest.approx(100 * 0.0)  # class 0: test folds are 2
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(rows[0]) == {
+        "dataset", "n_train", "n_test", "n_classes",
+        "ntk_init_paper", "ntk_init_validated", "krr-rbf_paper", "krr-rbf_validated",
+    }  # fmt: skip
+    assert not (tmp_path / "run" / "accuracy_kare_vs_after_kernel.png").exists()
+
+    with pytest.raises(ValueError, match="name a recipe .* or a baseline"):
+        E.run_uci(_settings(root, recipes=[], paper_methods=False), tmp_path / "r2", log=lambda m: None)
+    with pytest.raises(ValueError, match="ensemble combines NTK-KARE and the after-kernel"):
+        E.run_uci(_settings(root, recipes=["ensemble"], paper_methods=False), tmp_path / "r3", log=lambda m: None)
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()  # refused before any work
+    args = ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--out", str(tmp_path / "o"), "--recipes", "ntk_init"]
+    assert cli.make_settings(cli.build_parser().parse_args(args))["paper_methods"] is True
+    parsed = cli.build_parser().parse_args(args + ["--no-paper-methods"])
+    assert cli.make_settings(parsed)["paper_methods"] is False

@@ -86,6 +86,7 @@ UCI_DEFAULTS = dict(
     protocol="paper",
     baselines=[],
     recipes=None,
+    paper_methods=True,
     kare_relative_ridge=1.0,
 )
 UCI_QUICK = dict(depths=[1], widths=[32], kare_lrs=[10.0], dnn_lrs=[0.1], kare_steps=20, dnn_steps=20)
@@ -346,6 +347,7 @@ def run_uci(
     protocol = P.check_protocol(s.get("protocol", "paper"))
     B.check_baselines(s.get("baselines"))
     s = {**s, "recipes": P.resolve_recipes(s)}  # stored as run, so a resumed run keeps its recipes
+    P.check_methods(s)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
     if in_process is not None and not isinstance(in_process, bool):
@@ -398,10 +400,11 @@ def run_uci(
         a = unit["accuracy"]
         parts = [f"{_uci_label(m)} {_fmt_acc(a[m])}" for m in methods]
         left = format_seconds(run_eta.done(name, unit["seconds"]))
+        picked = f"; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})}" if "kare" in a else ""
         log(
             f"[{names.index(name) + 1}/{len(names)}] {name}: accuracy (paper"
             + ("/validated" if protocol == "validated" else "")
-            + f") {', '.join(parts)}; KARE-picked NTK-KARE {_fmt_acc({'best': a['kare']['selected']})} "
+            + f") {', '.join(parts)}{picked} "
             f"({unit['seconds']:.0f}s"
             + (f", peak memory {unit['peak_rss_mb']:.0f} MB" if unit.get("peak_rss_mb") else "")
             + f"; about {left} left)"
@@ -426,10 +429,11 @@ def run_uci(
     R.write_json(out / "summary.json", summary)
     _write_uci_rows(out, per, methods)
     (out / "table.md").write_text(table)
-    _plot_uci(
-        out / "accuracy_kare_vs_after_kernel.png",
-        np.array([[d["accuracy"][m]["best"] for m in ("kare", "after_kernel")] for d in per]),
-    )
+    if {"kare", "after_kernel"} <= set(methods):
+        _plot_uci(
+            out / "accuracy_kare_vs_after_kernel.png",
+            np.array([[d["accuracy"][m]["best"] for m in ("kare", "after_kernel")] for d in per]),
+        )
     log("results:\n" + table)
     return summary
 
@@ -495,8 +499,8 @@ def _uci_summary(per: list[dict], methods: list[str], protocol: str, s: dict) ->
     headline = summary[protocols[-1]]
     summary.update({m: headline[m] for m in methods if m in headline})
     summary["paired_vs_kare"] = _uci_pairs(per, methods, "best" if protocol == "paper" else "validated")
-    sel_methods = ["kare", "after_kernel"]
-    selected = score_table(_accuracy_matrix(per, sel_methods, "selected"), sel_methods)
+    sel_methods = [m for m in ("kare", "after_kernel") if m in methods]
+    selected = score_table(_accuracy_matrix(per, sel_methods, "selected"), sel_methods) if sel_methods else {}
     summary["selected_by_kare"] = {m: selected[m] for m in sel_methods if m in selected}
     summary["n_datasets"] = len(per)
     summary["settings"] = s
@@ -531,8 +535,9 @@ def _write_uci_rows(out: Path, per: list[dict], methods: list[str]) -> None:
         for m in methods:
             row[f"{m}_paper"] = d["accuracy"][m]["best"]
             row[f"{m}_validated"] = d["accuracy"][m].get("validated")
-        row["kare_selected"] = d["accuracy"]["kare"]["selected"]
-        row["after_kernel_selected"] = d["accuracy"]["after_kernel"]["selected"]
+        for m in ("kare", "after_kernel"):
+            if m in methods:
+                row[f"{m}_selected"] = d["accuracy"][m]["selected"]
         rows.append(row)
     R.write_json(out / "results.json", rows)
     with (out / "results.csv").open("w", newline="") as f:

@@ -47,6 +47,7 @@ METHOD_LABELS = {
     "ensemble_es": "NTK-KARE + after-kernel, early-stopped",
     "after_kernel_es": "after-kernel, early-stopped",
     "dnn_es": "DNN (MSE), early-stopped",
+    "ntk_init": "NTK at initialisation (untrained)",
 }
 
 

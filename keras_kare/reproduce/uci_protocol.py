@@ -70,16 +70,22 @@ RECIPES = {
         "the authors' NTK-KARE + after-kernel ensemble: the mean of the two chosen kernel regressions' outputs"
     ),
     "ensemble_es": "the same ensemble of the two early-stopped kernels (needs kare_es and dnn_es)",
+    "ntk_init": (
+        "control, no training: KRR with the NTK of the network at initialisation, the kernel NTK-KARE training "
+        "starts from (same seed and ridge rule); what KARE training adds is its difference from this"
+    ),
 }
-"""Selection strategies beside the paper's recipe (``--recipes``); none of them reads evaluation rows."""
+"""Selection strategies beside the paper's recipe (``--recipes``), and the untrained control ``ntk_init``;
+none of them reads evaluation rows."""
 
-VALIDATED_RECIPES = ("kare_es", "dnn_es", "ensemble_es")
+VALIDATED_RECIPES = ("kare_es", "dnn_es", "ensemble_es", "ntk_init")
 """The recipes ``--protocol validated`` adds by default (``--recipes none``: the paper's recipe only).
 
-Chosen on the 30 smallest tables of the development subset, reduced grid, validated protocol,
-among the five recipes: the early-stopped NTK-KARE + after-kernel ensemble had the best mean
+The three trained ones were chosen on the 30 smallest tables of the development subset, reduced
+grid, validated protocol, among the five recipes: the early-stopped NTK-KARE + after-kernel ensemble had the best mean
 accuracy (79.97 % against 77.53 % for the paper's recipe), Friedman rank and PMA of every
-method that uses the learned NTK (docs/results.md).
+method that uses the learned NTK (docs/results.md). ``ntk_init`` is the control every
+comparison of a learned kernel needs, and costs one kernel regression per architecture.
 """
 BEST_RECIPE = "ensemble_es"
 
@@ -89,6 +95,7 @@ TRIAL_METHODS = {
     "kare_rel": ("kare_rel",),
     "dnn": ("dnn", "after_kernel"),
     "dnn_es": ("dnn_es", "after_kernel_es"),
+    "ntk_init": ("ntk_init",),
 }
 """The methods one training of each kind yields (a DNN training also yields its after-kernel)."""
 ENSEMBLES = {"ensemble": ("kare", "after_kernel"), "ensemble_es": ("kare_es", "after_kernel_es")}
@@ -98,6 +105,7 @@ METHOD_ORDER = (
     "kare_rel",
     "ensemble",
     "ensemble_es",
+    "ntk_init",
     "after_kernel",
     "after_kernel_es",
     "dnn",
@@ -141,13 +149,33 @@ def resolve_recipes(s: dict) -> list[str]:
 
 
 def headline(names) -> str:
-    """The method the paired comparisons are anchored on: the best honest recipe when it ran, else NTK-KARE."""
-    return BEST_RECIPE if BEST_RECIPE in names else "kare"
+    """The method the paired comparisons are anchored on: the best honest recipe when it ran, else NTK-KARE
+    (else the first method: a run without the paper's methods)."""
+    names = list(names)
+    return BEST_RECIPE if BEST_RECIPE in names else "kare" if "kare" in names else names[0]
+
+
+def check_methods(s: dict) -> None:
+    """Check that ``s`` asks for something to run: the paper's methods (``s["paper_methods"]``, default True),
+    a recipe or a baseline, and that the ``ensemble`` recipe has the paper's two kernels to combine.
+
+    Raises:
+        ValueError: nothing to run, or ``ensemble`` without the paper's methods.
+    """
+    recipes = resolve_recipes(s)
+    if s.get("paper_methods", True):
+        return
+    if "ensemble" in recipes:
+        raise ValueError("recipe ensemble combines NTK-KARE and the after-kernel: it needs the paper's methods.")
+    if not recipes and not s.get("baselines"):
+        raise ValueError("without the paper's methods, name a recipe (e.g. ntk_init) or a baseline to run.")
 
 
 def trial_kinds(s: dict) -> list[str]:
-    """The trainings of one configuration: ``kare`` and ``dnn``, then the recipes that train."""
-    return ["kare", "dnn"] + [r for r in resolve_recipes(s) if r in TRIAL_METHODS]
+    """The trainings of one configuration: ``kare`` and ``dnn`` (unless ``s["paper_methods"]`` is False), then
+    the recipes that train (``ntk_init``: a kernel regression without training)."""
+    paper = ["kare", "dnn"] if s.get("paper_methods", True) else []
+    return paper + [r for r in resolve_recipes(s) if r in TRIAL_METHODS]
 
 
 def methods(s: dict) -> list[str]:
@@ -168,7 +196,9 @@ def uci_configs(s: dict, kare_lrs_by_depth: dict):
     for depth in s["depths"]:
         for width in s["widths"]:
             for kind in kinds:
-                if kind.startswith("kare"):
+                if kind == "ntk_init":
+                    lrs = [0.0]  # not trained: one kernel per architecture
+                elif kind.startswith("kare"):
                     lrs = s["kare_lrs"] or kare_lrs_by_depth.get(depth, kare_lrs_by_depth[max(kare_lrs_by_depth)])
                 else:
                     lrs = s["dnn_lrs"]
@@ -210,7 +240,8 @@ def neural_trial(
     (KRR with the trained DNN's NTK); ``kare_es``/``dnn_es`` the same trained
     on 80% of the training rows with early stopping on the other 20%
     (:data:`RECIPES`; the kernel regression then uses all training rows);
-    ``kare_rel`` KARE with the relative ridge ``s["kare_relative_ridge"]``.
+    ``kare_rel`` KARE with the relative ridge ``s["kare_relative_ridge"]``;
+    ``ntk_init`` no training: the ``ntk_init`` record of the initial network's NTK.
     KARE trains on the NTK mode KRR uses (``s["kernel"]``), with the paper's
     batch rule on the data set's size ``s["n_examples"]``
     (:func:`~keras_kare.reproduce.runner.paper_batch`). A
@@ -233,6 +264,8 @@ def neural_trial(
     net = build_mlp(x_tr.shape[1], depth, width, y_fit.shape[1], seed=s["seed"])
     base = {"depth": depth, "width": width, "lr": lr}
     what = f"{s.get('dataset', 'uci')}: {kind} depth {depth} width {width} lr {lr:g}"
+    if kind == "ntk_init":
+        return [_kernel_record(kind, net, base, x_tr, y_tr, x_ev, y_ev, s)]
     progress = LongTrainingLog(log or _quiet)
     if kind.startswith("dnn"):
         return _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what)
@@ -472,7 +505,9 @@ def training_cost(kind: str, depth: int, width: int, rows: int) -> float:
         >>> training_cost("kare", 5, 512, 300) > training_cost("kare", 1, 32, 300) > training_cost("dnn", 1, 32, 300)
         True
     """
-    if kind.startswith("kare"):
+    if kind == "ntk_init":
+        shape = 0.1 * 1.2**depth * width**0.25  # one kernel regression, no training
+    elif kind.startswith("kare"):
         shape = (0.8 if kind.endswith("_es") else 1.0) * 1.2**depth * width**0.25
     else:
         shape = 0.15 * 1.4**depth * width**0.35
