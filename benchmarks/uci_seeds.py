@@ -14,6 +14,14 @@ comparison can be redone without the run folders).
     python benchmarks/uci_seeds.py runs/seed0 runs/seed1 runs/seed2 \
         --reference DATA/uci-reference/delgado_results.txt --out benchmarks/results/uci_seeds.json
 
+With ``--combine`` the methods of an earlier comparison's JSON are put beside
+the runs' (the same seeds, tables and settings but recipes and baselines), e.g. a
+cheap control run later, ``--recipes ntk_init --no-paper-methods``, beside the
+stored recipes:
+
+    python benchmarks/uci_seeds.py runs/init0 runs/init1 runs/init2 \
+        --combine benchmarks/results/uci_seeds.json --out combined.json
+
 Reads the runs' outputs only: seconds, whatever the runs cost.
 """
 
@@ -32,14 +40,28 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--reference", type=Path, help="delgado_results.txt: also rank the seed-averaged accuracies")
     parser.add_argument("--out", type=Path, help="JSON file to write")
+    parser.add_argument(
+        "--combine", type=Path, help="an earlier --out JSON of this script: its methods beside the runs' (same seeds)"
+    )
     args = parser.parse_args(argv)
 
-    from keras_kare.reproduce.seeds import load_uci_runs, seed_spread, seed_spread_markdown, uci_methods
+    from keras_kare.reproduce.seeds import (
+        combine_runs,
+        load_seed_comparison,
+        load_uci_runs,
+        seed_spread,
+        seed_spread_markdown,
+        uci_methods,
+    )
 
     settings, per_seed = load_uci_runs(args.runs)
+    if args.combine is not None:
+        settings, per_seed = combine_runs(load_seed_comparison(args.combine), (settings, per_seed))
     spread = seed_spread(per_seed, uci_methods(settings), key=args.key)
     print(seed_spread_markdown(spread))
     out = {"runs": [str(r) for r in args.runs], "settings": settings, "spread": spread, "results": per_seed}
+    if args.combine is not None:
+        out["combined_with"] = str(args.combine)
     if args.reference is not None:
         from keras_kare.reproduce.reference import load_reference, reference_table, score_against_reference
 

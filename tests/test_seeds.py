@@ -149,3 +149,54 @@ def test_markdown_and_benchmark_script(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| NTK-KARE | 73.33 | 74.00 | 73.67 ± 0.47 |" in done.stdout
     assert json.loads(out.read_text())["spread"]["datasets"] == ["a", "b", "c"]
+
+
+def test_combine_puts_a_later_control_beside_stored_runs_and_refuses_mismatches(tmp_path):
+    stored = ({"seed": 0, "data_dir": "DATA/uci-dev", "recipes": ["kare_es"], "baselines": ["svc"]}, _per_seed())
+    control_rows = {s: [{"dataset": n, "ntk_init_validated": 0.5, "n_classes": 2} for n in ACC[s]] for s in ACC}
+    control = ({"seed": 0, "data_dir": "/x/uci-dev", "recipes": ["ntk_init"], "paper_methods": False}, control_rows)
+    settings, per = S.combine_runs(stored, control)
+    assert settings["recipes"] == ["kare_es", "ntk_init"] and settings["baselines"] == ["svc"]
+    assert settings["paper_methods"] is True
+    assert per[3][1] == {**_rows(ACC[3])[1], "ntk_init_validated": 0.5, "n_classes": 2}
+    sp = S.seed_spread(per, METHODS + ["ntk_init"])
+    assert sp["per_seed"][0]["ntk_init"]["mean"] == pytest.approx(50)
+    assert sp["pairs"][-1]["per_seed_difference"] == pytest.approx([220 / 3 - 50, 74 - 50])
+
+    with pytest.raises(ValueError, match="differ in depths"):
+        S.combine_runs(stored, ({**control[0], "depths": [2]}, control_rows))
+    with pytest.raises(ValueError, match="differ in data_dir"):
+        S.combine_runs(stored, ({**control[0], "data_dir": "/x/uci-held-out"}, control_rows))
+    with pytest.raises(ValueError, match="other seeds"):
+        S.combine_runs(stored, (control[0], {0: control_rows[0]}))
+    with pytest.raises(ValueError, match="seed 3: .* other data sets"):
+        S.combine_runs(stored, (control[0], {0: control_rows[0], 3: control_rows[3][:2]}))
+    with pytest.raises(ValueError, match="dnn_validated in both"):
+        S.combine_runs(stored, (control[0], {s: _rows(ACC[s], methods=["dnn"]) for s in ACC}))
+    clash = {s: [{**r, "n_classes": 3} for r in rows] for s, rows in control_rows.items()}
+    with pytest.raises(ValueError, match="disagree on n_classes"):
+        S.combine_runs(({**stored[0]}, {s: [{**r, "n_classes": 2} for r in rows] for s, rows in stored[1].items()}),
+                       (control[0], clash))  # fmt: skip
+    assert control_rows[0][0] == {"dataset": "a", "ntk_init_validated": 0.5, "n_classes": 2}  # inputs untouched
+
+
+def test_benchmark_script_combines_with_a_stored_comparison(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "uci_seeds.py"
+    paper = ["kare", "after_kernel", "dnn"]
+    runs = [_write_run(tmp_path / f"s{s}", s, _rows(ACC[s], methods=paper)) for s in ACC]
+    stored = tmp_path / "stored.json"
+    cmd = [sys.executable, str(script), *map(str, runs), "--out", str(stored)]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode == 0
+    controls = [
+        _write_run(tmp_path / f"c{s}", s, _rows(ACC[s], methods=["ntk_init", "svc"]), recipes=["ntk_init"],
+                   baselines=["svc"], paper_methods=False)
+        for s in ACC
+    ]  # fmt: skip
+    out = tmp_path / "combined.json"
+    cmd = [sys.executable, str(script), *map(str, controls), "--combine", str(stored), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| NTK at initialisation (untrained) | 73.33 | 74.00 | 73.67 ± 0.47 |" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["spread"]["methods"] == ["kare", "ntk_init", "after_kernel", "dnn", "svc"]
+    assert data["combined_with"] == str(stored)

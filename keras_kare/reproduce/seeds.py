@@ -86,6 +86,104 @@ def load_uci_runs(run_dirs: Sequence) -> tuple[dict, dict]:
     return first, per_seed
 
 
+COMBINE_SETTINGS = ("recipes", "paper_methods", "baselines")
+"""Settings in which two sets of seed runs put side by side (:func:`combine_runs`) may differ."""
+
+_ROW_KEYS = ("dataset", "n_train", "n_test", "n_classes")
+"""Entries of a ``results.json`` row that describe the data set rather than a method."""
+
+
+def load_seed_comparison(path) -> tuple[dict, dict]:
+    """The settings and per-seed rows kept by ``benchmarks/uci_seeds.py --out`` (a comparison without its run folders).
+
+    Returns:
+        ``(settings, {seed: results rows})`` as :func:`load_uci_runs` returns them.
+
+    Raises:
+        ValueError: the file is not such a JSON (no ``settings`` or ``results``).
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not data.get("results"):
+        raise ValueError(f"{path} is not a JSON written by uci_seeds.py: expected 'settings' and 'results' entries.")
+    return data["settings"], {_seed(k): rows for k, rows in data["results"].items()}
+
+
+def _seed(key):
+    """A seed read back from JSON, whose object keys are strings: ``"3"`` -> 3."""
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        return key
+
+
+def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -> tuple[dict, dict]:
+    """Put the methods of two sets of seed runs side by side, e.g. a control run later beside stored recipes.
+
+    Both sets must cover the same seeds and data sets with the same settings
+    except :data:`COMBINE_SETTINGS` (the data folder is compared by name, so a
+    stored comparison whose paths were shortened still matches), and no method
+    may be in both (which of two numbers would count?).
+
+    Args:
+        first, second: ``(settings, {seed: results rows})`` from
+            :func:`load_uci_runs` or :func:`load_seed_comparison`.
+
+    Returns:
+        ``(settings, {seed: rows})``: the settings with the union of recipes and
+        baselines (``paper_methods`` if either ran them), and each row with both
+        sets' method entries.
+
+    Raises:
+        ValueError: other seeds, data sets or settings, or a method in both.
+
+    Example:
+        >>> a = ({"seed": 0, "recipes": ["kare_es"]}, {0: [{"dataset": "x", "kare_es_validated": 0.8}]})
+        >>> b = ({"seed": 0, "recipes": ["ntk_init"]}, {0: [{"dataset": "x", "ntk_init_validated": 0.7}]})
+        >>> settings, rows = combine_runs(a, b)
+        >>> settings["recipes"], rows[0][0]["ntk_init_validated"]
+        (['kare_es', 'ntk_init'], 0.7)
+    """
+    from keras_kare.reproduce.baselines import BASELINES
+    from keras_kare.reproduce.uci_protocol import RECIPES
+
+    (s1, runs1), (s2, runs2) = first, second
+    skip = set(COMBINE_SETTINGS) | set(SEED_SETTINGS) | {"data_dir"}
+    differ = sorted(k for k in set(s1) | set(s2) if k not in skip and s1.get(k) != s2.get(k))
+    if s1.get("data_dir") is not None and s2.get("data_dir") is not None:
+        if Path(str(s1["data_dir"])).name != Path(str(s2["data_dir"])).name:
+            differ.append("data_dir")
+    if differ:
+        raise ValueError(f"the two sets of runs differ in {', '.join(differ)}; only {', '.join(COMBINE_SETTINGS)} may.")
+    if set(runs1) != set(runs2):
+        seeds = f"{sorted(runs1, key=str)} and {sorted(runs2, key=str)}"
+        raise ValueError(f"the two sets of runs have other seeds: {seeds}.")
+    combined = {}
+    for seed, rows1 in runs1.items():
+        by_name = {r["dataset"]: r for r in runs2[seed]}
+        if [r["dataset"] for r in rows1] != list(by_name):
+            raise ValueError(f"seed {seed}: the two sets of runs have other data sets (or another order).")
+        merged = []
+        for r1 in rows1:
+            r2 = by_name[r1["dataset"]]
+            both = sorted((set(r1) & set(r2)) - set(_ROW_KEYS))
+            if both:
+                raise ValueError(f"seed {seed}, {r1['dataset']}: {', '.join(both)} in both sets of runs.")
+            meta = [k for k in _ROW_KEYS if k in r1 and k in r2 and r1[k] != r2[k]]
+            if meta:
+                raise ValueError(f"seed {seed}, {r1['dataset']}: the two runs disagree on {', '.join(meta)}.")
+            merged.append({**r1, **r2})
+        combined[seed] = merged
+    recipes = set(s1.get("recipes") or []) | set(s2.get("recipes") or [])
+    baselines = set(s1.get("baselines") or []) | set(s2.get("baselines") or [])
+    settings = {
+        **s1,
+        "recipes": [r for r in RECIPES if r in recipes],
+        "baselines": [b for b in BASELINES if b in baselines],
+        "paper_methods": bool(s1.get("paper_methods", True) or s2.get("paper_methods", True)),
+    }
+    return settings, combined
+
+
 def accuracy_cube(per_seed: dict, methods: Sequence[str], key: str = "validated") -> tuple[np.ndarray, list[str]]:
     """Accuracies as an array (seeds × data sets × methods), NaN where a run has no number.
 
