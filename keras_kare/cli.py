@@ -450,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         default=None,
         help="skip the paper's trainings (NTK-KARE, the DNN and its after-kernel) and run only --recipes and "
-        "--baselines, e.g. --recipes ntk_init: the untrained control on the paper's grid in minutes",
+        "--baselines, e.g. --recipes ntk_init: the untrained control on the paper's grid in minutes (default: "
+        "they run)",
     )
     p.add_argument(
         "--kare-relative-ridge",
