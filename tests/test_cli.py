@@ -87,7 +87,7 @@ def test_reproduce_synthetic_tiny(tmp_path, capsys):
     ] + TINY
     code, err = _run(argv, capsys)
     assert code == 0, err
-    summary = _check_outputs(out, n_rows=2 * (3 + 3 + 1), seeds=2)
+    summary = _check_outputs(out, n_rows=2 * (3 + 3 + 3 + 1), seeds=2)
     assert summary["settings"]["gamma"] == 1.5 and summary["settings"]["kare_lr"] == 100.0
     assert summary["paper"] == {"kare": 0.177, "after_kernel": 0.208, "dnn": 0.409}
     assert "[seed 1] done" in err and "NTK-KARE: step 2/2" in err
@@ -126,7 +126,7 @@ def test_reproduce_mnist_tiny(tmp_path, capsys, mnist_dir):
     ] + TINY
     code, err = _run(argv, capsys)
     assert code == 0, err
-    summary = _check_outputs(out, n_rows=3 + 3 + 1, seeds=1)
+    summary = _check_outputs(out, n_rows=3 + 3 + 3 + 1, seeds=1)
     assert "disjoint" in err and "disjoint" in summary["data"]["note"]
     assert summary["settings"]["kare_lr"] == 10.0  # the paper's rule for depth <= 2
     assert 0 <= summary["kare"]["best_test_accuracy"] <= 1
@@ -420,6 +420,6 @@ def test_whole_figure_end_to_end_tiny(tmp_path, capsys, mnist_dir):
     code, err = _run(argv, capsys)
     assert code == 0, err
     for folder in ("depth1_width4", "depth2_width4"):
-        _check_outputs(out / folder, n_rows=2 * (3 + 3 + 1), seeds=2)
+        _check_outputs(out / folder, n_rows=2 * (3 + 3 + 3 + 1), seeds=2)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["panels"]) == 2 and "disjoint" in (out / "table.md").read_text()

@@ -139,9 +139,11 @@ def test_run_seed_tiny_regression():
     )
     msgs = []
     rows = run_seed(x[:40], y[:40], x[40:], y[40:], 0, cfg, log=msgs.append)
-    assert [r["method"] for r in rows] == ["kare", "kare", "dnn", "after_kernel", "after_kernel"]
+    methods = [r["method"] for r in rows]
+    assert methods == ["ntk_init", "ntk_init", "kare", "kare", "dnn", "after_kernel", "after_kernel"]
     assert all(np.isfinite(r["test_mse"]) for r in rows)
-    assert rows[0]["kare"] is not None and rows[2]["ridge"] is None
+    assert rows[2]["kare"] is not None and rows[4]["ridge"] is None
+    assert rows[0]["train_seconds"] is None  # the control trains nothing
     assert any("DNN: step 200/200" in m for m in msgs) and any("NTK-KARE: step 3/3" in m for m in msgs)
 
 
@@ -176,3 +178,30 @@ def test_predict_path_errors():
     net.layers[0].kernel.assign(net.layers[0].kernel + 1.0)
     with pytest.raises(ValueError, match="weights changed"):
         kp.predict_path(np.zeros((2, 2)), [1.0])
+
+
+def test_run_seed_control_is_kernel_ridge_with_the_initial_networks_ntk():
+    """The ``ntk_init`` rows of a seed: KRR with the NTK of the weights both trainings start from, against explicit
+    per-example Jacobians, a float64 KARE by definition and a direct solve."""
+    from oracles import kare_oracle, krr_predict_oracle, ntk_oracle
+
+    from keras_kare.initializers import build_mlp
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((30, 3)).astype("float32")
+    y = np.sin(x[:, 0]) + 0.1 * x[:, 1]
+    ridges = [1e-2, 1e-1, 1.0]
+    cfg = dict(depth=1, width=8, kare_ridge=0.1, kare_lr=1.0, kare_steps=2, dnn_lr=0.1, dnn_steps=5,
+               ridges=ridges, batch_size=None, kernel="summed_output")  # fmt: skip
+    rows = [
+        r for r in run_seed(x[:20], y[:20], x[20:], y[20:], 7, cfg, log=lambda m: None) if r["method"] == "ntk_init"
+    ]
+    net = build_mlp(3, 1, 8, 1, seed=7)
+    k = ntk_oracle(net, x[:20], kernel="summed_output")
+    k = (k + k.T) / 2
+    k_te = ntk_oracle(net, x[20:], x[:20], kernel="summed_output")
+    for r, z in zip(rows, ridges):
+        assert r["ridge"] == z
+        assert r["kare"] == pytest.approx(kare_oracle(k, y[:20], z, relative=True), rel=1e-3)
+        pred = krr_predict_oracle(k, k_te, y[:20], z * np.trace(k) / 20**2)
+        assert r["test_mse"] == pytest.approx(np.mean((pred - y[20:]) ** 2), rel=1e-3)

@@ -200,3 +200,8 @@ def test_benchmark_script_combines_with_a_stored_comparison(tmp_path):
     data = json.loads(out.read_text())
     assert data["spread"]["methods"] == ["kare", "ntk_init", "after_kernel", "dnn", "svc"]
     assert data["combined_with"] == str(stored)
+    cmd += ["--headline", "ntk_init"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| NTK at initialisation (untrained) against |" in done.stdout
+    assert json.loads(out.read_text())["spread"]["headline"] == "ntk_init"

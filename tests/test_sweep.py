@@ -231,7 +231,7 @@ def test_run_seed_trains_and_predicts_with_the_same_kernel_mode(rng, monkeypatch
     cfg = dict(TINY_CFG)
     runner.run_seed(x[:20], y[:20], x[20:], y[20:], 0, cfg, log=quiet)
     assert seen["train"] == ["summed_output"]
-    assert seen["krr"] == ["summed_output", "summed_output"]
+    assert seen["krr"] == ["summed_output"] * 3  # the untrained control, NTK-KARE, the after-kernel
 
 
 def test_eta_lines():
@@ -373,7 +373,7 @@ def test_run_seed_concurrent_dnn_gives_the_sequential_rows(rng):
         c: runner.run_seed(x[:30], y[:30], x[30:], y[30:], 0, cfg, quiet, pool=pool, concurrent=c)
         for c in (True, False)
     }
-    assert len(rows[True]) == len(rows[False]) == 2 * len(cfg["ridges"]) + 1
+    assert len(rows[True]) == len(rows[False]) == 3 * len(cfg["ridges"]) + 1
     for a, b in zip(rows[True], rows[False]):
         assert (a["method"], a["ridge"]) == (b["method"], b["ridge"])
         assert a["test_mse"] == b["test_mse"]  # no random draw during training: bit for bit

@@ -1,6 +1,6 @@
 """Results of a reproduction run: rows → CSV/JSON, summary.json, markdown table, plot.
 
-Rows are dicts with keys ``method`` (``kare``, ``after_kernel``, ``dnn``),
+Rows are dicts with keys ``method`` (``kare``, ``ntk_init``, ``after_kernel``, ``dnn``),
 ``seed``, ``ridge`` (relative λ̃; None for the DNN), ``effective_ridge``,
 ``test_mse``, ``test_accuracy``, ``kare`` (training-data KARE = GCV at that
 ridge), ``loo_mse``, ``train_mse``, ``train_seconds``, ``stopped_at``.
@@ -37,6 +37,8 @@ ROW_FIELDS = (
     "train_seconds",
     "stopped_at",
 )
+KERNEL_METHODS = ("kare", "ntk_init", "after_kernel")
+"""The kernel methods of a synthetic/MNIST run, in table order (``ntk_init``: the untrained control)."""
 METHOD_LABELS = {
     "kare": "NTK-KARE",
     "after_kernel": "after-kernel",
@@ -167,7 +169,7 @@ def write_rows(out: Path, rows: list[dict]) -> None:
 def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optional[dict] = None) -> dict:
     """Per method: best-over-ridge and KARE-selected test errors, over seeds, with paired statistics.
 
-    For ``kare`` and ``after_kernel``:
+    For the kernel methods (:data:`KERNEL_METHODS`: ``kare``, the untrained control ``ntk_init``, ``after_kernel``):
       ``best_test_mse``: mean over seeds of min over the ridge grid (picked on test data, as the paper);
       ``selected_test_mse``: mean over seeds of the test MSE at the ridge with the smallest training KARE;
       ``best_ridge_of_mean_curve`` / ``mean_curve_min_test_mse``: the minimum of the seed-averaged curve
@@ -184,7 +186,7 @@ def summarise(rows: list[dict], metric: str = "test_mse", per_seed_info: Optiona
     out = {}
     per_seed = {}
     seeds = sorted({r["seed"] for r in rows})
-    for method in ("kare", "after_kernel"):
+    for method in KERNEL_METHODS:
         mr = [r for r in rows if r["method"] == method]
         if not mr:
             continue
@@ -309,14 +311,14 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
     if has_paper:
         head += " paper (best) |"
         sep += "---|"
-    validated = any("validated_test_mse" in summary.get(m, {}) for m in ("kare", "after_kernel"))
+    validated = any("validated_test_mse" in summary.get(m, {}) for m in KERNEL_METHODS)
     if validated:
         head = head.replace(
             " (train data only) |", " (train data only) | test MSE at λ̃ picked on held-out training rows |"
         )
         sep += "---|"
     lines += [head, sep]
-    for method in ("kare", "after_kernel"):
+    for method in KERNEL_METHODS:
         s = summary.get(method)
         if not s:
             continue
@@ -353,7 +355,7 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
     if "best_test_accuracy" in summary.get("kare", {}):
         acc = ", ".join(
             f"{METHOD_LABELS[m]} {summary[m]['best_test_accuracy' if m != 'dnn' else 'test_accuracy']:.4f}"
-            for m in ("kare", "after_kernel", "dnn")
+            for m in ("kare", "ntk_init", "after_kernel", "dnn")
             if m in summary
         )
         lines.append(f"Test accuracy (best λ̃): {acc}.")
@@ -423,8 +425,8 @@ def draw_panel(ax, summary: dict, title: str = "", legend: bool = True) -> None:
 
     For non-negative errors mean − SE ≥ 0, so a band stays above zero (see :mod:`keras_kare.reproduce.stats`).
     """
-    colours = {"kare": "tab:blue", "after_kernel": "tab:orange", "dnn": "tab:green"}
-    for method in ("kare", "after_kernel"):
+    colours = {"kare": "tab:blue", "ntk_init": "tab:gray", "after_kernel": "tab:orange", "dnn": "tab:green"}
+    for method in KERNEL_METHODS:
         s = summary.get(method)
         if not s:
             continue
@@ -432,7 +434,8 @@ def draw_panel(ax, summary: dict, title: str = "", legend: bool = True) -> None:
         se = np.array(
             [np.nan if v is None else v for v in s.get("se_test_mse_per_ridge", [None] * len(r))], dtype=float
         )
-        ax.plot(r, m, "o-", color=colours[method], label=f"{METHOD_LABELS[method]} (± SE)", ms=4)
+        style = ":" if method == "ntk_init" else "o-"
+        ax.plot(r, m, style, color=colours[method], label=f"{METHOD_LABELS[method]} (± SE)", ms=4)
         if np.isfinite(se).any():
             ax.fill_between(r, m - se, m + se, color=colours[method], alpha=0.15)
     if "dnn" in summary:

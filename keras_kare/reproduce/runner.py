@@ -39,6 +39,8 @@ from keras_kare.trainer_pool import TrainerPool
 logger = logging.getLogger("keras_kare.reproduce")
 
 METHODS = ("kare", "after_kernel", "dnn")
+CONTROL = "ntk_init"
+"""The untrained network's NTK: every seed also scores the kernel NTK-KARE training starts from."""
 
 
 class _Progress(keras.callbacks.Callback):
@@ -352,7 +354,12 @@ def run_seed(
     pool: Optional[TrainerPool] = None,
     concurrent: Optional[bool] = None,
 ) -> list[dict]:
-    """All three methods on one data draw; returns result rows (one per method × ridge; one for the DNN).
+    """The paper's three methods and the untrained control on one data draw; result rows (one per method × ridge;
+    one for the DNN).
+
+    The control, ``ntk_init``, is kernel ridge regression with the NTK of the
+    initial network (the weights both trainings start from): what KARE
+    training adds is NTK-KARE's difference from it.
 
     ``cfg`` keys: depth, width, kare_ridge, kare_lr, kare_steps, dnn_lr,
     dnn_steps, ridges, batch_size (None: paper rule), kernel (the NTK mode of
@@ -394,6 +401,9 @@ def run_seed(
     rows = []
     tag = f"seed {seed}"
     dnn_net = net()  # built here: both networks start from the same weights, drawn in this thread
+    res = krr_path(net(), x_tr, y_tr, x_te, y_te, cfg["ridges"], kernel, validation)  # before any thread starts
+    log(f"[{tag}] untrained NTK: best test MSE {np.nanmin(res['test_mse']):.4f} (kernels {res['kernel_seconds']:.0f}s)")
+    rows += _rows(CONTROL, seed, res, {"train_seconds": None, "stopped_at": None})
     full_batch = _batch(len(x_tr), cfg.get("batch_size")) >= len(x_tr)
     if concurrent is None:
         concurrent = (os.cpu_count() or 1) > 1
