@@ -41,6 +41,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--reference", type=Path, help="delgado_results.txt: also rank the seed-averaged accuracies")
     parser.add_argument("--out", type=Path, help="JSON file to write")
     parser.add_argument(
+        "--headline", help="the method paired against every other (default: the run's default recipe, ensemble_es)"
+    )
+    parser.add_argument(
         "--combine", type=Path, help="an earlier --out JSON of this script: its methods beside the runs' (same seeds)"
     )
     args = parser.parse_args(argv)
@@ -57,7 +60,7 @@ def main(argv=None) -> dict:
     settings, per_seed = load_uci_runs(args.runs)
     if args.combine is not None:
         settings, per_seed = combine_runs(load_seed_comparison(args.combine), (settings, per_seed))
-    spread = seed_spread(per_seed, uci_methods(settings), key=args.key)
+    spread = seed_spread(per_seed, uci_methods(settings), key=args.key, headline=args.headline)
     print(seed_spread_markdown(spread))
     out = {"runs": [str(r) for r in args.runs], "settings": settings, "spread": spread, "results": per_seed}
     if args.combine is not None:
