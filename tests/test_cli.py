@@ -331,7 +331,7 @@ def _fake_panel_run(settings, folder, resume=False, log=print):
     rows = []
     for seed in settings["seeds"]:
         seed_rows = []
-        for method, scale in (("kare", 0.05), ("after_kernel", 0.1)):
+        for method, scale in (("kare", 0.05), ("after_kernel", 0.1), ("ntk_init", 0.2)):
             for ridge in settings["ridges"]:
                 mse = scale * (1 + rng.random()) * (1 + abs(np.log10(ridge)))
                 seed_rows.append({"method": method, "seed": seed, "ridge": ridge, "test_mse": mse, "kare": mse})
@@ -366,8 +366,12 @@ def test_whole_figure_writes_panel_folders_and_aggregates(tmp_path, capsys, monk
     assert first["ordering"] == ["kare", "after_kernel", "dnn"] and first["ordering_held"] is True
     assert first["pairs"]["dnn"]["wins_a"] == 3 and first["pairs"]["dnn"]["sign_test_p"] == pytest.approx(0.25)
     assert first["seed_seconds"] == pytest.approx(6.0)
+    assert "ntk_init" not in first["ordering"] and first["control"]["value"] > 0.2  # beside the paper's three
+    assert first["pairs"]["ntk_init"]["wins_a"] == 3  # NTK-KARE (≤ 0.1 at its best ridge) beats the control
     table = (out / "table.md").read_text()
     assert "| γ=1, σ=0 |" in table and "0.032 / 0.109 / 0.140" in table and "3/3, p = 0.25" in table
+    control = f"| {first['control']['value']:.3f} ± {first['control']['se']:.3f} | 3/3, p = 0.25 |"
+    assert control in table.splitlines()[4]
     assert (out / "test_mse_vs_ridge.png").is_file()
     # a finished figure folder is not overwritten without --resume ...
     argv = ["reproduce", "synthetic", "--panels", "1:0,1.5:0.1", "--out", str(out), *TINY_SYN]
