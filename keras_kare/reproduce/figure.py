@@ -166,13 +166,15 @@ def curve_minimum(entry: dict) -> tuple[float, Optional[float], float]:
     return float(curve[j]), se, float(entry["ridges"][j])
 
 
+def _curve_entry(entry: dict) -> dict:
+    """A kernel method's number comparable to the paper's: its curve minimum, standard error and λ̃."""
+    value, se, ridge = curve_minimum(entry)
+    return {"value": value, "se": se, "ridge": ridge}
+
+
 def _ours(summary: dict) -> dict:
     """Per method: the number comparable to the paper's and its standard error."""
-    out = {}
-    for m in ("kare", "after_kernel"):
-        if m in summary:
-            value, se, ridge = curve_minimum(summary[m])
-            out[m] = {"value": value, "se": se, "ridge": ridge}
+    out = {m: _curve_entry(summary[m]) for m in ("kare", "after_kernel") if m in summary}
     if "dnn" in summary:
         out["dnn"] = {"value": summary["dnn"]["test_mse"], "se": summary["dnn"].get("test_mse_se")}
     return out
@@ -202,8 +204,7 @@ def panel_record(experiment: str, panel: tuple, summary: dict, paper: Optional[t
         "pairs": {b: _pair(summary, b) for b in ("after_kernel", "dnn", "ntk_init")},
     }
     if "ntk_init" in summary:  # the untrained control: beside the paper's three, not in their ordering
-        value, se, ridge = curve_minimum(summary["ntk_init"])
-        record["control"] = {"value": value, "se": se, "ridge": ridge}
+        record["control"] = _curve_entry(summary["ntk_init"])
     if "best_test_accuracy" in summary.get("kare", {}):
         record["accuracy"] = {
             m: summary[m]["best_test_accuracy" if m != "dnn" else "test_accuracy"] for m in METHODS if m in summary

@@ -355,7 +355,7 @@ def markdown_table(summary: dict, paper: Optional[dict] = None, title: str = "")
     if "best_test_accuracy" in summary.get("kare", {}):
         acc = ", ".join(
             f"{METHOD_LABELS[m]} {summary[m]['best_test_accuracy' if m != 'dnn' else 'test_accuracy']:.4f}"
-            for m in ("kare", "ntk_init", "after_kernel", "dnn")
+            for m in (*KERNEL_METHODS, "dnn")
             if m in summary
         )
         lines.append(f"Test accuracy (best λ̃): {acc}.")
