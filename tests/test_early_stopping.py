@@ -138,6 +138,67 @@ def test_custom_loop_update_and_finish(problem):
     assert_same_weights(net.get_weights(), kept)
 
 
+class InitialWeights(keras.callbacks.Callback):
+    """The weights when training begins (before any step; registered after the stopper, which only reads them)."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [w.copy() for w in self.model.get_weights()]
+
+
+def test_include_initial_restores_the_starting_weights_when_training_only_gets_worse(problem):
+    """Held-out errors 1.0 (initial), then 2.0, 1.5, 1.2: patience 3 stops after the third epoch, initial kept."""
+    x, y, xv, yv = problem
+    model = kare_model()
+    stop = scripted(KernelRidgeEarlyStopping(x, y, (xv, yv), patience=3, include_initial=True), [1.0, 2.0, 1.5, 1.2])
+    start, snaps = InitialWeights(), Snapshots()
+    history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop, start, snaps])
+    assert len(history.history["kare"]) == 3
+    assert (stop.best_epoch, stop.stopped_epoch, stop.best) == (-1, 2, 1.0)
+    assert [e for e, _ in stop.history] == [-1, 0, 1, 2]
+    assert history.history["val_krr_mse"] == [2.0, 1.5, 1.2]  # the initial evaluation is not an epoch's log
+    assert not np.array_equal(start.weights[0], snaps.weights[2][0])  # training did move the weights
+    assert_same_weights(model.get_weights(), start.weights)
+
+
+def test_include_initial_changes_nothing_once_training_beats_the_initial_weights(problem):
+    """The same errors after the first evaluation: the stop, the best epoch and the restored weights agree."""
+    x, y, xv, yv = problem
+    errors = [3.0, 2.0, 2.5, 2.4, 2.6]
+    runs = {}
+    for include in (False, True):
+        model = kare_model()
+        stop = scripted(
+            KernelRidgeEarlyStopping(x, y, (xv, yv), patience=3, include_initial=include),
+            ([4.0] if include else []) + errors,
+        )
+        snaps = Snapshots()
+        history = model.fit(x, y, batch_size=16, epochs=20, verbose=0, callbacks=[stop, snaps])
+        runs[include] = (len(history.history["kare"]), stop.best_epoch, stop.stopped_epoch, stop.best)
+        assert_same_weights(model.get_weights(), snaps.weights[1])
+    assert runs[False] == runs[True] == (5, 1, 4, 2.0)
+
+
+def test_include_initial_with_a_real_evaluation_matches_the_kernel_ridge_of_the_initial_network(problem):
+    """The epoch -1 entry is the held-out error of KRR on the untrained network's NTK (a KernelRidgeEvaluation
+    of the same network before fit); the restored weights are those of the best entry, initial ones included."""
+    from keras_kare.callbacks import KernelRidgeEvaluation
+
+    x, y, xv, yv = problem
+    model = KAREModel(make_net(seed=1), ridge=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    reference = KernelRidgeEvaluation(x, y, (xv, yv), ridge=1e-2)
+    reference.set_model(model)
+    expected = reference.evaluate()["mse"]
+    stop = KernelRidgeEarlyStopping(x, y, (xv, yv), patience=1, ridge=1e-2, include_initial=True)
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[stop])
+    epoch, first = stop.history[0]
+    assert epoch == -1 and first["mse"] == pytest.approx(expected, rel=1e-6)
+    errors = {e: r["mse"] for e, r in stop.history}
+    best = min(errors, key=errors.get)
+    assert stop.best_epoch == best
+    assert stop.evaluate()["mse"] == pytest.approx(errors[best], rel=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -149,6 +210,8 @@ def test_custom_loop_update_and_finish(problem):
         (dict(restore_best_weights="yes"), "restore_best_weights must be a bool"),
         (dict(every_n_epochs=0), "every_n_epochs must be a positive int"),
         (dict(start_from_epoch=-2), "start_from_epoch must be an int >= 0"),
+        (dict(include_initial=1), "include_initial must be a bool"),
+        (dict(include_initial=True, start_from_epoch=2), "start_from_epoch must be 0; received 2"),
         (dict(monitor="accuracy"), "monitor='accuracy' needs"),  # regression targets
         (dict(validation_data=None), "validation_data must be a pair"),
     ],

@@ -97,14 +97,17 @@ def test_selection_never_touches_evaluation_folds(tmp_path):
 def test_recipes_never_touch_evaluation_folds(tmp_path):
     root = _poisoned_dataset(tmp_path / "data")
     trial = FakeTrial()
-    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es", "ntk_init"]
+    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es", "kare_es0", "dnn_es0", "ensemble_es0"]
+    recipes.append("ntk_init")
     res = P.run_dataset(load_uci(root, "poison"), _settings(root, recipes=recipes), E.UCI_KARE_LRS, trial=trial)
-    n_grid = 5 * 3 + 1  # kare, dnn, kare_es, kare_rel, dnn_es × 3 learning rates; ntk_init once
+    trained = ["kare", "dnn", "kare_es", "kare_rel", "dnn_es", "kare_es0", "dnn_es0"]
+    n_grid = len(trained) * 3 + 1  # each training kind × 3 learning rates; ntk_init once
     selection, folds = trial.calls[:n_grid], trial.calls[n_grid:]
     assert all(2 not in c["labels"] for c in selection)
     assert folds and all(2 in c["labels"] for c in folds)
-    assert {c["kind"] for c in folds} == {"kare", "dnn", "kare_es", "kare_rel", "dnn_es", "ntk_init"}
-    assert len(folds) == 6 * 4  # each DNN training serves both the network and its after-kernel
+    assert {c["kind"] for c in folds} == {*trained, "ntk_init"}
+    assert len(folds) == (len(trained) + 1) * 4  # each DNN training serves both the network and its after-kernel
+    assert len(P.methods({"recipes": recipes})) == 14
     for m in P.methods({"recipes": recipes}):
         a = res["accuracy"][m]
         assert a["validation_accuracy"] == pytest.approx(4 / 6), m
@@ -113,6 +116,8 @@ def test_recipes_never_touch_evaluation_folds(tmp_path):
     assert all(not k.startswith("_") for r in res["configs"] + res["fold_configs"] for k in r)  # outputs not saved
     with pytest.raises(ValueError, match="ensemble_es needs the recipes kare_es and dnn_es"):
         P.check_recipes(["ensemble_es"])
+    with pytest.raises(ValueError, match="ensemble_es0 needs the recipes kare_es0 and dnn_es0"):
+        P.check_recipes(["kare_es", "dnn_es", "kare_es0", "ensemble_es0"])
     with pytest.raises(ValueError, match="unknown recipe.*'early'"):
         P.check_recipes(["early"])
 
@@ -472,3 +477,66 @@ def test_ntk_init_in_the_grid_one_per_architecture_and_without_the_paper_methods
     assert cli.make_settings(cli.build_parser().parse_args(args))["paper_methods"] is True
     parsed = cli.build_parser().parse_args(args + ["--no-paper-methods"])
     assert cli.make_settings(parsed)["paper_methods"] is False
+
+
+def _scripted_stopping(monkeypatch, values):
+    """Every KernelRidgeEarlyStopping evaluation returns the next held-out MSE of ``values``."""
+    from keras_kare.callbacks import KernelRidgeEarlyStopping
+
+    sequence = iter(values)
+    monkeypatch.setattr(KernelRidgeEarlyStopping, "evaluate", lambda self: {"mse": next(sequence), "ridge": 1.0})
+
+
+def _assert_same_record(a, b):
+    assert a["accuracy"] == pytest.approx(b["accuracy"], rel=1e-6, abs=1e-9)
+    np.testing.assert_allclose(a["kare"], b["kare"], rtol=1e-4)  # the same weights, float32 Gram matrices
+    np.testing.assert_allclose(a["_pred_pick"], b["_pred_pick"], rtol=1e-4, atol=1e-5)
+
+
+def test_kare_es0_keeps_the_initial_weights_when_no_training_step_beats_them(monkeypatch):
+    """kare_es0's stopping rule counts the initial weights: when they stay best for ``ES_PATIENCE`` evaluations
+    its record is the untrained control's kernel regression (best step 0); when a step beats them it is
+    kare_es's record, step for step (same seed, same inner split, same trained weights)."""
+    rng = np.random.default_rng(2)
+    x_tr, x_ev = rng.normal(size=(20, 3)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    y_tr, y_ev = np.sign(x_tr[:, :1] + 0.1), np.sign(x_ev[:, :1] + 0.1)
+    s = {**E.UCI_DEFAULTS, "seed": 5, "ridges": [1e-2, 1.0], "kernel": "summed_output", "kare_steps": 20}
+    args = (1, 8, 1.0, x_tr, y_tr, x_ev, y_ev, s)
+    [control] = P.neural_trial("ntk_init", 1, 8, 0.0, *args[3:])
+
+    _scripted_stopping(monkeypatch, [1.0] + [2.0] * P.ES_PATIENCE)  # the initial weights, then worse ones
+    [kept] = P.neural_trial("kare_es0", *args)
+    assert kept["method"] == "kare_es0" and kept["best_step"] == 0
+    _assert_same_record(kept, control)
+
+    held = [3.0, 2.0, 2.5, 2.5, 2.5]  # trained: best at the second evaluation (step 4), then patience runs out
+    _scripted_stopping(monkeypatch, held)
+    [es] = P.neural_trial("kare_es", *args)
+    _scripted_stopping(monkeypatch, [4.0] + held)  # the initial weights worse than every trained one
+    [es0] = P.neural_trial("kare_es0", *args)
+    assert es["best_step"] == es0["best_step"] == 4
+    _assert_same_record(es0, es)
+    assert np.abs(np.subtract(es["kare"], control["kare"])).max() > 1e-3 * np.abs(control["kare"]).max()
+
+
+def test_dnn_es0_scores_the_initial_network_too(monkeypatch):
+    """The DNN's rule with the same option: ``monitor_initial`` scores the initial weights (step 0)."""
+    from keras_kare.reproduce import runner
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20, 3)).astype("float32")
+    y = np.sign(x[:, :1])
+    s = {**E.UCI_DEFAULTS, "seed": 1, "ridges": [1.0], "kernel": "summed_output", "dnn_steps": 40}
+    seen = {}
+    original = runner.train_dnn
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(runner, "train_dnn", spy)
+    dnn, after = P.neural_trial("dnn_es0", 1, 8, 0.1, x, y, x[:5], y[:5], s)
+    assert seen["monitor_initial"] is True and (dnn["method"], after["method"]) == ("dnn_es0", "after_kernel_es0")
+    assert dnn["best_step"] == after["best_step"] and dnn["best_step"] % 4 == 0  # 16 rows, batch 32: 1 step a pass
+    P.neural_trial("dnn_es", 1, 8, 0.1, x, y, x[:5], y[:5], s)
+    assert seen["monitor_initial"] is False

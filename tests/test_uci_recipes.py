@@ -47,6 +47,28 @@ def test_dnn_early_stopping_restores_the_best_evaluation_and_stops_after_patienc
     assert any(not np.array_equal(b, last) for b, last in zip(seen[1], seen[-1]))  # training did move on
 
 
+def test_dnn_early_stopping_can_keep_the_initial_weights():
+    """``monitor_initial``: the initial weights are scored first (step 0) and restored when nothing beats them."""
+    x, y = _data()
+    scores = iter([1.0, 2.0, 1.5, 1.2, 0.1])  # the initial network best; three worse calls stop the training
+    seen = []
+
+    def monitor(model):
+        seen.append([w.copy() for w in model.get_weights()])
+        return next(scores)
+
+    net = build_mlp(3, 1, 8, 1, seed=0)
+    initial = [w.copy() for w in net.get_weights()]
+    net, info = train_dnn(
+        net, x, y, 0.05, 60, None, lambda m: None, calls=6, monitor=monitor, monitor_initial=True, jit_compile=False
+    )
+    assert len(seen) == 4 and info["best_step"] == 0
+    for w, w0, first in zip(net.get_weights(), initial, seen[0]):
+        np.testing.assert_array_equal(w, w0)
+        np.testing.assert_array_equal(first, w0)  # the first score was of the untouched network
+    assert any(not np.array_equal(a, b) for a, b in zip(initial, seen[-1]))  # training did move the weights
+
+
 def _count_traces(monkeypatch):
     calls = {"n": 0}
     original = KAREModel.train_step

@@ -13,6 +13,11 @@ warn on every epoch where the evaluation does not run (``every_n_epochs > 1``)
 and depends on the list order; here patience counts *evaluations* and the
 evaluation always precedes the decision. Choose ``epochs`` a multiple of
 ``every_n_epochs``: only evaluated epochs can be restored.
+
+``EarlyStopping`` never considers the weights training starts from; with
+``include_initial=True`` they are evaluated when training begins (as epoch
+-1) and compete like any evaluated epoch, so a training that only makes the
+held-out error worse ends with the initial weights restored.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from keras_kare.callbacks.ridge_evaluation import KernelRidgeEvaluation
 from keras_kare.risk import NonFiniteKernelError
 
 MONITORS = {"mse": "min", "accuracy": "max"}
+INITIAL_EPOCH = -1  # the epoch number of the initial weights' evaluation (``include_initial``)
 
 
 def _check_int(value, name: str, low: int) -> int:
@@ -53,6 +59,13 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
     ``RuntimeWarning``, keeping the best evaluated weights, instead of
     ending ``fit`` with the error.
 
+    ``include_initial=True`` also evaluates the weights training starts
+    from (in ``on_train_begin``, recorded as epoch -1) as a candidate: when
+    no later evaluation beats them within ``patience`` evaluations, training
+    stops and ends with them (``best_epoch == -1``). Use it when training
+    may make the kernel worse than the one it starts from — an untrained
+    network's NTK is often a good kernel on small tables.
+
     The validation rows must not be training rows of the network: hold out
     an inner split of the training data (``validation_fraction`` of
     :class:`keras_kare.sklearn.KARERegressor` does this) and train the network
@@ -75,7 +88,9 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
         min_delta: smallest change that counts as an improvement (≥ 0).
         every_n_epochs: evaluate on epochs N, 2N, … (1-based).
         start_from_epoch: epochs (0-based index) before which no evaluation
-            counts for stopping.
+            counts for stopping (0 with ``include_initial``).
+        include_initial: evaluate the initial weights too (epoch -1), as a
+            candidate to stop at and restore.
         restore_best_weights: restore the best evaluated weights at the end.
         verbose: 1 prints Keras' early-stopping messages.
         n_train, seed, ridge, relative_ridge, kernel, batch_size,
@@ -108,6 +123,7 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
         every_n_epochs: int = 1,
         start_from_epoch: int = 0,
         restore_best_weights: bool = True,
+        include_initial: bool = False,
         verbose: int = 0,
         n_train: Optional[int] = None,
         seed: int = 0,
@@ -128,6 +144,13 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
             raise ValueError(f"min_delta must be a finite float >= 0, received {min_delta!r}.")
         if not isinstance(restore_best_weights, bool):
             raise ValueError(f"restore_best_weights must be a bool, received {restore_best_weights!r}.")
+        if not isinstance(include_initial, bool):
+            raise ValueError(f"include_initial must be a bool, received {include_initial!r}.")
+        if include_initial and start_from_epoch:
+            raise ValueError(
+                f"include_initial=True evaluates the weights before epoch 0, so start_from_epoch must be 0; "
+                f"received {start_from_epoch}."
+            )
         c.check_every(every_n_epochs)
         super().__init__(
             x,
@@ -150,12 +173,14 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
                 f"monitor='accuracy' needs ±1 or one-hot targets (task 'sign' or 'argmax'); the task is {self.task!r}."
             )
         self.monitor = monitor
+        self.include_initial = include_initial
         self.stopper = keras.callbacks.EarlyStopping(
             monitor=f"{prefix}_{monitor}",
             mode=MONITORS[monitor],
             patience=patience,
             min_delta=float(min_delta),
-            start_from_epoch=start_from_epoch,
+            # EarlyStopping counts an epoch from start_from_epoch on: -1 lets the initial weights count
+            start_from_epoch=INITIAL_EPOCH if include_initial else start_from_epoch,
             restore_best_weights=restore_best_weights,
             verbose=verbose,
         )
@@ -182,6 +207,11 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.stopper.on_train_begin(logs)
+        self.diverged_epoch = None
+        if self.include_initial:  # a non-finite initial NTK raises: there is nothing to train from
+            logs = {}
+            self._record(INITIAL_EPOCH, logs)
+            self.stopper.on_epoch_end(INITIAL_EPOCH, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         self.update(epoch, logs)
@@ -195,7 +225,7 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
         if c.due(epoch, self.every_n_epochs):
             logs = {} if logs is None else logs
             try:
-                super().on_epoch_end(epoch, logs)  # the evaluation, its log keys and summaries
+                self._record(epoch, logs)  # the evaluation, its log keys and summaries
             except NonFiniteKernelError as error:
                 # the weights have diverged into an NTK that overflows: no later epoch can be evaluated (or
                 # kept), so training ends here with the best evaluated weights (restored by finish())

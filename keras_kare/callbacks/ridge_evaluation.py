@@ -166,8 +166,11 @@ class KernelRidgeEvaluation(keras.callbacks.Callback):
         return out
 
     def on_epoch_end(self, epoch, logs=None):
-        if not c.due(epoch, self.every_n_epochs):
-            return
+        if c.due(epoch, self.every_n_epochs):
+            self._record(epoch, logs)
+
+    def _record(self, epoch: int, logs: Optional[dict]) -> None:
+        """Evaluate the current weights as epoch ``epoch``: history, log keys, summaries."""
         start = time.perf_counter()
         results = self.evaluate()
         self.seconds.append(time.perf_counter() - start)

@@ -50,6 +50,10 @@ METHOD_LABELS = {
     "after_kernel_es": "after-kernel, early-stopped",
     "dnn_es": "DNN (MSE), early-stopped",
     "ntk_init": "NTK at initialisation (untrained)",
+    "kare_es0": "NTK-KARE, early-stopped, initial weights a candidate",
+    "ensemble_es0": "NTK-KARE + after-kernel, early-stopped, initial weights a candidate",
+    "after_kernel_es0": "after-kernel, early-stopped, initial weights a candidate",
+    "dnn_es0": "DNN (MSE), early-stopped, initial weights a candidate",
 }
 
 

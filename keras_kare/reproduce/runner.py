@@ -188,6 +188,7 @@ def train_dnn(
     calls: int = PROGRESS_LINES,
     monitor: Optional[Callable] = None,
     patience: int = 3,
+    monitor_initial: bool = False,
 ):
     """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
 
@@ -214,7 +215,8 @@ def train_dnn(
     after every call; training stops once it has not improved for
     ``patience`` calls, and the weights of the best call are restored
     (``info["best_step"]``: its SGD step), as ``keras.callbacks.EarlyStopping``
-    with ``restore_best_weights=True`` does.
+    with ``restore_best_weights=True`` does. ``monitor_initial=True`` scores
+    the initial weights too (step 0), as a candidate to stop at and restore.
     """
     n = len(x)
     bs = _batch(n, batch_size)
@@ -238,6 +240,8 @@ def train_dnn(
     t0 = time.time()
     last, stopped_at, done = None, None, 0  # done: passes trained and kept
     best = {"score": math.inf, "step": None, "weights": None, "wait": 0}
+    if monitor is not None and monitor_initial:
+        _keep_best(model, monitor, best, 0)
     while done < steps and stopped_at is None:
         passes = min(per_call, steps - done)
         losses, stopped = loop(x_t, y_t, seed, done, passes)

@@ -70,6 +70,12 @@ RECIPES = {
         "the authors' NTK-KARE + after-kernel ensemble: the mean of the two chosen kernel regressions' outputs"
     ),
     "ensemble_es": "the same ensemble of the two early-stopped kernels (needs kare_es and dnn_es)",
+    "kare_es0": (
+        "kare_es whose early stopping also scores the initial weights and keeps them when no training step beats "
+        "them on the held-out rows: the untrained NTK is often the better kernel on small tables"
+    ),
+    "dnn_es0": "dnn_es with the same rule (the initial network a candidate), so the comparison stays fair",
+    "ensemble_es0": "the ensemble of those two kernels (needs kare_es0 and dnn_es0)",
     "ntk_init": (
         "control, no training: KRR with the NTK of the network at initialisation, the kernel NTK-KARE training "
         "starts from (same seed and ridge rule); what KARE training adds is its difference from this"
@@ -95,21 +101,33 @@ TRIAL_METHODS = {
     "kare_rel": ("kare_rel",),
     "dnn": ("dnn", "after_kernel"),
     "dnn_es": ("dnn_es", "after_kernel_es"),
+    "kare_es0": ("kare_es0",),
+    "dnn_es0": ("dnn_es0", "after_kernel_es0"),
     "ntk_init": ("ntk_init",),
 }
 """The methods one training of each kind yields (a DNN training also yields its after-kernel)."""
-ENSEMBLES = {"ensemble": ("kare", "after_kernel"), "ensemble_es": ("kare_es", "after_kernel_es")}
+ENSEMBLES = {
+    "ensemble": ("kare", "after_kernel"),
+    "ensemble_es": ("kare_es", "after_kernel_es"),
+    "ensemble_es0": ("kare_es0", "after_kernel_es0"),
+}
+EARLY_STOPPED = {"kare_es": False, "dnn_es": False, "kare_es0": True, "dnn_es0": True}
+"""The early-stopped training kinds, and whether their stopping rule counts the initial weights as a candidate."""
 METHOD_ORDER = (
     "kare",
     "kare_es",
     "kare_rel",
     "ensemble",
     "ensemble_es",
+    "kare_es0",
+    "ensemble_es0",
     "ntk_init",
     "after_kernel",
     "after_kernel_es",
+    "after_kernel_es0",
     "dnn",
     "dnn_es",
+    "dnn_es0",
 )
 KERNEL_METHODS = tuple(m for ms in TRIAL_METHODS.values() for m in ms if not m.startswith("dnn"))
 ES_FRACTION = 0.2  # share of the training rows held out by the early-stopping recipes
@@ -130,14 +148,16 @@ def check_recipes(names) -> list[str]:
     """Validate a list of recipe names (:data:`RECIPES`); returns it as a list.
 
     Raises:
-        ValueError: an unknown name, or ``ensemble_es`` without both early-stopped trainings.
+        ValueError: an unknown name, or an early-stopped ensemble without both of its trainings.
     """
     names = list(names or [])
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(RECIPES)}.")
-    if "ensemble_es" in names and not {"kare_es", "dnn_es"} <= set(names):
-        raise ValueError("recipe ensemble_es needs the recipes kare_es and dnn_es too.")
+    for ensemble in (n for n in names if n in ENSEMBLES):
+        needs = [k for k in TRIAL_METHODS if k in RECIPES and set(TRIAL_METHODS[k]) & set(ENSEMBLES[ensemble])]
+        if not set(needs) <= set(names):
+            raise ValueError(f"recipe {ensemble} needs the recipes {' and '.join(needs)} too.")
     return names
 
 
@@ -237,7 +257,8 @@ def neural_trial(
 
     ``kind`` (:data:`TRIAL_METHODS`): ``kare`` gives one ``kare`` record;
     ``dnn`` a ``dnn`` record (one accuracy) and an ``after_kernel`` record
-    (KRR with the trained DNN's NTK); ``kare_es``/``dnn_es`` the same trained
+    (KRR with the trained DNN's NTK); ``kare_es``/``dnn_es`` (and ``kare_es0``/``dnn_es0``, whose
+    stopping rule also scores the initial weights) the same trained
     on 80% of the training rows with early stopping on the other 20%
     (:data:`RECIPES`; the kernel regression then uses all training rows);
     ``kare_rel`` KARE with the relative ridge ``s["kare_relative_ridge"]``;
@@ -270,7 +291,7 @@ def neural_trial(
     if kind.startswith("dnn"):
         return _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what)
     rows, callbacks, extra = np.arange(len(x_tr)), [], {}
-    if kind == "kare_es":
+    if kind in EARLY_STOPPED:
         from keras_kare.callbacks import KernelRidgeEarlyStopping
 
         rows, held = inner_split(len(x_tr), s["seed"])
@@ -278,6 +299,7 @@ def neural_trial(
         stop = KernelRidgeEarlyStopping(
             x_tr[rows], y_fit[rows], (x_tr[held], y_fit[held]), patience=ES_PATIENCE, every_n_epochs=every,
             kernel=s["kernel"], n_train=min(len(rows), ES_MAX_KRR_ROWS), seed=s["seed"],
+            include_initial=EARLY_STOPPED[kind],
         )  # fmt: skip
         callbacks = [stop]
     relative = kind == "kare_rel"
@@ -303,26 +325,26 @@ def neural_trial(
 
 
 def _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what) -> list[dict]:
-    """A DNN training (``dnn`` or early-stopped ``dnn_es``): its record and its after-kernel's."""
+    """A DNN training (``dnn``, or early-stopped ``dnn_es``/``dnn_es0``): its record and its after-kernel's."""
     import tensorflow as tf
 
     from keras_kare.reproduce.runner import score, train_dnn
 
     rows, kw = np.arange(len(x_tr)), {}
-    if kind == "dnn_es":
+    if kind in EARLY_STOPPED:
         rows, held = inner_split(len(x_tr), s["seed"])
         x_held, y_held = tf.constant(x_tr[held]), y_fit[held]
 
         def held_out_mse(model):
             return float(np.mean((np.asarray(model(x_held, training=False)) - y_held) ** 2))
 
-        kw = dict(calls=ES_EVALUATIONS, monitor=held_out_mse, patience=ES_PATIENCE)
+        kw = dict(calls=ES_EVALUATIONS, monitor=held_out_mse, patience=ES_PATIENCE, monitor_initial=EARLY_STOPPED[kind])
     batch = min(len(rows), s["dnn_batch_size"])
     args = (net, x_tr[rows], y_fit[rows], base["lr"], s["dnn_steps"], batch, progress, what)
     net, info = train_dnn(*args, pool=pool, **kw)
     pred = net.predict(x_ev, batch_size=4096, verbose=0)
     _, acc = score(pred if y_ev.ndim > 1 else pred[:, 0], y_ev)
-    extra = {"best_step": info["best_step"]} if kind == "dnn_es" else {}
+    extra = {"best_step": info["best_step"]} if kind in EARLY_STOPPED else {}
     kernel_method = TRIAL_METHODS[kind][1]
     return [
         {"method": kind, **base, "accuracy": acc, "stopped_at": info["stopped_at"], **extra},
@@ -508,7 +530,7 @@ def training_cost(kind: str, depth: int, width: int, rows: int) -> float:
     if kind == "ntk_init":
         shape = 0.1 * 1.2**depth * width**0.25  # one kernel regression, no training
     elif kind.startswith("kare"):
-        shape = (0.8 if kind.endswith("_es") else 1.0) * 1.2**depth * width**0.25
+        shape = (0.8 if kind in EARLY_STOPPED else 1.0) * 1.2**depth * width**0.25
     else:
         shape = 0.15 * 1.4**depth * width**0.35
     return shape * table_cost(rows)
