@@ -111,6 +111,7 @@ class _BaseKARE(BaseEstimator):
         "batch_size": [Interval(Integral, 2, None, closed="left"), None],
         "ridge": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "early_stopping": ["boolean"],
+        "include_initial": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
@@ -127,6 +128,7 @@ class _BaseKARE(BaseEstimator):
         batch_size=None,
         ridge="auto",
         early_stopping=False,
+        include_initial=False,
         validation_fraction=0.1,
         n_iter_no_change=5,
         random_state=None,
@@ -140,6 +142,7 @@ class _BaseKARE(BaseEstimator):
         self.batch_size = batch_size
         self.ridge = ridge
         self.early_stopping = early_stopping
+        self.include_initial = include_initial
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
@@ -226,6 +229,7 @@ class _BaseKARE(BaseEstimator):
                 seed=shuffle_seed,
                 ridge=self.ridge,
                 kernel=KERNEL,
+                include_initial=bool(self.include_initial),
                 verbose=int(bool(self.verbose)),
             )
             callbacks.append(stop)
@@ -325,6 +329,10 @@ _DOC_PARAMS = """
             best evaluation are restored
             (:class:`keras_kare.callbacks.KernelRidgeEarlyStopping`). The
             final kernel regression then uses all training rows.
+        include_initial: with ``early_stopping``, the initial weights are a
+            candidate too (evaluated before the first step; ``best_step_ == 0``
+            when no step beats them): the untrained network's NTK is often the
+            better kernel on small tables (docs/results.md).
         validation_fraction: the held-out fraction for ``early_stopping``.
         n_iter_no_change: evaluations without improvement before stopping.
         random_state: seeds the network's initialisation, the mini-batch

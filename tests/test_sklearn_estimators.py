@@ -132,6 +132,23 @@ def test_early_stopping_stops_and_restores(iris, monkeypatch):
     assert est.best_step_ == 20 and est.n_iter_ == 40
 
 
+def test_include_initial_keeps_the_untrained_network_when_no_step_beats_it(iris, monkeypatch):
+    """The initial weights are evaluated first; when they stay best the fitted kernel is the untrained NTK."""
+    from keras_kare.callbacks import KernelRidgeEarlyStopping
+
+    errors = iter([1.0, 3.0, 2.0, 2.5, 0.5])
+    monkeypatch.setattr(KernelRidgeEarlyStopping, "evaluate", lambda self: {"mse": next(errors), "ridge": 1.0})
+    x, y = iris
+    params = dict(hidden_layer_sizes=(8,), early_stopping=True, n_iter_no_change=3, random_state=0)
+    est = KARERegressor(max_steps=200, include_initial=True, **params).fit(x, y)
+    assert est.validation_scores_ == [1.0, 3.0, 2.0, 2.5]
+    assert est.best_step_ == 0 and est.n_iter_ == 30
+    untrained = KARERegressor(max_steps=0, **params).fit(x, y)  # the same seeds, no training
+    for wa, wb in zip(est.model_.get_weights(), untrained.model_.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(est.predict(x), untrained.predict(x))
+
+
 def test_early_stopping_restores_the_best_weights_bit_for_bit(iris):
     x, y = iris
     params = dict(hidden_layer_sizes=(8,), early_stopping=True, n_iter_no_change=1, random_state=0)
@@ -152,6 +169,7 @@ def test_early_stopping_restores_the_best_weights_bit_for_bit(iris):
         (dict(ridge="gcv"), "ridge"),
         (dict(batch_size=1), "batch_size"),
         (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(include_initial="yes"), "include_initial"),
     ],
 )
 def test_bad_parameters_raise_value_error_at_fit(iris, params, match):
