@@ -97,8 +97,8 @@ def test_selection_never_touches_evaluation_folds(tmp_path):
 def test_recipes_never_touch_evaluation_folds(tmp_path):
     root = _poisoned_dataset(tmp_path / "data")
     trial = FakeTrial()
-    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es", "kare_es0", "dnn_es0", "ensemble_es0"]
-    recipes.append("ntk_init")
+    recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es"]
+    recipes += ["kare_es0", "dnn_es0", "ensemble_es0", "ntk_init"]
     res = P.run_dataset(load_uci(root, "poison"), _settings(root, recipes=recipes), E.UCI_KARE_LRS, trial=trial)
     trained = ["kare", "dnn", "kare_es", "kare_rel", "dnn_es", "kare_es0", "dnn_es0"]
     n_grid = len(trained) * 3 + 1  # each training kind × 3 learning rates; ntk_init once

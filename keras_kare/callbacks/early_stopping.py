@@ -209,9 +209,9 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
         self.stopper.on_train_begin(logs)
         self.diverged_epoch = None
         if self.include_initial:  # a non-finite initial NTK raises: there is nothing to train from
-            logs = {}
-            self._record(INITIAL_EPOCH, logs)
-            self.stopper.on_epoch_end(INITIAL_EPOCH, logs)
+            initial_logs: dict = {}
+            self._record(INITIAL_EPOCH, initial_logs)
+            self.stopper.on_epoch_end(INITIAL_EPOCH, initial_logs)
 
     def on_epoch_end(self, epoch, logs=None):
         self.update(epoch, logs)
