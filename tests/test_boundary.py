@@ -107,6 +107,17 @@ def test_compiled_grams_fix_every_axis_but_the_batch(x):
         assert fn.experimental_get_tracing_count() == 1  # one graph per signature, whatever the batch sizes
 
 
+def test_fresh_networks_in_a_row_log_no_retracing_warning(x, caplog):
+    # Cross-validation fits a new network per fold: each traces its own Gram once, which is
+    # expected, so TensorFlow's "triggered tf.function retracing" warning must not fire.
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for seed in range(8):
+            net = mlp(seed)
+            np.testing.assert_allclose(keras_kare.ntk(net, x[:4]).numpy(), mlp_ntk_oracle(net, x[:4], x[:4]), rtol=1e-5)
+            keras_kare.ntk(net, x[:4], x[:3])
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def test_unbuilt_subclassed_network_checks_later_widths_by_tracing(x):
     class Net(keras.Model):
         def __init__(self):

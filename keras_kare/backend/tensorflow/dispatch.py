@@ -13,6 +13,7 @@ falls back to ``"jacobian"`` otherwise.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import tensorflow as tf
@@ -90,6 +91,10 @@ def swap_examples(k, kernel: str):
     return tf.transpose(k, [1, 0, 3, 2]) if kernel == "full" else tf.transpose(k)
 
 
+def _gram_of_weak(net, kernel: str, implementation: str, x1, x2):
+    return gram(net(), x1, x2, kernel, implementation)
+
+
 def compiled_gram(model, kernel: str, implementation: str, specs1, specs2=None):
     """A ``tf.function`` of :func:`~keras_kare.backend.tensorflow.dispatch.gram` for one input signature.
 
@@ -103,9 +108,13 @@ def compiled_gram(model, kernel: str, implementation: str, specs1, specs2=None):
     net = weak(model)
 
     def build():
+        # A partial, not a closure: TensorFlow counts traces per code object, so every model's
+        # closure would share one count and fitting a few models in a row (cross-validation)
+        # would log "triggered tf.function retracing" warnings for traces that are expected.
+        call = functools.partial(_gram_of_weak, net, kernel, implementation)
         if specs2 is None:
-            return tf.function(lambda a: gram(net(), a, None, kernel, implementation), input_signature=[specs1])
-        return tf.function(lambda a, b: gram(net(), a, b, kernel, implementation), input_signature=[specs1, specs2])
+            return tf.function(functools.partial(call, x2=None), input_signature=[specs1])
+        return tf.function(call, input_signature=[specs1, specs2])
 
     key = ("gram", kernel, implementation, str(specs1), None if specs2 is None else str(specs2))
     return cached(model, key, build)
