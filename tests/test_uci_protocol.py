@@ -300,6 +300,46 @@ def test_diverged_trainings_are_logged(tmp_path):
     assert not any("not finite" in line for line in per_training if " dnn depth " in line)
 
 
+def _counted(logs):
+    """(k, N) of every per-training progress line."""
+    import re
+
+    lines = [line for line in logs if "trainings, about" in line]
+    return [tuple(map(int, re.search(r"\((\d+)/(\d+) trainings", line).groups())) for line in lines]
+
+
+def test_the_clock_counts_the_fold_trainings_the_choices_need(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    s = _settings(root)
+    logs = []
+    budget = P.trainings_per_dataset(s, E.UCI_KARE_LRS)
+    assert budget == 6 + 4 * 3  # before the grid: four folds for NTK-KARE's, the DNN's and the after-kernel's choice
+    ds = load_uci(root, "poison")
+    rows = len(ds.x)
+    clock = P.RunClock(budget, logs.append, P.dataset_cost(s, E.UCI_KARE_LRS, rows))
+    trial = FakeTrial()
+    P.run_dataset(ds, s, E.UCI_KARE_LRS, trial=trial, clock=clock)
+    # the DNN and its after-kernel choose the same configuration: they share four fold trainings
+    assert len(trial.calls) == 6 + 4 * 2
+    counted = _counted(logs)
+    assert counted[5] == (6, 18) and counted[6] == (7, 14)  # replanned once the choices are known
+    assert counted[-1] == (14, 14) and clock.total == clock.done == 14
+    assert clock.total_cost == pytest.approx(clock.cost_done)  # nothing left to do, nothing counted twice
+    fold_cost = 4 * sum(P.training_cost(k, 1, 4, rows) for k in ("kare", "dnn"))
+    grid_cost = sum(P.training_cost(k, 1, 4, rows) for k, *_ in P.uci_configs(s, E.UCI_KARE_LRS))
+    assert clock.total_cost == pytest.approx(grid_cost + fold_cost)
+
+
+def test_the_clock_counts_a_fold_fallback(tmp_path):
+    root = _poisoned_dataset(tmp_path / "data")
+    logs = []
+    clock = P.RunClock(18, logs.append)
+    trial = DivergingOnFolds({0.1: {1}})
+    P.run_dataset(load_uci(root, "poison"), _settings(root), E.UCI_KARE_LRS, trial=trial, clock=clock)
+    assert len(trial.calls) == 6 + 4 * 2 + 1  # fold 2's NTK-KARE retrained with the runner-up
+    assert _counted(logs)[-1] == (15, 15) and clock.total == clock.done == 15
+
+
 class DivergingOnFolds(FakeTrial):
     """KARE trainings of the given learning rates diverge (no finite KARE) on the given fold indices."""
 

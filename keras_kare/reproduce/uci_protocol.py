@@ -544,15 +544,33 @@ def dataset_cost(s: dict, kare_lrs_by_depth: dict, rows: int) -> float:
     """Summed :func:`training_cost` of one table's trainings as counted by :func:`trainings_per_dataset`.
 
     The validated protocol's fold trainings are not known before the grid has
-    run; each is counted at its kind's mean grid cost.
+    run; each is counted at its kind's mean grid cost (:func:`fold_budget`).
     """
-    grid = [(kind, training_cost(kind, d, w, rows)) for kind, d, w, _ in uci_configs(s, kare_lrs_by_depth)]
-    total = sum(c for _, c in grid)
-    if s.get("protocol", "paper") == "validated":
-        for kind in trial_kinds(s):
-            costs = [c for k, c in grid if k == kind]
-            total += 4 * len(TRIAL_METHODS[kind]) * sum(costs) / len(costs)
-    return total
+    grid = sum(training_cost(kind, d, w, rows) for kind, d, w, _ in uci_configs(s, kare_lrs_by_depth))
+    return grid + fold_budget(s, kare_lrs_by_depth, rows)[1]
+
+
+def fold_budget(s: dict, kare_lrs_by_depth: dict, rows: int) -> tuple[int, float]:
+    """The validated protocol's fold trainings as counted before the grid has run: ``(trainings, cost)``.
+
+    Four folds for every method's choice (a DNN's and its after-kernel's may
+    differ), each at its kind's mean grid cost; ``(0, 0.0)`` under the paper
+    protocol. Once the choices are known, :func:`run_dataset` tells the
+    :class:`RunClock` how many of these trainings the table really needs.
+    """
+    trainings, cost = 0, 0.0
+    for kind, count in _fold_trainings(s).items():
+        costs = [training_cost(kind, d, w, rows) for k, d, w, _ in uci_configs(s, kare_lrs_by_depth) if k == kind]
+        trainings += count
+        cost += count * sum(costs) / len(costs)
+    return trainings, cost
+
+
+def _fold_trainings(s: dict) -> dict:
+    """Fold trainings per training kind counted before the grid has run: 4 per method it yields (validated)."""
+    if s.get("protocol", "paper") != "validated":
+        return {}
+    return {kind: 4 * len(TRIAL_METHODS[kind]) for kind in trial_kinds(s)}
 
 
 class RunClock:
@@ -579,6 +597,17 @@ class RunClock:
         self.total, self.log, self.done, self.t0, self.first = total_trainings, log, 0, time.time(), None
         self.total_cost = float(total_trainings if total_cost is None else total_cost)
         self.cost_done = 0.0
+
+    def replan(self, trainings: int, cost: float) -> None:
+        """Change the counted total by ``trainings`` and ``cost`` (negative: fewer) when a table's plan is known.
+
+        E.g. the validated protocol's fold trainings, counted before the grid ran
+        (:func:`fold_budget`), once the chosen configurations are known: methods
+        that chose the same configuration share their fold trainings, and a
+        diverged fold's fallback adds one.
+        """
+        self.total += int(trainings)
+        self.total_cost += float(cost)
 
     def trained(self, seconds: float, what: str = "", result: str = "", cost: float = 1.0):
         """Count one training of ``seconds`` and relative ``cost``; log ``what`` (configuration) and ``result``."""
@@ -626,9 +655,7 @@ def _diverged(records: list[dict]) -> str:
 
 def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
     """Grid trainings plus (validated) at most 4 folds × each training kind's chosen configurations."""
-    n = len(list(uci_configs(s, kare_lrs_by_depth)))
-    per_fold = sum(len(TRIAL_METHODS[k]) for k in trial_kinds(s))  # a DNN's and its after-kernel's choices
-    return n + (4 * per_fold if s.get("protocol", "paper") == "validated" else 0)
+    return len(list(uci_configs(s, kare_lrs_by_depth))) + sum(_fold_trainings(s).values())
 
 
 def run_dataset(
@@ -691,7 +718,8 @@ def run_dataset(
         "configs": records,
     }
     if protocol == "validated":
-        out["fold_configs"] = _validated(ds, s, records, acc, trial, clock, log, y_ev)
+        budget = fold_budget(s, kare_lrs_by_depth, len(ds.x))
+        out["fold_configs"] = _validated(ds, s, records, acc, trial, clock, log, y_ev, budget)
     for name in s.get("baselines") or []:
         acc[name] = _baseline(ds, name, s, protocol, x_tr, l_tr, x_ev, l_ev)
     for key in ("configs", "fold_configs"):  # model outputs were kept for the ensembles only
@@ -718,15 +746,20 @@ def _fold_usable(record: dict) -> bool:
     return acc is not None and math.isfinite(acc)
 
 
-def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
+def _validated(ds, s, records, acc, trial, clock, log, y_val, budget=(0, 0.0)) -> list[dict]:
     """Retrain each method's validation-chosen configuration on the four folds; fills acc[m]["validated"].
 
     A fold whose training diverges falls back to the runner-up configurations (:data:`FOLD_FALLBACKS`);
-    ``acc[m]["fold_configs_used"]`` then lists the configuration each fold used.
+    ``acc[m]["fold_configs_used"]`` then lists the configuration each fold used. ``budget``: the fold
+    trainings ``clock`` counted for this table (:func:`fold_budget`), replaced by those the choices need.
     """
     names = methods(s)
     ranked = {m: ranked_choices(records, m) for m in names if m not in ENSEMBLES}
     chosen = {m: r[0] if r else None for m, r in ranked.items()}
+    planned = {(_kind(m), r["depth"], r["width"], r["lr"]) for m, r in chosen.items() if r is not None}
+    if clock is not None:
+        cost = len(ds.kfold) * sum(training_cost(*key[:3], len(ds.x)) for key in planned)
+        clock.replan(len(ds.kfold) * len(planned) - budget[0], cost - budget[1])
     cache, fold_records, fold_targets = {}, [], {}
     per_fold_records = {m: [] for m in chosen}
     for m, rec in chosen.items():
@@ -751,6 +784,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val) -> list[dict]:
                         what = f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {key[0]} depth {key[1]} width {key[2]}"
                         # its accuracy is a fold's test number: not shown
                         outcome, cost = _diverged(cache[key]).lstrip("; "), training_cost(*key[:3], len(ds.x))
+                        if key[:4] not in planned:  # a fallback: one training more than planned
+                            clock.replan(1, cost)
                         clock.trained(time.time() - t0, f"{what} lr {key[3]:g}", outcome, cost)
                     fold_records += [{**r, "fold": k} for r in cache[key]]
                 r = next(r for r in cache[key] if r["method"] == m)
