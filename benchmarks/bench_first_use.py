@@ -118,9 +118,9 @@ def table(ds, data_dir: str, depths: list, recipes: list, log) -> list[dict]:
             t = time.perf_counter()
             res = run_dataset(ds, s, UCI_KARE_LRS, log=_quiet, trial=trial)
             took.append(time.perf_counter() - t)
-        trainings = len(res["configs"]) + len(res.get("fold_configs", []))
+        records = len(res["configs"]) + len(res.get("fold_configs", []))
         out.append(
-            {"recipes": names, "first_s": took[0], "again_s": took[1], "records": trainings, "builds": pool.builds}
+            {"recipes": names, "first_s": took[0], "again_s": took[1], "records": records, "builds": pool.builds}
         )
         log(f"{names}: first pass {took[0]:.1f} s, again {took[1]:.1f} s ({pool.builds} compiled models)")
     return out

@@ -746,7 +746,7 @@ def _fold_usable(record: dict) -> bool:
     return acc is not None and math.isfinite(acc)
 
 
-def _validated(ds, s, records, acc, trial, clock, log, y_val, budget=(0, 0.0)) -> list[dict]:
+def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[dict]:
     """Retrain each method's validation-chosen configuration on the four folds; fills acc[m]["validated"].
 
     A fold whose training diverges falls back to the runner-up configurations (:data:`FOLD_FALLBACKS`);
