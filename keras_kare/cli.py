@@ -437,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=_help(
             "selection strategies beside the paper's, comma-separated: kare_es, dnn_es (early stopping on an "
             "inner split), kare_es0, dnn_es0 (the same, the initial weights a candidate), kare_rel (KARE with a "
-            "relative ridge), ensemble, ensemble_es, ensemble_es0 (NTK-KARE + after-kernel), ntk_init "
+            "relative ridge), kare_vs, dnn_vs (the paper's grid trainings scored on the validation half on the way: "
+            "configuration and number of passes chosen together, the folds train that long), ensemble, ensemble_es, "
+            "ensemble_es0, ensemble_vs (NTK-KARE + after-kernel), ntk_init "
             "(control: the untrained network's NTK); 'none': the paper's recipe only; see "
             "docs/reproducing.md",
             d,

@@ -43,15 +43,23 @@ class FakeTrial:
 
     def __call__(self, kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, s, pool=None, log=None):
         seen = set(np.argmax(y_tr, 1).tolist()) | set(np.argmax(y_ev, 1).tolist())
-        self.calls.append({"kind": kind, "lr": lr, "labels": seen, "n_train": len(x_tr)})
+        call = {"kind": kind, "lr": lr, "labels": seen, "n_train": len(x_tr), "passes": s.get("passes")}
+        self.calls.append({**call, "monitor": list(s.get("monitor", ()))})
         acc = float(np.mean(np.argmax(y_ev, 1) == LR_CLASS[lr]))
         base = {"depth": depth, "width": width, "lr": lr}
         out = -np.ones_like(y_ev, dtype=np.float64)
         out[:, LR_CLASS[lr]] = 1.0
         kernel_rec = {**base, "accuracy": [acc, acc / 2], "kare": [1.0, 2.0], "_pred_pick": out, "_pred_best": out}
-        if kind.startswith("kare") or kind == "ntk_init":  # KARE picks the first ridge
-            return [{"method": kind, **kernel_rec}]
-        return [{"method": kind, **base, "accuracy": acc}, {"method": P.TRIAL_METHODS[kind][1], **kernel_rec}]
+        kinds = [kind] + ([P.MONITORED[kind]] if kind in s.get("monitor", ()) else [])  # a monitored grid training
+        out = []
+        for k in kinds:
+            passes = {"passes": 30 * int(lr * 10)} if k in P.STEP_SELECTED else {}  # the step-selected passes
+            if k.startswith("kare") or k == "ntk_init":  # KARE picks the first ridge
+                out += [{"method": k, **kernel_rec, **passes}]
+            else:
+                out += [{"method": k, **base, "accuracy": acc, **passes}]
+                out += [{"method": P.TRIAL_METHODS[k][1], **kernel_rec, **passes}]
+        return out
 
 
 def _settings(root, **kw):
@@ -98,16 +106,23 @@ def test_recipes_never_touch_evaluation_folds(tmp_path):
     root = _poisoned_dataset(tmp_path / "data")
     trial = FakeTrial()
     recipes = ["kare_es", "kare_rel", "dnn_es", "ensemble", "ensemble_es"]
-    recipes += ["kare_es0", "dnn_es0", "ensemble_es0", "ntk_init"]
+    recipes += ["kare_es0", "dnn_es0", "ensemble_es0", "ntk_init", "kare_vs", "dnn_vs", "ensemble_vs"]
     res = P.run_dataset(load_uci(root, "poison"), _settings(root, recipes=recipes), E.UCI_KARE_LRS, trial=trial)
     trained = ["kare", "dnn", "kare_es", "kare_rel", "dnn_es", "kare_es0", "dnn_es0"]
-    n_grid = len(trained) * 3 + 1  # each training kind × 3 learning rates; ntk_init once
+    n_grid = len(trained) * 3 + 1  # each training kind × 3 learning rates; ntk_init once; kare_vs, dnn_vs: none
     selection, folds = trial.calls[:n_grid], trial.calls[n_grid:]
     assert all(2 not in c["labels"] for c in selection)
     assert folds and all(2 in c["labels"] for c in folds)
-    assert {c["kind"] for c in folds} == {*trained, "ntk_init"}
-    assert len(folds) == (len(trained) + 1) * 4  # each DNN training serves both the network and its after-kernel
-    assert len(P.methods({"recipes": recipes})) == 14
+    # the paper's grid trainings are monitored for the step-selected recipes; no fold training is
+    assert [c["monitor"] for c in selection if c["kind"] in ("kare", "dnn")] == [["kare", "dnn"]] * 6
+    assert not any(c["monitor"] for c in folds)
+    assert {c["kind"] for c in folds} == {*trained, "ntk_init", "kare_vs", "dnn_vs"}
+    assert len(folds) == (len(trained) + 3) * 4  # each DNN training serves both the network and its after-kernel
+    # the step-selected folds train the chosen configuration (lr 0.1) for the passes chosen with it
+    assert {(c["lr"], c["passes"]) for c in folds if c["kind"] in P.STEP_SELECTED} == {(0.1, 30)}
+    assert all(c["passes"] is None for c in folds if c["kind"] not in P.STEP_SELECTED)
+    assert res["accuracy"]["kare_vs"]["validated_passes"] == 30
+    assert len(P.methods({"recipes": recipes})) == 18
     for m in P.methods({"recipes": recipes}):
         a = res["accuracy"][m]
         assert a["validation_accuracy"] == pytest.approx(4 / 6), m
@@ -583,3 +598,71 @@ def test_dnn_es0_scores_the_initial_network_too(monkeypatch):
     assert dnn["best_step"] == after["best_step"] and dnn["best_step"] % 4 == 0  # 16 rows, batch 32: 1 step a pass
     P.neural_trial("dnn_es", 1, 8, 0.1, x, y, x[:5], y[:5], s)
     assert seen["monitor_initial"] is False
+
+
+def test_a_monitored_kare_grid_training_yields_the_papers_record_and_the_best_passes_record(monkeypatch):
+    """kare_vs reads the paper's grid training: its ``kare`` record is an unmonitored training's, and its
+    ``kare_vs`` record (the best scored weights) is a fresh training of the chosen passes: what a fold trains."""
+    rng = np.random.default_rng(4)
+    x_tr, x_ev = rng.normal(size=(20, 3)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    y_tr, y_ev = np.sign(x_tr[:, :1] + 0.1), np.sign(x_ev[:, :1] + 0.1)
+    s = {**E.UCI_DEFAULTS, "seed": 5, "ridges": [1e-2, 1.0], "kernel": "summed_output", "kare_steps": 20}
+    args = (1, 8, 1.0, x_tr, y_tr, x_ev, y_ev)
+    [plain] = P.neural_trial("kare", *args, s)
+    # 20 steps scored every 2 (and at the start): best at the third evaluation after the start, step 6
+    _scripted_stopping(monkeypatch, [5.0, 4.0, 3.0, 1.0] + [2.0] * 7)
+    final, chosen = P.neural_trial("kare", *args, {**s, "monitor": ["kare"]})
+    assert (final["method"], chosen["method"], chosen["passes"]) == ("kare", "kare_vs", 6)
+    _assert_same_record(final, plain)  # the monitor did not change the paper's training
+    monkeypatch.undo()
+    [fold] = P.neural_trial("kare_vs", *args, {**s, "passes": 6})
+    assert fold["method"] == "kare_vs" and fold["passes"] == 6
+    _assert_same_record(chosen, fold)
+    assert np.abs(np.subtract(chosen["kare"], plain["kare"])).max() > 1e-3 * np.abs(plain["kare"]).max()
+    # the initial weights are a candidate: best at the start means no training, the untrained NTK
+    _scripted_stopping(monkeypatch, [1.0] + [2.0] * 10)
+    _, start = P.neural_trial("kare", *args, {**s, "monitor": ["kare"]})
+    [control] = P.neural_trial("ntk_init", 1, 8, 0.0, *args[3:], s)
+    [zero] = P.neural_trial("kare_vs", *args, {**s, "passes": 0})
+    assert start["passes"] == zero["passes"] == 0
+    _assert_same_record(start, control)
+    _assert_same_record(zero, control)
+
+
+def test_a_monitored_dnn_grid_training_yields_the_papers_records_and_the_best_passes_records():
+    """dnn_vs: the network's validation MSE is scored on the way without stopping; the ``dnn`` and
+    ``after_kernel`` records are the final weights', the ``_vs`` ones those of the best scored pass, equal to a
+    fresh training for that many passes (the same batches in the same order)."""
+    from keras_kare.reproduce.runner import score
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    y = np.sign(x[:, :1])
+    x_tr, y_tr, x_ev, y_ev = x[:24], y[:24], x[24:], y[24:]
+    s = {**E.UCI_DEFAULTS, "seed": 1, "ridges": [1.0], "kernel": "summed_output", "dnn_steps": 40}
+    args = (1, 8, 0.5, x_tr, y_tr, x_ev, y_ev)
+    dnn, after = P.neural_trial("dnn", *args, s)
+    m_dnn, m_after, vs_dnn, vs_after = P.neural_trial("dnn", *args, {**s, "monitor": ["dnn"]})
+    methods = [r["method"] for r in (m_dnn, m_after, vs_dnn, vs_after)]
+    assert methods == ["dnn", "after_kernel", "dnn_vs", "after_kernel_vs"]
+    assert m_dnn["accuracy"] == dnn["accuracy"]
+    _assert_same_record(m_after, after)
+    passes = vs_dnn["passes"]
+    assert passes == vs_after["passes"] and passes % 4 == 0 and 0 <= passes <= 40  # 10 evaluations of 4 passes
+    fold_dnn, fold_after = P.neural_trial("dnn_vs", *args, {**s, "passes": passes})
+    assert fold_dnn["accuracy"] == vs_dnn["accuracy"]
+    _assert_same_record(fold_after, vs_after)
+    # the chosen passes have the smallest validation MSE among the scored ones (trained afresh for each)
+    import keras
+
+    from keras_kare.initializers import build_mlp
+    from keras_kare.reproduce.runner import train_dnn
+
+    scores = []
+    for k in range(0, 41, 4):
+        keras.utils.set_random_seed(s["seed"])
+        net = build_mlp(3, 1, 8, 1, seed=s["seed"])
+        if k:
+            net, _ = train_dnn(net, x_tr, y_tr, 0.5, k, 32, lambda m: None)
+        scores.append(score(net.predict(x_ev, verbose=0), y_ev)[0])
+    assert passes == 4 * int(np.argmin(scores))

@@ -54,6 +54,10 @@ METHOD_LABELS = {
     "ensemble_es0": "NTK-KARE + after-kernel, early-stopped, initial weights a candidate",
     "after_kernel_es0": "after-kernel, early-stopped, initial weights a candidate",
     "dnn_es0": "DNN (MSE), early-stopped, initial weights a candidate",
+    "kare_vs": "NTK-KARE, passes chosen on the validation half",
+    "ensemble_vs": "NTK-KARE + after-kernel, passes chosen on the validation half",
+    "after_kernel_vs": "after-kernel, passes chosen on the validation half",
+    "dnn_vs": "DNN (MSE), passes chosen on the validation half",
 }
 
 

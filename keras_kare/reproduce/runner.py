@@ -187,8 +187,9 @@ def train_dnn(
     seed: Optional[int] = None,
     calls: int = PROGRESS_LINES,
     monitor: Optional[Callable] = None,
-    patience: int = 3,
+    patience: float = 3,
     monitor_initial: bool = False,
+    restore_best: bool = True,
 ):
     """Train ``net`` on the MSE with plain SGD for ``steps`` passes; returns (net, info).
 
@@ -217,6 +218,9 @@ def train_dnn(
     (``info["best_step"]``: its SGD step), as ``keras.callbacks.EarlyStopping``
     with ``restore_best_weights=True`` does. ``monitor_initial=True`` scores
     the initial weights too (step 0), as a candidate to stop at and restore.
+    ``patience=math.inf`` never stops; ``restore_best=False`` keeps the last
+    weights and returns the best ones as ``info["best_weights"]``
+    (``info["best_pass"]``: the passes they were trained for).
     """
     n = len(x)
     bs = _batch(n, batch_size)
@@ -260,7 +264,7 @@ def train_dnn(
             log(f"{label}: step {done * per_pass}/{steps * per_pass} loss={last:.5g} ({time.time() - t0:.1f}s)")
             if monitor is not None and _keep_best(model, monitor, best, done * per_pass) >= patience:
                 break
-    if best["weights"] is not None:
+    if best["weights"] is not None and restore_best:
         model.set_weights(best["weights"])
     return model, {
         "train_seconds": time.time() - t0,
@@ -268,6 +272,8 @@ def train_dnn(
         "stopped_at": stopped_at,
         "batch_size": bs,
         "best_step": best["step"],
+        "best_pass": None if best["step"] is None else best["step"] // per_pass,
+        **({} if restore_best else {"best_weights": best["weights"]}),
     }
 
 

@@ -76,6 +76,13 @@ RECIPES = {
     ),
     "dnn_es0": "dnn_es with the same rule (the initial network a candidate), so the comparison stays fair",
     "ensemble_es0": "the ensemble of those two kernels (needs kare_es0 and dnn_es0)",
+    "kare_vs": (
+        "NTK-KARE stopped on the validation half: the paper's grid training scored every tenth of the way (and at "
+        "its start) by KRR on the validation rows; the configuration and its number of passes are chosen there "
+        "together, and each fold trains on all its rows for that many passes: no second grid, no rows held back"
+    ),
+    "dnn_vs": "the DNN and its after-kernel stopped the same way on the network's validation MSE (a fair comparison)",
+    "ensemble_vs": "the ensemble of those two kernels (needs kare_vs and dnn_vs)",
     "ntk_init": (
         "control, no training: KRR with the NTK of the network at initialisation, the kernel NTK-KARE training "
         "starts from (same seed and ridge rule); what KARE training adds is its difference from this"
@@ -107,6 +114,8 @@ TRIAL_METHODS = {
     "dnn_es": ("dnn_es", "after_kernel_es"),
     "kare_es0": ("kare_es0",),
     "dnn_es0": ("dnn_es0", "after_kernel_es0"),
+    "kare_vs": ("kare_vs",),
+    "dnn_vs": ("dnn_vs", "after_kernel_vs"),
     "ntk_init": ("ntk_init",),
 }
 """The methods one training of each kind yields (a DNN training also yields its after-kernel)."""
@@ -114,9 +123,14 @@ ENSEMBLES = {
     "ensemble": ("kare", "after_kernel"),
     "ensemble_es": ("kare_es", "after_kernel_es"),
     "ensemble_es0": ("kare_es0", "after_kernel_es0"),
+    "ensemble_vs": ("kare_vs", "after_kernel_vs"),
 }
 EARLY_STOPPED = {"kare_es": False, "dnn_es": False, "kare_es0": True, "dnn_es0": True}
 """The early-stopped training kinds, and whether their stopping rule counts the initial weights as a candidate."""
+STEP_SELECTED = {"kare_vs": "kare", "dnn_vs": "dnn"}
+"""Recipes read off the paper's grid trainings (the kind they monitor): no grid of their own; their folds
+train the chosen configuration for the chosen number of passes."""
+MONITORED = {base: recipe for recipe, base in STEP_SELECTED.items()}
 METHOD_ORDER = (
     "kare",
     "kare_es",
@@ -125,13 +139,17 @@ METHOD_ORDER = (
     "ensemble_es",
     "kare_es0",
     "ensemble_es0",
+    "kare_vs",
+    "ensemble_vs",
     "ntk_init",
     "after_kernel",
     "after_kernel_es",
     "after_kernel_es0",
+    "after_kernel_vs",
     "dnn",
     "dnn_es",
     "dnn_es0",
+    "dnn_vs",
 )
 KERNEL_METHODS = tuple(m for ms in TRIAL_METHODS.values() for m in ms if not m.startswith("dnn"))
 ES_FRACTION = 0.2  # share of the training rows held out by the early-stopping recipes
@@ -191,6 +209,12 @@ def check_methods(s: dict) -> None:
         return
     if "ensemble" in recipes:
         raise ValueError("recipe ensemble combines NTK-KARE and the after-kernel: it needs the paper's methods.")
+    monitored = [r for r in recipes if r in STEP_SELECTED]
+    if monitored:
+        raise ValueError(
+            f"recipe(s) {', '.join(monitored)} read the paper's grid trainings (NTK-KARE, the DNN): they need the "
+            "paper's methods."
+        )
     if not recipes and not s.get("baselines"):
         raise ValueError("without the paper's methods, name a recipe (e.g. ntk_init) or a baseline to run.")
 
@@ -199,12 +223,22 @@ def trial_kinds(s: dict) -> list[str]:
     """The trainings of one configuration: ``kare`` and ``dnn`` (unless ``s["paper_methods"]`` is False), then
     the recipes that train (``ntk_init``: a kernel regression without training)."""
     paper = ["kare", "dnn"] if s.get("paper_methods", True) else []
-    return paper + [r for r in resolve_recipes(s) if r in TRIAL_METHODS]
+    return paper + [r for r in resolve_recipes(s) if r in TRIAL_METHODS and r not in STEP_SELECTED]
+
+
+def monitored_kinds(s: dict) -> list[str]:
+    """The paper's training kinds whose grid trainings are also scored on the way, for :data:`STEP_SELECTED`."""
+    return [STEP_SELECTED[r] for r in resolve_recipes(s) if r in STEP_SELECTED]
+
+
+def fold_kinds(s: dict) -> list[str]:
+    """The training kinds of the validated protocol's fold phase: the grid's and the step-selected recipes'."""
+    return trial_kinds(s) + [r for r in resolve_recipes(s) if r in STEP_SELECTED]
 
 
 def methods(s: dict) -> list[str]:
     """Every method a run reports, in table order (NTK-KARE first)."""
-    have = {m for k in trial_kinds(s) for m in TRIAL_METHODS[k]} | set(resolve_recipes(s))
+    have = {m for k in fold_kinds(s) for m in TRIAL_METHODS[k]} | set(resolve_recipes(s))
     return [m for m in METHOD_ORDER if m in have]
 
 
@@ -294,18 +328,28 @@ def neural_trial(
     progress = LongTrainingLog(log or _quiet)
     if kind.startswith("dnn"):
         return _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what)
+    steps = s["passes"] if kind in STEP_SELECTED else s["kare_steps"]
+    if steps == 0:  # a step-selected fold whose chosen number of passes is none: the initial network's NTK
+        return [_kernel_record(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, passes=0)]
     rows, callbacks, extra = np.arange(len(x_tr)), [], {}
-    if kind in EARLY_STOPPED:
+    monitored = kind in s.get("monitor", ())
+    if kind in EARLY_STOPPED or monitored:
         from keras_kare.callbacks import KernelRidgeEarlyStopping
 
-        rows, held = inner_split(len(x_tr), s["seed"])
-        every = max(1, s["kare_steps"] // ES_EVALUATIONS)
+        every = max(1, steps // ES_EVALUATIONS)
+        if monitored:  # scored on the evaluation rows (the validation half) on the way, never stopped
+            kw = dict(patience=ES_EVALUATIONS + 1, include_initial=True)
+            x_fit, y_kfit, held_out = x_tr, y_fit, (x_ev, y_ev if y_ev.ndim > 1 else y_ev[:, None])
+        else:
+            rows, held = inner_split(len(x_tr), s["seed"])
+            kw = dict(patience=ES_PATIENCE, include_initial=EARLY_STOPPED[kind])
+            x_fit, y_kfit, held_out = x_tr[rows], y_fit[rows], (x_tr[held], y_fit[held])
         stop = KernelRidgeEarlyStopping(
-            x_tr[rows], y_fit[rows], (x_tr[held], y_fit[held]), patience=ES_PATIENCE, every_n_epochs=every,
-            kernel=s["kernel"], n_train=min(len(rows), ES_MAX_KRR_ROWS), seed=s["seed"],
-            include_initial=EARLY_STOPPED[kind],
+            x_fit, y_kfit, held_out, every_n_epochs=every, kernel=s["kernel"],
+            n_train=min(len(x_fit), ES_MAX_KRR_ROWS), seed=s["seed"], **kw,
         )  # fmt: skip
-        callbacks = [stop]
+        final = _final_weights()  # before the stopper, which restores the best weights when training ends
+        callbacks = [final, stop]
     relative = kind == "kare_rel"
     model, info = train_kare(
         net,
@@ -313,7 +357,7 @@ def neural_trial(
         y_fit[rows],
         s.get("kare_relative_ridge", 1.0) if relative else s["kare_ridge"],
         lr,
-        s["kare_steps"],
+        steps,
         paper_batch(s.get("n_examples", len(x_tr))),
         progress,
         what,
@@ -323,36 +367,81 @@ def neural_trial(
         callbacks=callbacks,
         log_every=1,
     )
+    if kind in STEP_SELECTED:
+        extra["passes"] = steps
     if callbacks:
-        extra["best_step"] = stop.best_epoch + 1 if stop.history else None
-    return [_kernel_record(kind, model, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=info["stopped_at"], **extra)]
+        best_pass = stop.best_epoch + 1 if stop.history else None
+        if monitored:  # the record of the best weights (restored by the stopper), then the final weights'
+            chosen = _kernel_record(MONITORED[kind], model, base, x_tr, y_tr, x_ev, y_ev, s, passes=best_pass)
+            model.set_weights(final.weights)
+        else:
+            extra["best_step"] = best_pass
+    record = _kernel_record(kind, model, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=info["stopped_at"], **extra)
+    return [record, chosen] if monitored else [record]
+
+
+def _final_weights():
+    """A Keras callback keeping the weights training ends with (list it before a stopper that restores others)."""
+    import keras
+
+    class FinalWeights(keras.callbacks.Callback):
+        weights = None
+
+        def on_train_end(self, logs=None):
+            self.weights = self.model.get_weights()
+
+    return FinalWeights()
 
 
 def _dnn_trial(kind, net, base, x_tr, y_tr, y_fit, x_ev, y_ev, s, pool, progress, what) -> list[dict]:
-    """A DNN training (``dnn``, or early-stopped ``dnn_es``/``dnn_es0``): its record and its after-kernel's."""
+    """A DNN training (``dnn``, early-stopped ``dnn_es``/``dnn_es0``, or a ``dnn_vs`` fold): its record and its
+    after-kernel's; a monitored ``dnn`` grid training (:func:`monitored_kinds`) also those of its best weights."""
     import tensorflow as tf
 
-    from keras_kare.reproduce.runner import score, train_dnn
+    from keras_kare.reproduce.runner import train_dnn
 
+    steps = s["passes"] if kind in STEP_SELECTED else s["dnn_steps"]
+    extra = {"passes": steps} if kind in STEP_SELECTED else {}
+    if steps == 0:  # a step-selected fold whose chosen number of passes is none: the initial network
+        return _dnn_records(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=None, **extra)
     rows, kw = np.arange(len(x_tr)), {}
-    if kind in EARLY_STOPPED:
-        rows, held = inner_split(len(x_tr), s["seed"])
-        x_held, y_held = tf.constant(x_tr[held]), y_fit[held]
+    monitored = kind in s.get("monitor", ())
+    if kind in EARLY_STOPPED or monitored:
+        if monitored:  # the network's MSE on the evaluation rows (the validation half) on the way, never stopped
+            x_held, y_held = x_ev, y_ev if y_ev.ndim > 1 else y_ev[:, None]
+            rule = dict(patience=math.inf, monitor_initial=True, restore_best=False)
+        else:
+            rows, held = inner_split(len(x_tr), s["seed"])
+            x_held, y_held = x_tr[held], y_fit[held]
+            rule = dict(patience=ES_PATIENCE, monitor_initial=EARLY_STOPPED[kind])
+        x_held = tf.constant(x_held)
 
         def held_out_mse(model):
             return float(np.mean((np.asarray(model(x_held, training=False)) - y_held) ** 2))
 
-        kw = dict(calls=ES_EVALUATIONS, monitor=held_out_mse, patience=ES_PATIENCE, monitor_initial=EARLY_STOPPED[kind])
+        kw = dict(calls=ES_EVALUATIONS, monitor=held_out_mse, **rule)
     batch = min(len(rows), s["dnn_batch_size"])
-    args = (net, x_tr[rows], y_fit[rows], base["lr"], s["dnn_steps"], batch, progress, what)
+    args = (net, x_tr[rows], y_fit[rows], base["lr"], steps, batch, progress, what)
     net, info = train_dnn(*args, pool=pool, **kw)
+    if kind in EARLY_STOPPED:
+        extra["best_step"] = info["best_step"]
+    records = _dnn_records(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=info["stopped_at"], **extra)
+    if monitored:
+        net.set_weights(info["best_weights"])
+        records += _dnn_records(MONITORED[kind], net, base, x_tr, y_tr, x_ev, y_ev, s, passes=info["best_pass"])
+    return records
+
+
+def _dnn_records(kind, net, base, x_tr, y_tr, x_ev, y_ev, s, **extra) -> list[dict]:
+    """The records of one trained network: its own evaluation accuracy, and its after-kernel's."""
+    from keras_kare.reproduce.runner import score
+
     pred = net.predict(x_ev, batch_size=4096, verbose=0)
     _, acc = score(pred if y_ev.ndim > 1 else pred[:, 0], y_ev)
-    extra = {"best_step": info["best_step"]} if kind in EARLY_STOPPED else {}
-    kernel_method = TRIAL_METHODS[kind][1]
+    kernel_extra = {k: v for k, v in extra.items() if k != "stopped_at"}
     return [
-        {"method": kind, **base, "accuracy": acc, "stopped_at": info["stopped_at"], **extra},
-        _kernel_record(kernel_method, net, base, x_tr, y_tr, x_ev, y_ev, s, **extra),
+        {"method": kind, **base, "accuracy": acc, **extra},
+        _kernel_record(TRIAL_METHODS[kind][1], net, base, x_tr, y_tr, x_ev, y_ev, s, **kernel_extra),
     ]
 
 
@@ -560,7 +649,8 @@ def fold_budget(s: dict, kare_lrs_by_depth: dict, rows: int) -> tuple[int, float
     """
     trainings, cost = 0, 0.0
     for kind, count in _fold_trainings(s).items():
-        costs = [training_cost(kind, d, w, rows) for k, d, w, _ in uci_configs(s, kare_lrs_by_depth) if k == kind]
+        grid_kind = STEP_SELECTED.get(kind, kind)  # a step-selected recipe's folds train its grid kind's networks
+        costs = [training_cost(kind, d, w, rows) for k, d, w, _ in uci_configs(s, kare_lrs_by_depth) if k == grid_kind]
         trainings += count
         cost += count * sum(costs) / len(costs)
     return trainings, cost
@@ -570,7 +660,7 @@ def _fold_trainings(s: dict) -> dict:
     """Fold trainings per training kind counted before the grid has run: 4 per method it yields (validated)."""
     if s.get("protocol", "paper") != "validated":
         return {}
-    return {kind: 4 * len(TRIAL_METHODS[kind]) for kind in trial_kinds(s)}
+    return {kind: 4 * len(TRIAL_METHODS[kind]) for kind in fold_kinds(s)}
 
 
 class RunClock:
@@ -683,9 +773,10 @@ def run_dataset(
         trial = functools.partial(neural_trial, pool=pool, log=log)
     x_tr, y_tr, l_tr, x_ev, y_ev, l_ev = split(ds, None)
     records = []
+    grid_s = {**s, "monitor": monitored_kinds(s)}  # only the grid's trainings are scored on the way
     for kind, depth, width, lr in uci_configs(s, kare_lrs_by_depth):
         t0 = time.time()
-        new = trial(kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, s)
+        new = trial(kind, depth, width, lr, x_tr, y_tr, x_ev, y_ev, grid_s)
         records += new
         if clock is not None:
             clock.trained(
@@ -742,6 +833,8 @@ fail would; the fold has no number only when all of them fail."""
 
 def _fold_usable(record: dict) -> bool:
     """Whether a training gave a number: a finite training KARE at some ridge and finite outputs (no label needed)."""
+    if "passes" in record and record["passes"] is None:  # a step-selected record whose monitor found no score
+        return False
     acc = validation_accuracy(record)
     return acc is not None and math.isfinite(acc)
 
@@ -768,18 +861,22 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[di
             acc[m]["validated"] = None
             continue
         acc[m]["validated_config"] = _config(rec)
+        if _kind(m) in STEP_SELECTED:
+            acc[m]["validated_passes"] = rec["passes"]
         acc[m]["validation_accuracy"] = validation_accuracy(rec)
         candidates = ranked[m][: 1 + FOLD_FALLBACKS]
         per_fold, used = [], []
         for k in range(len(ds.kfold)):
             r, config = None, None
             for i, cand in enumerate(candidates):
-                key = (_kind(m), cand["depth"], cand["width"], cand["lr"], k)
+                passes = cand["passes"] if _kind(m) in STEP_SELECTED else None  # chosen with the configuration
+                key = (_kind(m), cand["depth"], cand["width"], cand["lr"], k, passes)
                 if key not in cache:
                     fx_tr, fy_tr, _, fx_te, fy_te, _ = split(ds, k)
                     fold_targets[k] = fy_te
                     t0 = time.time()
-                    cache[key] = trial(key[0], *key[1:4], fx_tr, fy_tr, fx_te, fy_te, s)
+                    fold_s = s if passes is None else {**s, "passes": passes}
+                    cache[key] = trial(key[0], *key[1:4], fx_tr, fy_tr, fx_te, fy_te, fold_s)
                     if clock is not None:
                         what = f"{ds.name}: fold {k + 1}/{len(ds.kfold)} {key[0]} depth {key[1]} width {key[2]}"
                         # its accuracy is a fold's test number: not shown
