@@ -48,6 +48,12 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--combine", type=Path, help="an earlier --out JSON of this script: its methods beside the runs' (same seeds)"
     )
+    parser.add_argument(
+        "--keep-stored",
+        action="store_true",
+        help="with --combine: methods in both (e.g. the paper's, rerun by recipes that read its trainings) keep the "
+        "stored numbers; how many of them the runs have otherwise is printed",
+    )
     args = parser.parse_args(argv)
 
     from keras_kare.reproduce.seeds import (
@@ -61,7 +67,15 @@ def main(argv=None) -> dict:
 
     settings, per_seed = load_uci_runs(args.runs)
     if args.combine is not None:
-        settings, per_seed = combine_runs(load_seed_comparison(args.combine), (settings, per_seed))
+        settings, per_seed = combine_runs(
+            load_seed_comparison(args.combine), (settings, per_seed), keep_first=args.keep_stored
+        )
+        if args.keep_stored:
+            o = settings["overlap"]
+            print(
+                f"methods in both: {o['entries']} numbers, the stored ones kept; the runs differ on {o['differ']} "
+                f"(at most {o['max_abs_difference']:.4f})\n"
+            )
     spread = seed_spread(per_seed, uci_methods(settings), key=args.key, headline=args.headline)
     print(seed_spread_markdown(spread))
     out = {"runs": [str(r) for r in args.runs], "settings": settings, "spread": spread, "results": per_seed}

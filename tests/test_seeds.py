@@ -173,6 +173,15 @@ def test_combine_puts_a_later_control_beside_stored_runs_and_refuses_mismatches(
         S.combine_runs(stored, (control[0], {0: control_rows[0], 3: control_rows[3][:2]}))
     with pytest.raises(ValueError, match="dnn_validated in both"):
         S.combine_runs(stored, (control[0], {s: _rows(ACC[s], methods=["dnn"]) for s in ACC}))
+    rerun = {s: [{**r, "dnn_validated": r["dnn_validated"] + (0.01 if s == 3 else 0.0)} for r in rows]
+             for s, rows in _per_seed().items()}  # fmt: skip
+    rerun = {
+        s: [{k: v for k, v in r.items() if k in ("dataset", "dnn_validated")} for r in rows]
+        for s, rows in rerun.items()
+    }
+    kept_settings, kept = S.combine_runs(stored, (control[0], rerun), keep_first=True)
+    assert kept[3] == _per_seed()[3] and kept[0] == _per_seed()[0]  # the stored numbers
+    assert kept_settings["overlap"] == {"entries": 6, "differ": 3, "max_abs_difference": pytest.approx(0.01)}
     clash = {s: [{**r, "n_classes": 3} for r in rows] for s, rows in control_rows.items()}
     with pytest.raises(ValueError, match="disagree on n_classes"):
         S.combine_runs(({**stored[0]}, {s: [{**r, "n_classes": 2} for r in rows] for s, rows in stored[1].items()}),

@@ -116,17 +116,22 @@ def _seed(key):
         return key
 
 
-def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -> tuple[dict, dict]:
+def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict], keep_first: bool = False) -> tuple[dict, dict]:
     """Put the methods of two sets of seed runs side by side, e.g. a control run later beside stored recipes.
 
     Both sets must cover the same seeds and data sets with the same settings
     except :data:`COMBINE_SETTINGS` (the data folder is compared by name, so a
     stored comparison whose paths were shortened still matches), and no method
-    may be in both (which of two numbers would count?).
+    may be in both (which of two numbers would count?) unless ``keep_first``:
+    then a method in both keeps ``first``'s numbers (e.g. recipes that rerun
+    the paper's trainings, beside the stored paper numbers) and
+    ``settings["overlap"]`` says how many of them the second set has otherwise
+    (another commit or CPU).
 
     Args:
         first, second: ``(settings, {seed: results rows})`` from
             :func:`load_uci_runs` or :func:`load_seed_comparison`.
+        keep_first: allow methods in both, keeping ``first``'s numbers.
 
     Returns:
         ``(settings, {seed: rows})``: the settings with the union of recipes and
@@ -157,7 +162,7 @@ def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -> tuple[d
     if set(runs1) != set(runs2):
         seeds = f"{sorted(runs1, key=str)} and {sorted(runs2, key=str)}"
         raise ValueError(f"the two sets of runs have other seeds: {seeds}.")
-    combined = {}
+    combined, overlap = {}, {"entries": 0, "differ": 0, "max_abs_difference": 0.0}
     for seed, rows1 in runs1.items():
         by_name = {r["dataset"]: r for r in runs2[seed]}
         if [r["dataset"] for r in rows1] != list(by_name):
@@ -166,12 +171,19 @@ def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -> tuple[d
         for r1 in rows1:
             r2 = by_name[r1["dataset"]]
             both = sorted((set(r1) & set(r2)) - set(_ROW_KEYS))
-            if both:
+            if both and not keep_first:
                 raise ValueError(f"seed {seed}, {r1['dataset']}: {', '.join(both)} in both sets of runs.")
+            for key in both:
+                a, b = r1[key], r2[key]
+                overlap["entries"] += 1
+                if a != b:
+                    overlap["differ"] += 1
+                    if a is not None and b is not None:
+                        overlap["max_abs_difference"] = max(overlap["max_abs_difference"], abs(float(a) - float(b)))
             meta = [k for k in _ROW_KEYS if k in r1 and k in r2 and r1[k] != r2[k]]
             if meta:
                 raise ValueError(f"seed {seed}, {r1['dataset']}: the two runs disagree on {', '.join(meta)}.")
-            merged.append({**r1, **r2})
+            merged.append({**r2, **r1})
         combined[seed] = merged
     recipes = set(s1.get("recipes") or []) | set(s2.get("recipes") or [])
     baselines = set(s1.get("baselines") or []) | set(s2.get("baselines") or [])
@@ -181,6 +193,8 @@ def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -> tuple[d
         "baselines": [b for b in BASELINES if b in baselines],
         "paper_methods": bool(s1.get("paper_methods", True) or s2.get("paper_methods", True)),
     }
+    if keep_first:
+        settings["overlap"] = overlap
     return settings, combined
 
 
