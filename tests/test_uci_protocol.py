@@ -149,10 +149,11 @@ def test_validated_protocol_adds_the_best_honest_recipe_by_default(tmp_path, mon
     assert {p["a"] for p in summary["paired_vs_kare"]} == {P.BEST_RECIPE}
     assert "kare" in {p["b"] for p in summary["paired_vs_kare"]}
     table = (tmp_path / "run" / "table.md").read_text()
-    assert "differences NTK-KARE + after-kernel, early-stopped, initial weights a candidate − other" in table
-    assert P.BEST_RECIPE == "ensemble_es0" and set(P.ENSEMBLES[P.BEST_RECIPE]) <= set(P.methods(summary["settings"]))
+    assert "differences NTK-KARE + after-kernel, passes chosen on the validation half − other" in table
+    assert P.BEST_RECIPE == "ensemble_vs" and set(P.ENSEMBLES[P.BEST_RECIPE]) <= set(P.methods(summary["settings"]))
     # runs made before this default was chosen are still anchored on their own best recipe
     assert P.headline(["kare", "ensemble_es", "dnn"]) == "ensemble_es" and P.headline(["kare", "dnn"]) == "kare"
+    assert P.headline(["kare", "ensemble_es", "ensemble_es0"]) == "ensemble_es0"
     args = cli.build_parser().parse_args(
         ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--out", str(tmp_path / "o"), "--recipes", "none"]
     )
