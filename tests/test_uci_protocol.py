@@ -135,6 +135,10 @@ def test_recipes_never_touch_evaluation_folds(tmp_path):
         P.check_recipes(["kare_es", "dnn_es", "kare_es0", "ensemble_es0"])
     with pytest.raises(ValueError, match="unknown recipe.*'early'"):
         P.check_recipes(["early"])
+    with pytest.raises(ValueError, match="kare_vs, dnn_vs read the paper's grid trainings"):
+        P.check_methods({"protocol": "validated", "recipes": None, "paper_methods": False})  # the default needs them
+    with pytest.raises(ValueError, match="ensemble_vs needs the recipes kare_vs and dnn_vs"):
+        P.check_recipes(["kare_vs", "ensemble_vs"])
 
 
 def test_validated_protocol_adds_the_best_honest_recipe_by_default(tmp_path, monkeypatch):

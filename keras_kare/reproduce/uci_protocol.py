@@ -215,7 +215,7 @@ def check_methods(s: dict) -> None:
     if monitored:
         raise ValueError(
             f"recipe(s) {', '.join(monitored)} read the paper's grid trainings (NTK-KARE, the DNN): they need the "
-            "paper's methods."
+            "paper's methods (without them, name other --recipes, e.g. kare_es0,dnn_es0,ensemble_es0)."
         )
     if not recipes and not s.get("baselines"):
         raise ValueError("without the paper's methods, name a recipe (e.g. ntk_init) or a baseline to run.")
