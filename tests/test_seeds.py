@@ -182,6 +182,7 @@ def test_combine_puts_a_later_control_beside_stored_runs_and_refuses_mismatches(
     kept_settings, kept = S.combine_runs(stored, (control[0], rerun), keep_first=True)
     assert kept[3] == _per_seed()[3] and kept[0] == _per_seed()[0]  # the stored numbers
     assert kept_settings["overlap"] == {"entries": 6, "differ": 3, "max_abs_difference": pytest.approx(0.01)}
+    assert S.combine_runs((kept_settings, kept), control)[1][0][0]["ntk_init_validated"] == 0.5  # combined again
     clash = {s: [{**r, "n_classes": 3} for r in rows] for s, rows in control_rows.items()}
     with pytest.raises(ValueError, match="disagree on n_classes"):
         S.combine_runs(({**stored[0]}, {s: [{**r, "n_classes": 2} for r in rows] for s, rows in stored[1].items()}),

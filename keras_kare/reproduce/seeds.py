@@ -152,7 +152,7 @@ def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict], keep_first
     from keras_kare.reproduce.uci_protocol import RECIPES
 
     (s1, runs1), (s2, runs2) = first, second
-    skip = set(COMBINE_SETTINGS) | set(SEED_SETTINGS) | {"data_dir"}
+    skip = set(COMBINE_SETTINGS) | set(SEED_SETTINGS) | {"data_dir", "overlap"}  # overlap: a --keep-stored note
     differ = sorted(k for k in set(s1) | set(s2) if k not in skip and s1.get(k) != s2.get(k))
     if s1.get("data_dir") is not None and s2.get("data_dir") is not None:
         if Path(str(s1["data_dir"])).name != Path(str(s2["data_dir"])).name:
