@@ -42,8 +42,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, help="JSON file to write")
     parser.add_argument(
         "--headline",
-        help="the method paired against every other (default: the run's best honest recipe, ensemble_vs, else "
-        "ensemble_es0, else ensemble_es, else NTK-KARE)",
+        help="the method paired against every other (default: the run's best honest recipe, ensemble_es0, else "
+        "ensemble_vs, else ensemble_es, else NTK-KARE)",
     )
     parser.add_argument(
         "--combine", type=Path, help="an earlier --out JSON of this script: its methods beside the runs' (same seeds)"

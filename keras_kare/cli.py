@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
             "docs/reproducing.md",
             d,
             "recipes",
-            "kare_vs,dnn_vs,ensemble_vs,ntk_init with --protocol validated, none with --protocol paper",
+            "kare_es0,dnn_es0,ensemble_es0,ntk_init with --protocol validated, none with --protocol paper",
         ),
     )
     p.add_argument(

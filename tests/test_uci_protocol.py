@@ -136,7 +136,7 @@ def test_recipes_never_touch_evaluation_folds(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe.*'early'"):
         P.check_recipes(["early"])
     with pytest.raises(ValueError, match="kare_vs, dnn_vs read the paper's grid trainings"):
-        P.check_methods({"protocol": "validated", "recipes": None, "paper_methods": False})  # the default needs them
+        P.check_methods({"protocol": "validated", "recipes": ["kare_vs", "dnn_vs"], "paper_methods": False})
     with pytest.raises(ValueError, match="ensemble_vs needs the recipes kare_vs and dnn_vs"):
         P.check_recipes(["kare_vs", "ensemble_vs"])
 
@@ -153,11 +153,11 @@ def test_validated_protocol_adds_the_best_honest_recipe_by_default(tmp_path, mon
     assert {p["a"] for p in summary["paired_vs_kare"]} == {P.BEST_RECIPE}
     assert "kare" in {p["b"] for p in summary["paired_vs_kare"]}
     table = (tmp_path / "run" / "table.md").read_text()
-    assert "differences NTK-KARE + after-kernel, passes chosen on the validation half − other" in table
-    assert P.BEST_RECIPE == "ensemble_vs" and set(P.ENSEMBLES[P.BEST_RECIPE]) <= set(P.methods(summary["settings"]))
+    assert "differences NTK-KARE + after-kernel, early-stopped, initial weights a candidate − other" in table
+    assert P.BEST_RECIPE == "ensemble_es0" and set(P.ENSEMBLES[P.BEST_RECIPE]) <= set(P.methods(summary["settings"]))
     # runs made before this default was chosen are still anchored on their own best recipe
     assert P.headline(["kare", "ensemble_es", "dnn"]) == "ensemble_es" and P.headline(["kare", "dnn"]) == "kare"
-    assert P.headline(["kare", "ensemble_es", "ensemble_es0"]) == "ensemble_es0"
+    assert P.headline(["kare", "ensemble_es", "ensemble_vs"]) == "ensemble_vs"
     args = cli.build_parser().parse_args(
         ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--out", str(tmp_path / "o"), "--recipes", "none"]
     )
