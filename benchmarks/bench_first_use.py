@@ -100,7 +100,8 @@ def phases(ds, log) -> list[dict]:
 def table(ds, data_dir: str, depths: list, recipes: list, log) -> list[dict]:
     """The table's grid twice with one pool, per recipe set: seconds of the first pass and of the second."""
     from keras_kare.reproduce.experiments import UCI_KARE_LRS, make_settings
-    from keras_kare.reproduce.uci_protocol import neural_trial, resolve_recipes, run_dataset
+    from keras_kare.reproduce.uci_protocol import neural_trial, run_dataset
+    from keras_kare.reproduce.uci_recipes import resolve_recipes
     from keras_kare.trainer_pool import TrainerPool
 
     out = []

@@ -118,7 +118,7 @@ def _baseline_names(text: str) -> list[str]:
 
 
 def _recipe_names(text: str) -> list[str]:
-    from keras_kare.reproduce.uci_protocol import check_recipes
+    from keras_kare.reproduce.uci_recipes import check_recipes
 
     if text.strip() == "none":
         return []

@@ -265,7 +265,7 @@ class KAREModel(compat.EpochLogsFromLastStep, compat.MultiWorkerFix, keras.Model
         static batch sizes agree. The remaining arguments are Keras'.
 
         Example:
-            >>> logs = model.evaluate(x_val, y_val, batch_size=len(x_val), return_dict=True)
+            >>> logs = model.evaluate(x_val, y_val, batch_size=len(x_val), return_dict=True)  # doctest: +SKIP
             >>> logs["kare"]  # doctest: +SKIP
         """
         x, y = v.check_fit_arrays(self.base_model, x, y, batch_size, method="KAREModel.evaluate")

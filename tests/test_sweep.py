@@ -266,7 +266,7 @@ def test_work_eta_weighs_the_units_left_by_their_cost():
 
 def test_table_cost_grows_with_rows_and_linearly_under_mini_batches():
     from keras_kare.reproduce.runner import FULL_BATCH_ROWS
-    from keras_kare.reproduce.uci_protocol import table_cost
+    from keras_kare.reproduce.uci_cost import table_cost
 
     costs = [table_cost(n) for n in (10, 100, 366, 1000, 4000)]
     assert costs == sorted(costs) and costs[0] == pytest.approx(1.04, abs=1e-3)
@@ -278,12 +278,12 @@ def test_table_cost_grows_with_rows_and_linearly_under_mini_batches():
 
 
 def test_run_clock_time_left_is_time_per_cost_times_cost_left(monkeypatch):
-    from keras_kare.reproduce import uci_protocol as P
+    from keras_kare.reproduce import uci_cost as Cost
 
     now = [100.0]
-    monkeypatch.setattr(P.time, "time", lambda: now[0])
+    monkeypatch.setattr(Cost.time, "time", lambda: now[0])
     logs = []
-    clock = P.RunClock(3, logs.append, total_cost=10.0)
+    clock = Cost.RunClock(3, logs.append, total_cost=10.0)
     assert clock.eta() == "unknown"
     now[0] = 104.0
     clock.trained(4.0, "a", cost=2.0)  # 2 s per unit of cost, 8 units left
@@ -294,7 +294,7 @@ def test_run_clock_time_left_is_time_per_cost_times_cost_left(monkeypatch):
     assert clock.remaining_seconds() == pytest.approx(2.5)
     clock.trained(1.0, "c", cost=5.0)  # more cost than was counted: nothing left, not negative
     assert clock.remaining_seconds() == 0.0
-    equal = P.RunClock(4, logs.append)  # no costs given: every training counts 1
+    equal = Cost.RunClock(4, logs.append)  # no costs given: every training counts 1
     now[0] = 113.0
     equal.trained(3.0)
     assert equal.remaining_seconds() == pytest.approx(9.0)
@@ -302,19 +302,20 @@ def test_run_clock_time_left_is_time_per_cost_times_cost_left(monkeypatch):
 
 def test_dataset_cost_sums_the_grid_and_counts_folds_at_their_kinds_mean():
     from keras_kare.reproduce import experiments as E
-    from keras_kare.reproduce import uci_protocol as P
+    from keras_kare.reproduce import uci_cost as Cost
+    from keras_kare.reproduce import uci_recipes as Rc
 
     s = dict(E.UCI_DEFAULTS, depths=[1, 3], widths=[32, 256], kare_lrs=[10.0, 1.0], dnn_lrs=[0.1], recipes=[])
-    grid = list(P.uci_configs({**s, "protocol": "paper"}, E.UCI_KARE_LRS))
-    costs = {c: P.training_cost(c[0], c[1], c[2], 300) for c in grid}
-    assert P.dataset_cost({**s, "protocol": "paper"}, E.UCI_KARE_LRS, 300) == pytest.approx(sum(costs.values()))
+    grid = list(Rc.uci_configs({**s, "protocol": "paper"}, E.UCI_KARE_LRS))
+    costs = {c: Cost.training_cost(c[0], c[1], c[2], 300) for c in grid}
+    assert Cost.dataset_cost({**s, "protocol": "paper"}, E.UCI_KARE_LRS, 300) == pytest.approx(sum(costs.values()))
     kare = [v for c, v in costs.items() if c[0] == "kare"]
     dnn = [v for c, v in costs.items() if c[0] == "dnn"]
     folds = 4 * (np.mean(kare) + 2 * np.mean(dnn))  # a DNN's choice and its after-kernel's may differ
-    validated = P.dataset_cost({**s, "protocol": "validated"}, E.UCI_KARE_LRS, 300)
+    validated = Cost.dataset_cost({**s, "protocol": "validated"}, E.UCI_KARE_LRS, 300)
     assert validated == pytest.approx(sum(costs.values()) + folds)
     # deeper and wider cost more, KARE more than a DNN of the same shape, larger tables more
-    cost = P.training_cost
+    cost = Cost.training_cost
     assert cost("kare", 3, 256, 300) > cost("kare", 1, 256, 300) > cost("kare", 1, 32, 300) > cost("dnn", 1, 32, 300)
     assert cost("kare", 1, 32, 1000) > cost("kare", 1, 32, 300)
 

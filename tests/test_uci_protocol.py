@@ -11,7 +11,10 @@ import pytest
 from keras_kare import cli
 from keras_kare.datasets.uci import load_uci
 from keras_kare.reproduce import experiments as E
+from keras_kare.reproduce import uci_cost as Cost
 from keras_kare.reproduce import uci_protocol as P
+from keras_kare.reproduce import uci_recipes as Rc
+from keras_kare.reproduce import uci_selection as Sel
 
 UCI_DIR = Path(__file__).parent / "fixtures" / "uci"
 LR_CLASS = {0.0: 0, 0.1: 0, 0.2: 1, 0.3: 2}  # the fake trial's configuration lr predicts this class everywhere
@@ -50,15 +53,15 @@ class FakeTrial:
         out = -np.ones_like(y_ev, dtype=np.float64)
         out[:, LR_CLASS[lr]] = 1.0
         kernel_rec = {**base, "accuracy": [acc, acc / 2], "kare": [1.0, 2.0], "_pred_pick": out, "_pred_best": out}
-        kinds = [kind] + ([P.MONITORED[kind]] if kind in s.get("monitor", ()) else [])  # a monitored grid training
+        kinds = [kind] + ([Rc.MONITORED[kind]] if kind in s.get("monitor", ()) else [])  # a monitored grid training
         out = []
         for k in kinds:
-            passes = {"passes": 30 * int(lr * 10)} if k in P.STEP_SELECTED else {}  # the step-selected passes
+            passes = {"passes": 30 * int(lr * 10)} if k in Rc.STEP_SELECTED else {}  # the step-selected passes
             if k.startswith("kare") or k == "ntk_init":  # KARE picks the first ridge
                 out += [{"method": k, **kernel_rec, **passes}]
             else:
                 out += [{"method": k, **base, "accuracy": acc, **passes}]
-                out += [{"method": P.TRIAL_METHODS[k][1], **kernel_rec, **passes}]
+                out += [{"method": Rc.TRIAL_METHODS[k][1], **kernel_rec, **passes}]
         return out
 
 
@@ -119,45 +122,47 @@ def test_recipes_never_touch_evaluation_folds(tmp_path):
     assert {c["kind"] for c in folds} == {*trained, "ntk_init", "kare_vs", "dnn_vs"}
     assert len(folds) == (len(trained) + 3) * 4  # each DNN training serves both the network and its after-kernel
     # the step-selected folds train the chosen configuration (lr 0.1) for the passes chosen with it
-    assert {(c["lr"], c["passes"]) for c in folds if c["kind"] in P.STEP_SELECTED} == {(0.1, 30)}
-    assert all(c["passes"] is None for c in folds if c["kind"] not in P.STEP_SELECTED)
+    assert {(c["lr"], c["passes"]) for c in folds if c["kind"] in Rc.STEP_SELECTED} == {(0.1, 30)}
+    assert all(c["passes"] is None for c in folds if c["kind"] not in Rc.STEP_SELECTED)
     assert res["accuracy"]["kare_vs"]["validated_passes"] == 30
-    assert len(P.methods({"recipes": recipes})) == 18
-    for m in P.methods({"recipes": recipes}):
+    assert len(Rc.methods({"recipes": recipes})) == 18
+    for m in Rc.methods({"recipes": recipes}):
         a = res["accuracy"][m]
         assert a["validation_accuracy"] == pytest.approx(4 / 6), m
         assert a["fold_accuracy"] == [0.0] * 4 and a["validated"] == 0.0, m
         assert a["best"] == pytest.approx(4 / 6), m
     assert all(not k.startswith("_") for r in res["configs"] + res["fold_configs"] for k in r)  # outputs not saved
     with pytest.raises(ValueError, match="ensemble_es needs the recipes kare_es and dnn_es"):
-        P.check_recipes(["ensemble_es"])
+        Rc.check_recipes(["ensemble_es"])
     with pytest.raises(ValueError, match="ensemble_es0 needs the recipes kare_es0 and dnn_es0"):
-        P.check_recipes(["kare_es", "dnn_es", "kare_es0", "ensemble_es0"])
+        Rc.check_recipes(["kare_es", "dnn_es", "kare_es0", "ensemble_es0"])
     with pytest.raises(ValueError, match="unknown recipe.*'early'"):
-        P.check_recipes(["early"])
+        Rc.check_recipes(["early"])
     with pytest.raises(ValueError, match="kare_vs, dnn_vs read the paper's grid trainings"):
-        P.check_methods({"protocol": "validated", "recipes": ["kare_vs", "dnn_vs"], "paper_methods": False})
+        Rc.check_methods({"protocol": "validated", "recipes": ["kare_vs", "dnn_vs"], "paper_methods": False})
     with pytest.raises(ValueError, match="ensemble_vs needs the recipes kare_vs and dnn_vs"):
-        P.check_recipes(["kare_vs", "ensemble_vs"])
+        Rc.check_recipes(["kare_vs", "ensemble_vs"])
 
 
 def test_validated_protocol_adds_the_best_honest_recipe_by_default(tmp_path, monkeypatch):
-    assert P.resolve_recipes({"protocol": "validated", "recipes": None}) == list(P.VALIDATED_RECIPES)
-    assert P.resolve_recipes({"protocol": "paper", "recipes": None}) == []
-    assert P.resolve_recipes({"protocol": "validated", "recipes": []}) == []
+    assert Rc.resolve_recipes({"protocol": "validated", "recipes": None}) == list(Rc.VALIDATED_RECIPES)
+    assert Rc.resolve_recipes({"protocol": "paper", "recipes": None}) == []
+    assert Rc.resolve_recipes({"protocol": "validated", "recipes": []}) == []
     root = _poisoned_dataset(tmp_path / "data")
     monkeypatch.setattr(P, "neural_trial", FakeTrial())
     summary = E.run_uci(_settings(root, recipes=None), tmp_path / "run", log=lambda m: None)
-    assert summary["settings"]["recipes"] == list(P.VALIDATED_RECIPES)  # stored as run
-    assert P.BEST_RECIPE in summary["methods"]
-    assert {p["a"] for p in summary["paired_vs_kare"]} == {P.BEST_RECIPE}
+    assert summary["settings"]["recipes"] == list(Rc.VALIDATED_RECIPES)  # stored as run
+    assert Rc.BEST_RECIPE in summary["methods"]
+    assert {p["a"] for p in summary["paired_vs_kare"]} == {Rc.BEST_RECIPE}
     assert "kare" in {p["b"] for p in summary["paired_vs_kare"]}
     table = (tmp_path / "run" / "table.md").read_text()
     assert "differences NTK-KARE + after-kernel, early-stopped, initial weights a candidate − other" in table
-    assert P.BEST_RECIPE == "ensemble_es0" and set(P.ENSEMBLES[P.BEST_RECIPE]) <= set(P.methods(summary["settings"]))
+    assert Rc.BEST_RECIPE == "ensemble_es0" and set(Rc.ENSEMBLES[Rc.BEST_RECIPE]) <= set(
+        Rc.methods(summary["settings"])
+    )
     # runs made before this default was chosen are still anchored on their own best recipe
-    assert P.headline(["kare", "ensemble_es", "dnn"]) == "ensemble_es" and P.headline(["kare", "dnn"]) == "kare"
-    assert P.headline(["kare", "ensemble_es", "ensemble_vs"]) == "ensemble_vs"
+    assert Rc.headline(["kare", "ensemble_es", "dnn"]) == "ensemble_es" and Rc.headline(["kare", "dnn"]) == "kare"
+    assert Rc.headline(["kare", "ensemble_es", "ensemble_vs"]) == "ensemble_vs"
     args = cli.build_parser().parse_args(
         ["reproduce", "uci", "--data-dir", str(UCI_DIR), "--out", str(tmp_path / "o"), "--recipes", "none"]
     )
@@ -169,12 +174,12 @@ def test_ensemble_decision_on_hand_made_scores():
     a = {"_pred_pick": np.array([[0.9, 0.1], [0.2, 0.3], [-0.4, 0.6]]), "_pred_best": None}  # 0, 1, 1: 2/3
     b = {"_pred_pick": np.array([[-0.2, 0.1], [0.0, 0.5], [0.5, -0.1]]), "_pred_best": None}  # 1, 1, 0: 2/3
     # the mean: [0.35, 0.1] → 0, [0.1, 0.4] → 1, [0.05, 0.25] → 1: 2/3
-    assert P.ensemble_accuracy([a, b], y) == pytest.approx(2 / 3)
+    assert Sel.ensemble_accuracy([a, b], y) == pytest.approx(2 / 3)
     b["_pred_pick"][2] = [1.5, -1.0]  # now the third row's mean is [0.55, -0.2] → 0: all right
-    assert P.ensemble_accuracy([a, b], y) == 1.0
-    assert P.ensemble_accuracy([a, None], y) is None
-    assert P.ensemble_accuracy([a, b], y, "_pred_best") is None  # a member kept no outputs
-    signs = P.ensemble_accuracy([{"_pred_pick": np.array([0.5, -2.0])}, {"_pred_pick": np.array([-1.0, 1.0])}],
+    assert Sel.ensemble_accuracy([a, b], y) == 1.0
+    assert Sel.ensemble_accuracy([a, None], y) is None
+    assert Sel.ensemble_accuracy([a, b], y, "_pred_best") is None  # a member kept no outputs
+    signs = Sel.ensemble_accuracy([{"_pred_pick": np.array([0.5, -2.0])}, {"_pred_pick": np.array([-1.0, 1.0])}],
                                 np.array([-1.0, -1.0]))  # fmt: skip
     assert signs == 1.0  # ±1 targets: the sign of the mean, [-0.25, -0.5]
 
@@ -206,12 +211,12 @@ def test_choice_rules_by_hand():
         {"method": "kare", "depth": 2, "width": 4, "lr": 1.0, "accuracy": [0.95, 0.2], "kare": [float("nan"), 0.1]},
         {"method": "kare", "depth": 2, "width": 8, "lr": 1.0, "accuracy": [0.7, 0.7], "kare": [None, None]},
     ]
-    assert [P.kare_pick(r) for r in recs] == [1, 1, 1, None]
-    assert [P.validation_accuracy(r) for r in recs] == [0.9, 0.95, 0.2, None]
-    assert P.choose(recs, "kare") is recs[1]
-    assert P.choose(recs[:1] + [dict(recs[0], lr=3.0)], "kare")["lr"] == 1.0  # ties: first in grid order
-    assert P.paper_best(recs, "kare") == 0.95
-    sel = P.kare_selected(recs, "kare")
+    assert [Sel.kare_pick(r) for r in recs] == [1, 1, 1, None]
+    assert [Sel.validation_accuracy(r) for r in recs] == [0.9, 0.95, 0.2, None]
+    assert Sel.choose(recs, "kare") is recs[1]
+    assert Sel.choose(recs[:1] + [dict(recs[0], lr=3.0)], "kare")["lr"] == 1.0  # ties: first in grid order
+    assert Sel.paper_best(recs, "kare") == 0.95
+    sel = Sel.kare_selected(recs, "kare")
     assert sel["accuracy"] == 0.2 and sel["config"] == {"depth": 2, "width": 4, "lr": 1.0} and sel["ridge_index"] == 1
 
 
@@ -226,10 +231,10 @@ def test_undefined_ridges_never_count_as_best():
         {"method": "kare", "depth": 1, "width": 8, "lr": 1.0, "accuracy": [None, 0.85, 0.7], "kare": [None, 0.3, 0.4]},
         {"method": "kare", "depth": 2, "width": 4, "lr": 1.0, "accuracy": [nan, nan, nan], "kare": [nan, nan, nan]},
     ]
-    assert P.paper_best(recs, "kare") == 0.9
-    assert P.paper_best(recs[1:], "kare") == 0.85
-    assert np.isnan(P.paper_best(recs[2:], "kare"))
-    assert P.choose(recs, "kare") is recs[0] and P.validation_accuracy(recs[1]) == 0.85
+    assert Sel.paper_best(recs, "kare") == 0.9
+    assert Sel.paper_best(recs[1:], "kare") == 0.85
+    assert np.isnan(Sel.paper_best(recs[2:], "kare"))
+    assert Sel.choose(recs, "kare") is recs[0] and Sel.validation_accuracy(recs[1]) == 0.85
 
 
 def test_a_trained_network_whose_ntk_overflows_is_a_configuration_without_accuracy():
@@ -254,9 +259,9 @@ def test_a_trained_network_whose_ntk_overflows_is_a_configuration_without_accura
     rec = P._kernel_record("kare", net, base, x_tr, y_tr, x_ev, y_ev, s, stopped_at=81)
     assert rec["kernel_not_finite"] and np.isnan(rec["accuracy"]).all() and np.isnan(rec["kare"]).all()
     assert rec["_pred_pick"] is None and rec["_pred_best"] is None
-    assert P.validation_accuracy(rec) is None and np.isnan(P.paper_best([rec], "kare"))
+    assert Sel.validation_accuracy(rec) is None and np.isnan(Sel.paper_best([rec], "kare"))
     good = {"method": "kare", **base, "width": 8, "accuracy": [0.5, 0.6, 0.7], "kare": [0.3, 0.2, 0.1]}
-    assert P.choose([rec, good], "kare") is good
+    assert Sel.choose([rec, good], "kare") is good
     assert P._outcome([rec]) == (
         "best accuracy kare none; stopped at step 81 (not finite), the last finite weights kept; "
         "the trained NTK is not finite: no accuracy, never chosen"
@@ -311,7 +316,7 @@ def test_diverged_trainings_are_logged(tmp_path):
             return records
 
     logs = []
-    clock = P.RunClock(18, logs.append)
+    clock = Cost.RunClock(18, logs.append)
     P.run_dataset(load_uci(root, "poison"), _settings(root), E.UCI_KARE_LRS, trial=Diverging(), clock=clock)
     per_training = [line for line in logs if "trainings, about" in line]
     kare_lines = [line for line in per_training if " kare depth " in line]
@@ -332,11 +337,11 @@ def test_the_clock_counts_the_fold_trainings_the_choices_need(tmp_path):
     root = _poisoned_dataset(tmp_path / "data")
     s = _settings(root)
     logs = []
-    budget = P.trainings_per_dataset(s, E.UCI_KARE_LRS)
+    budget = Cost.trainings_per_dataset(s, E.UCI_KARE_LRS)
     assert budget == 6 + 4 * 3  # before the grid: four folds for NTK-KARE's, the DNN's and the after-kernel's choice
     ds = load_uci(root, "poison")
     rows = len(ds.x)
-    clock = P.RunClock(budget, logs.append, P.dataset_cost(s, E.UCI_KARE_LRS, rows))
+    clock = Cost.RunClock(budget, logs.append, Cost.dataset_cost(s, E.UCI_KARE_LRS, rows))
     trial = FakeTrial()
     P.run_dataset(ds, s, E.UCI_KARE_LRS, trial=trial, clock=clock)
     # the DNN and its after-kernel choose the same configuration: they share four fold trainings
@@ -345,15 +350,15 @@ def test_the_clock_counts_the_fold_trainings_the_choices_need(tmp_path):
     assert counted[5] == (6, 18) and counted[6] == (7, 14)  # replanned once the choices are known
     assert counted[-1] == (14, 14) and clock.total == clock.done == 14
     assert clock.total_cost == pytest.approx(clock.cost_done)  # nothing left to do, nothing counted twice
-    fold_cost = 4 * sum(P.training_cost(k, 1, 4, rows) for k in ("kare", "dnn"))
-    grid_cost = sum(P.training_cost(k, 1, 4, rows) for k, *_ in P.uci_configs(s, E.UCI_KARE_LRS))
+    fold_cost = 4 * sum(Cost.training_cost(k, 1, 4, rows) for k in ("kare", "dnn"))
+    grid_cost = sum(Cost.training_cost(k, 1, 4, rows) for k, *_ in Rc.uci_configs(s, E.UCI_KARE_LRS))
     assert clock.total_cost == pytest.approx(grid_cost + fold_cost)
 
 
 def test_the_clock_counts_a_fold_fallback(tmp_path):
     root = _poisoned_dataset(tmp_path / "data")
     logs = []
-    clock = P.RunClock(18, logs.append)
+    clock = Cost.RunClock(18, logs.append)
     trial = DivergingOnFolds({0.1: {1}})
     P.run_dataset(load_uci(root, "poison"), _settings(root), E.UCI_KARE_LRS, trial=trial, clock=clock)
     assert len(trial.calls) == 6 + 4 * 2 + 1  # fold 2's NTK-KARE retrained with the runner-up
@@ -469,8 +474,8 @@ def test_validated_protocol_end_to_end_real_training(tmp_path, capsys):
 
 def test_no_finite_kare_gives_no_number():
     recs = [{"method": "kare", "depth": 1, "width": 4, "lr": 1.0, "accuracy": [0.5, 0.9], "kare": [None, float("inf")]}]
-    assert P.kare_selected(recs, "kare")["accuracy"] is None
-    assert P.choose(recs, "kare") is None
+    assert Sel.kare_selected(recs, "kare")["accuracy"] is None
+    assert Sel.choose(recs, "kare") is None
 
 
 def test_ntk_init_is_kernel_ridge_with_the_untrained_networks_ntk():
@@ -498,10 +503,10 @@ def test_ntk_init_is_kernel_ridge_with_the_untrained_networks_ntk():
     kare = [kare_oracle(k, y_tr, z, relative=True) for z in ridges]
     np.testing.assert_allclose(rec["kare"], kare, rtol=1e-3)  # float32 Gram against float64 oracle
     pick = int(np.argmin(kare))
-    assert P.kare_pick(rec) == pick
+    assert Sel.kare_pick(rec) == pick
     pred = krr_predict_oracle(k, k_ev, y_tr, ridges[pick] * np.trace(k) / 15**2)
     np.testing.assert_allclose(rec["_pred_pick"], pred, atol=1e-3 * np.abs(pred).max())
-    assert P.validation_accuracy(rec) == pytest.approx(np.mean(pred.argmax(1) == y_ev.argmax(1)))
+    assert Sel.validation_accuracy(rec) == pytest.approx(np.mean(pred.argmax(1) == y_ev.argmax(1)))
     other = build_mlp(3, 1, 8, 3, seed=4)  # the oracle can tell kernels apart: another draw differs
     assert np.abs(ntk_oracle(other, x_tr, kernel="summed_output") - k).max() > 1e-2 * np.abs(k).max()
 
@@ -509,11 +514,11 @@ def test_ntk_init_is_kernel_ridge_with_the_untrained_networks_ntk():
 def test_ntk_init_in_the_grid_one_per_architecture_and_without_the_paper_methods(tmp_path, monkeypatch):
     root = _poisoned_dataset(tmp_path / "data")
     s = _settings(root, depths=[1, 2], recipes=["ntk_init"])
-    grid = list(P.uci_configs(s, E.UCI_KARE_LRS))
+    grid = list(Rc.uci_configs(s, E.UCI_KARE_LRS))
     assert [c for c in grid if c[0] == "ntk_init"] == [("ntk_init", 1, 4, 0.0), ("ntk_init", 2, 4, 0.0)]
     assert len(grid) == 2 * (3 + 3 + 1)
-    assert P.methods(s) == ["kare", "ntk_init", "after_kernel", "dnn"]
-    assert "ntk_init" in P.VALIDATED_RECIPES  # the control runs by default with --protocol validated
+    assert Rc.methods(s) == ["kare", "ntk_init", "after_kernel", "dnn"]
+    assert "ntk_init" in Rc.VALIDATED_RECIPES  # the control runs by default with --protocol validated
 
     fake = FakeTrial()
     monkeypatch.setattr(P, "neural_trial", fake)

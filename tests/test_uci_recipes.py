@@ -170,17 +170,18 @@ def test_the_paper_grid_on_several_tables_trains_each_in_a_fresh_process(tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
-def test_a_failed_worker_stops_the_run_at_once():
+def test_a_failed_worker_stops_the_run_at_once(tmp_path):
     """One table's error ends the run promptly: the other workers are stopped, not waited for."""
-    import time
+    import multiprocessing
 
     from keras_kare.reproduce.workers import run_in_workers
     from tests.worker_helpers import fail_fast_or_sleep
 
-    t0 = time.time()
+    marker = tmp_path / "sleeper-finished"
     with pytest.raises(RuntimeError, match="table 0 failed"):
-        run_in_workers(fail_fast_or_sleep, [1, 0], 2, lambda m: None, lambda i, v: None)
-    assert time.time() - t0 < 60  # the sleeping worker (120 s) was stopped
+        run_in_workers(fail_fast_or_sleep, [(1, str(marker)), (0, None)], 2, lambda m: None, lambda i, v: None)
+    assert not marker.exists()  # the sleeping worker (120 s) did not run to its end: the run did not wait for it
+    assert not multiprocessing.active_children()  # and it is gone, not left running
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="ProcessPoolExecutor(max_tasks_per_child) is Python 3.11+")

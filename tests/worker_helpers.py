@@ -12,11 +12,15 @@ def record_pid_and_sleep(path, log):
 
 
 def fail_fast_or_sleep(item, log):
-    """Item 0 raises at once; any other item sleeps (a long table that a failed run must not wait for)."""
-    if item == 0:
+    """``item = (index, marker)``: index 0 raises at once; any other sleeps, then writes ``marker`` (a long table
+    that a failed run must not wait for: the marker exists only if the worker was left to finish)."""
+    index, marker = item
+    if index == 0:
         raise RuntimeError("table 0 failed")
     time.sleep(120)
-    return item
+    with open(marker, "w") as f:
+        f.write("finished")
+    return index
 
 
 def pid_and_blas_threads(item, log):

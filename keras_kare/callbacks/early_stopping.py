@@ -107,7 +107,9 @@ class KernelRidgeEarlyStopping(KernelRidgeEvaluation):
         >>> from keras_kare.callbacks import KernelRidgeEarlyStopping
         >>> model = keras_kare.KAREModel(net, ridge=0.1)  # doctest: +SKIP
         >>> model.compile(optimizer=keras.optimizers.SGD(10.0))  # doctest: +SKIP
-        >>> stop = KernelRidgeEarlyStopping(x_fit, y_fit, (x_val, y_val), patience=5, every_n_epochs=10)
+        >>> stop = KernelRidgeEarlyStopping(  # doctest: +SKIP
+        ...     x_fit, y_fit, (x_val, y_val), patience=5, every_n_epochs=10
+        ... )
         >>> model.fit(x_fit, y_fit, batch_size=len(x_fit), epochs=500, callbacks=[stop])  # doctest: +SKIP
         >>> stop.best_epoch, stop.stopped_epoch  # doctest: +SKIP
     """

@@ -305,7 +305,7 @@ def run_uci_dataset(data_dir, name: str, s: dict, log=logger.info, clock=None) -
 
 
 def _uci_methods(s: dict) -> list[str]:
-    from keras_kare.reproduce.uci_protocol import methods
+    from keras_kare.reproduce.uci_recipes import methods
 
     return methods(s) + list(s.get("baselines") or [])
 
@@ -341,13 +341,15 @@ def run_uci(
     from keras_kare.datasets.errors import DatasetError
     from keras_kare.datasets.uci import list_uci_datasets, load_uci
     from keras_kare.reproduce import baselines as B
+    from keras_kare.reproduce import uci_cost as C
     from keras_kare.reproduce import uci_protocol as P
+    from keras_kare.reproduce.uci_recipes import check_methods, resolve_recipes
 
     s = settings
     protocol = P.check_protocol(s.get("protocol", "paper"))
     B.check_baselines(s.get("baselines"))
-    s = {**s, "recipes": P.resolve_recipes(s)}  # stored as run, so a resumed run keeps its recipes
-    P.check_methods(s)
+    s = {**s, "recipes": resolve_recipes(s)}  # stored as run, so a resumed run keeps its recipes
+    check_methods(s)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, received {jobs!r}.")
     if in_process is not None and not isinstance(in_process, bool):
@@ -372,7 +374,7 @@ def run_uci(
     sizes = {name: len(load_uci(s["data_dir"], name).x) for name in names}  # every table checked before training
     out = R.prepare_run_dir(out, s, resume)
     _quick_note(s, log)
-    per_set = P.trainings_per_dataset(s, UCI_KARE_LRS)
+    per_set = C.trainings_per_dataset(s, UCI_KARE_LRS)
     done = {name: R.load_unit(out, name) for name in names}
     todo = [n for n in names if done[n] is None]
     if in_process is None:
@@ -391,8 +393,8 @@ def run_uci(
     for k, name in enumerate(names):
         if done[name] is not None:
             log(f"[{k + 1}/{len(names)}] {name}: already done, skipped")
-    clock = P.RunClock(per_set * len(todo), log, sum(P.dataset_cost(s, UCI_KARE_LRS, sizes[n]) for n in todo))
-    run_eta = WorkETA({name: P.table_cost(sizes[name]) for name in todo}, jobs)
+    clock = C.RunClock(per_set * len(todo), log, sum(C.dataset_cost(s, UCI_KARE_LRS, sizes[n]) for n in todo))
+    run_eta = WorkETA({name: C.table_cost(sizes[name]) for name in todo}, jobs)
 
     def report(name: str, unit: dict):
         R.save_unit(out, name, unit)
@@ -452,11 +454,11 @@ def _reference_scores(per, methods, protocol, population, path) -> tuple[dict, s
 
 def _uci_worker(args, log) -> dict:
     """One data set in a worker process (see :func:`keras_kare.reproduce.workers.run_in_workers`)."""
-    from keras_kare.reproduce import uci_protocol as P
+    from keras_kare.reproduce import uci_cost as C
 
     s, name, rows = args
     t0 = time.time()
-    clock = P.RunClock(P.trainings_per_dataset(s, UCI_KARE_LRS), log, P.dataset_cost(s, UCI_KARE_LRS, rows))
+    clock = C.RunClock(C.trainings_per_dataset(s, UCI_KARE_LRS), log, C.dataset_cost(s, UCI_KARE_LRS, rows))
     unit = run_uci_dataset(s["data_dir"], name, s, log, clock)
     unit.update(seconds=time.time() - t0, peak_rss_mb=_peak_rss_mb())
     return unit
@@ -508,10 +510,10 @@ def _uci_summary(per: list[dict], methods: list[str], protocol: str, s: dict) ->
 
 
 def _uci_pairs(per: list[dict], methods: list[str], key: str) -> list[dict]:
-    """The headline method (:func:`~keras_kare.reproduce.uci_protocol.headline`) against every other, paired by
+    """The headline method (:func:`~keras_kare.reproduce.uci_recipes.headline`) against every other, paired by
     data set (accuracy; data sets missing a number dropped)."""
     from keras_kare.reproduce.stats import paired_comparison
-    from keras_kare.reproduce.uci_protocol import headline
+    from keras_kare.reproduce.uci_recipes import headline
 
     acc = _accuracy_matrix(per, methods, key)
     a = methods.index(headline(methods))

@@ -41,7 +41,7 @@ SEED_SETTINGS = ("seed",)
 
 def uci_methods(settings: dict) -> list[str]:
     """The methods a ``reproduce uci`` run with ``settings`` reports, in its table order (baselines last)."""
-    from keras_kare.reproduce.uci_protocol import methods
+    from keras_kare.reproduce.uci_recipes import methods
 
     return methods(settings) + list(settings.get("baselines") or [])
 
@@ -149,7 +149,7 @@ def combine_runs(first: tuple[dict, dict], second: tuple[dict, dict], keep_first
         (['kare_es', 'ntk_init'], 0.7)
     """
     from keras_kare.reproduce.baselines import BASELINES
-    from keras_kare.reproduce.uci_protocol import RECIPES
+    from keras_kare.reproduce.uci_recipes import RECIPES
 
     (s1, runs1), (s2, runs2) = first, second
     skip = set(COMBINE_SETTINGS) | set(SEED_SETTINGS) | {"data_dir", "overlap"}  # overlap: a --keep-stored note
@@ -248,7 +248,7 @@ def seed_spread(per_seed: dict, methods: Sequence[str], key: str = "validated", 
         methods: the methods compared (:func:`uci_methods`); ranks are among these.
         key: ``"validated"`` (default) or ``"paper"``.
         headline: the method paired against every other (default: the run's
-            headline recipe, :func:`~keras_kare.reproduce.uci_protocol.headline`).
+            headline recipe, :func:`~keras_kare.reproduce.uci_recipes.headline`).
 
     Returns:
         ``{"key", "seeds", "methods", "headline", "datasets", "dropped",
@@ -268,7 +268,7 @@ def seed_spread(per_seed: dict, methods: Sequence[str], key: str = "validated", 
         ValueError: fewer than two seeds, ``headline`` not among ``methods``,
             or no data set with every number.
     """
-    from keras_kare.reproduce.uci_protocol import headline as default_headline
+    from keras_kare.reproduce.uci_recipes import headline as default_headline
 
     methods = list(methods)
     seeds = list(per_seed)

@@ -29,7 +29,11 @@ splittings: ``conxuntos.dat`` (one train / validation split, 50/50) and
   second half, like the networks'.
 
 Every training goes through a ``trial`` function (default :func:`neural_trial`),
-which tests replace to watch which rows each phase sees.
+which tests replace to watch which rows each phase sees. The methods and
+recipes a run trains are listed in :mod:`keras_kare.reproduce.uci_recipes`,
+the choices among their records are made in
+:mod:`keras_kare.reproduce.uci_selection`, the run's costs and progress lines
+come from :mod:`keras_kare.reproduce.uci_cost`.
 """
 
 from __future__ import annotations
@@ -43,118 +47,37 @@ from typing import Optional
 
 import numpy as np
 
-from keras_kare.reproduce.eta import format_seconds
+from keras_kare.reproduce.uci_cost import RunClock, fold_budget, training_cost
+from keras_kare.reproduce.uci_recipes import (
+    EARLY_STOPPED,
+    ENSEMBLES,
+    KERNEL_METHODS,
+    MONITORED,
+    STEP_SELECTED,
+    TRIAL_METHODS,
+    methods,
+    monitored_kinds,
+    uci_configs,
+)
+from keras_kare.reproduce.uci_selection import (
+    best_index,
+    config_of,
+    ensemble_accuracy,
+    fold_usable,
+    kare_pick,
+    kare_selected,
+    paper_best,
+    paper_best_record,
+    ranked_choices,
+    training_kind,
+    validation_accuracy,
+)
 from keras_kare.trainer_pool import TrainerPool
 
 logger = logging.getLogger("keras_kare.reproduce")
 
 PROTOCOLS = ("paper", "validated")
-NEURAL = ("kare", "after_kernel", "dnn")
 
-RECIPES = {
-    "kare_es": (
-        "NTK-KARE early-stopped: KARE training on 80% of the training rows, KRR on its NTK scored on the other "
-        "20% every tenth of the training, the best weights restored (patience 3); a held-out control of how long "
-        "to minimise KARE"
-    ),
-    "dnn_es": (
-        "DNN and its after-kernel early-stopped by the same rule on the network's held-out MSE, so the "
-        "comparison with the early-stopped NTK-KARE stays fair"
-    ),
-    "kare_rel": (
-        "NTK-KARE with a relative ridge z = z~ tr(K)/n^2: with the paper's absolute z, training can shrink the "
-        "effective ridge by inflating the kernel's scale; a relative z makes KARE scale-invariant, so training "
-        "only changes the kernel's shape"
-    ),
-    "ensemble": (
-        "the authors' NTK-KARE + after-kernel ensemble: the mean of the two chosen kernel regressions' outputs"
-    ),
-    "ensemble_es": "the same ensemble of the two early-stopped kernels (needs kare_es and dnn_es)",
-    "kare_es0": (
-        "kare_es whose early stopping also scores the initial weights and keeps them when no training step beats "
-        "them on the held-out rows: the untrained NTK is often the better kernel on small tables"
-    ),
-    "dnn_es0": "dnn_es with the same rule (the initial network a candidate), so the comparison stays fair",
-    "ensemble_es0": "the ensemble of those two kernels (needs kare_es0 and dnn_es0)",
-    "kare_vs": (
-        "NTK-KARE stopped on the validation half: the paper's grid training scored every tenth of the way (and at "
-        "its start) by KRR on the validation rows; the configuration and its number of passes are chosen there "
-        "together, and each fold trains on all its rows for that many passes: no second grid, no rows held back"
-    ),
-    "dnn_vs": "the DNN and its after-kernel stopped the same way on the network's validation MSE (a fair comparison)",
-    "ensemble_vs": "the ensemble of those two kernels (needs kare_vs and dnn_vs)",
-    "ntk_init": (
-        "control, no training: KRR with the NTK of the network at initialisation, the kernel NTK-KARE training "
-        "starts from (same seed and ridge rule); what KARE training adds is its difference from this"
-    ),
-}
-"""Selection strategies beside the paper's recipe (``--recipes``), and the untrained control ``ntk_init``;
-none of them reads evaluation rows."""
-
-VALIDATED_RECIPES = ("kare_es0", "dnn_es0", "ensemble_es0", "ntk_init")
-"""The recipes ``--protocol validated`` adds by default (``--recipes none``: the paper's recipe only).
-
-The three trained ones were chosen on the 30 smallest tables of the development subset, reduced
-grid, validated protocol, five seeds, among the eight recipes: the early-stopped NTK-KARE +
-after-kernel ensemble whose stopping rule also considers the initial weights had the best mean
-accuracy (81.28 % against 78.00 % for the paper's recipe and 80.26 % for the same ensemble without
-the initial weights), Friedman rank and PMA of every method that uses the learned NTK
-(docs/results.md). The cheaper ``ensemble_vs`` (no second grid) was level with it on the reduced
-grid but 1.3 points below it on 19 tables of the paper's grid, where choosing the number of passes
-among 100 configurations overfits the smallest tables' validation halves; it stays a flag.
-``ntk_init`` is the control every comparison of a learned kernel needs, and costs one kernel
-regression per architecture.
-"""
-BEST_RECIPE = "ensemble_es0"
-HEADLINES = (BEST_RECIPE, "ensemble_vs", "ensemble_es", "kare")
-"""The method paired comparisons are anchored on: the first of these a run has (earlier runs' default first)."""
-
-TRIAL_METHODS = {
-    "kare": ("kare",),
-    "kare_es": ("kare_es",),
-    "kare_rel": ("kare_rel",),
-    "dnn": ("dnn", "after_kernel"),
-    "dnn_es": ("dnn_es", "after_kernel_es"),
-    "kare_es0": ("kare_es0",),
-    "dnn_es0": ("dnn_es0", "after_kernel_es0"),
-    "kare_vs": ("kare_vs",),
-    "dnn_vs": ("dnn_vs", "after_kernel_vs"),
-    "ntk_init": ("ntk_init",),
-}
-"""The methods one training of each kind yields (a DNN training also yields its after-kernel)."""
-ENSEMBLES = {
-    "ensemble": ("kare", "after_kernel"),
-    "ensemble_es": ("kare_es", "after_kernel_es"),
-    "ensemble_es0": ("kare_es0", "after_kernel_es0"),
-    "ensemble_vs": ("kare_vs", "after_kernel_vs"),
-}
-EARLY_STOPPED = {"kare_es": False, "dnn_es": False, "kare_es0": True, "dnn_es0": True}
-"""The early-stopped training kinds, and whether their stopping rule counts the initial weights as a candidate."""
-STEP_SELECTED = {"kare_vs": "kare", "dnn_vs": "dnn"}
-"""Recipes read off the paper's grid trainings (the kind they monitor): no grid of their own; their folds
-train the chosen configuration for the chosen number of passes."""
-MONITORED = {base: recipe for recipe, base in STEP_SELECTED.items()}
-METHOD_ORDER = (
-    "kare",
-    "kare_es",
-    "kare_rel",
-    "ensemble",
-    "ensemble_es",
-    "kare_es0",
-    "ensemble_es0",
-    "kare_vs",
-    "ensemble_vs",
-    "ntk_init",
-    "after_kernel",
-    "after_kernel_es",
-    "after_kernel_es0",
-    "after_kernel_vs",
-    "dnn",
-    "dnn_es",
-    "dnn_es0",
-    "dnn_vs",
-)
-KERNEL_METHODS = tuple(m for ms in TRIAL_METHODS.values() for m in ms if not m.startswith("dnn"))
 ES_FRACTION = 0.2  # share of the training rows held out by the early-stopping recipes
 ES_EVALUATIONS = 10  # held-out evaluations per training
 ES_PATIENCE = 3  # evaluations without improvement before stopping
@@ -169,102 +92,10 @@ PROTOCOL_TEXT = {
 }
 
 
-def check_recipes(names) -> list[str]:
-    """Validate a list of recipe names (:data:`RECIPES`); returns it as a list.
-
-    Raises:
-        ValueError: an unknown name, or an early-stopped ensemble without both of its trainings.
-    """
-    names = list(names or [])
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(RECIPES)}.")
-    for ensemble in (n for n in names if n in ENSEMBLES):
-        needs = [k for k in TRIAL_METHODS if k in RECIPES and set(TRIAL_METHODS[k]) & set(ENSEMBLES[ensemble])]
-        if not set(needs) <= set(names):
-            raise ValueError(f"recipe {ensemble} needs the recipes {' and '.join(needs)} too.")
-    return names
-
-
-def resolve_recipes(s: dict) -> list[str]:
-    """``s["recipes"]``, or when it is None the protocol's default (:data:`VALIDATED_RECIPES` or none)."""
-    if s.get("recipes") is not None:
-        return check_recipes(s["recipes"])
-    return list(VALIDATED_RECIPES) if s.get("protocol", "paper") == "validated" else []
-
-
-def headline(names) -> str:
-    """The method the paired comparisons are anchored on: the first of :data:`HEADLINES` that ran (the best
-    honest recipe, the earlier default, NTK-KARE), else the first method (a run without the paper's methods)."""
-    names = list(names)
-    return next((m for m in HEADLINES if m in names), names[0])
-
-
-def check_methods(s: dict) -> None:
-    """Check that ``s`` asks for something to run: the paper's methods (``s["paper_methods"]``, default True),
-    a recipe or a baseline, and that the ``ensemble`` recipe has the paper's two kernels to combine.
-
-    Raises:
-        ValueError: nothing to run, or ``ensemble`` without the paper's methods.
-    """
-    recipes = resolve_recipes(s)
-    if s.get("paper_methods", True):
-        return
-    if "ensemble" in recipes:
-        raise ValueError("recipe ensemble combines NTK-KARE and the after-kernel: it needs the paper's methods.")
-    monitored = [r for r in recipes if r in STEP_SELECTED]
-    if monitored:
-        raise ValueError(
-            f"recipe(s) {', '.join(monitored)} read the paper's grid trainings (NTK-KARE, the DNN): they need the "
-            "paper's methods (without them, name other --recipes, e.g. kare_es0,dnn_es0,ensemble_es0)."
-        )
-    if not recipes and not s.get("baselines"):
-        raise ValueError("without the paper's methods, name a recipe (e.g. ntk_init) or a baseline to run.")
-
-
-def trial_kinds(s: dict) -> list[str]:
-    """The trainings of one configuration: ``kare`` and ``dnn`` (unless ``s["paper_methods"]`` is False), then
-    the recipes that train (``ntk_init``: a kernel regression without training)."""
-    paper = ["kare", "dnn"] if s.get("paper_methods", True) else []
-    return paper + [r for r in resolve_recipes(s) if r in TRIAL_METHODS and r not in STEP_SELECTED]
-
-
-def monitored_kinds(s: dict) -> list[str]:
-    """The paper's training kinds whose grid trainings are also scored on the way, for :data:`STEP_SELECTED`."""
-    return [STEP_SELECTED[r] for r in resolve_recipes(s) if r in STEP_SELECTED]
-
-
-def fold_kinds(s: dict) -> list[str]:
-    """The training kinds of the validated protocol's fold phase: the grid's and the step-selected recipes'."""
-    return trial_kinds(s) + [r for r in resolve_recipes(s) if r in STEP_SELECTED]
-
-
-def methods(s: dict) -> list[str]:
-    """Every method a run reports, in table order (NTK-KARE first)."""
-    have = {m for k in fold_kinds(s) for m in TRIAL_METHODS[k]} | set(resolve_recipes(s))
-    return [m for m in METHOD_ORDER if m in have]
-
-
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, received {protocol!r}.")
     return protocol
-
-
-def uci_configs(s: dict, kare_lrs_by_depth: dict):
-    """The grid: (kind, depth, width, lr); kinds from :func:`trial_kinds`, KARE kinds on the KARE lrs."""
-    kinds = trial_kinds(s)
-    for depth in s["depths"]:
-        for width in s["widths"]:
-            for kind in kinds:
-                if kind == "ntk_init":
-                    lrs = [0.0]  # not trained: one kernel per architecture
-                elif kind.startswith("kare"):
-                    lrs = s["kare_lrs"] or kare_lrs_by_depth.get(depth, kare_lrs_by_depth[max(kare_lrs_by_depth)])
-                else:
-                    lrs = s["dnn_lrs"]
-                for lr in lrs:
-                    yield kind, depth, width, lr
 
 
 def split(ds, fold: Optional[int]):
@@ -296,12 +127,12 @@ def neural_trial(
 ) -> list[dict]:
     """Train one configuration; records with evaluation accuracy per ridge and training KARE per ridge.
 
-    ``kind`` (:data:`TRIAL_METHODS`): ``kare`` gives one ``kare`` record;
+    ``kind`` (:data:`~keras_kare.reproduce.uci_recipes.TRIAL_METHODS`): ``kare`` gives one ``kare`` record;
     ``dnn`` a ``dnn`` record (one accuracy) and an ``after_kernel`` record
     (KRR with the trained DNN's NTK); ``kare_es``/``dnn_es`` (and ``kare_es0``/``dnn_es0``, whose
     stopping rule also scores the initial weights) the same trained
     on 80% of the training rows with early stopping on the other 20%
-    (:data:`RECIPES`; the kernel regression then uses all training rows);
+    (:data:`~keras_kare.reproduce.uci_recipes.RECIPES`; the kernel regression then uses all training rows);
     ``kare_rel`` KARE with the relative ridge ``s["kare_relative_ridge"]``;
     ``ntk_init`` no training: the ``ntk_init`` record of the initial network's NTK.
     KARE trains on the NTK mode KRR uses (``s["kernel"]``), with the paper's
@@ -465,7 +296,7 @@ def _kernel_record(method, model, base, x_tr, y_tr, x_ev, y_ev, s, **extra) -> d
     pick = kare_pick(rec)
     rec["_pred_pick"] = None if pick is None else res["test_pred"][pick]
     finite = np.isfinite(res["test_accuracy"]).any()
-    rec["_pred_best"] = res["test_pred"][_best_index(res["test_accuracy"])] if finite else None
+    rec["_pred_best"] = res["test_pred"][best_index(res["test_accuracy"])] if finite else None
     return rec
 
 
@@ -497,239 +328,6 @@ class LongTrainingLog:
             self.log(msg)
 
 
-def _accuracies(record: dict) -> np.ndarray:
-    """A record's evaluation accuracies as floats (one per ridge, or the network's one), NaN where undefined.
-
-    A ridge at which the kernel system is not positive definite has no
-    accuracy (NaN in memory, None once stored as JSON); it never counts as a
-    best.
-    """
-    values = np.atleast_1d(np.asarray(record["accuracy"], dtype=object))
-    return np.array([np.nan if a is None else float(a) for a in values], dtype=np.float64)
-
-
-def _best_index(accuracies) -> int:
-    """Index of the highest finite accuracy (the first on ties); at least one must be finite."""
-    return int(np.nanargmax(np.asarray(accuracies, dtype=np.float64)))
-
-
-def _best_accuracy(record: dict) -> float:
-    """The highest finite evaluation accuracy of a record (NaN if none is)."""
-    acc = _accuracies(record)
-    return float(np.nanmax(acc)) if np.isfinite(acc).any() else float("nan")
-
-
-def kare_pick(record: dict) -> Optional[int]:
-    """Index of the ridge with the smallest finite training KARE (None if none is finite)."""
-    k = np.array([np.inf if v is None or not math.isfinite(v) else v for v in record["kare"]])
-    return int(np.argmin(k)) if np.isfinite(k).any() else None
-
-
-def validation_accuracy(record: dict) -> Optional[float]:
-    """Accuracy on the evaluation rows at the training-data ridge (kernel methods) or of the network (DNN)."""
-    if record["method"] not in KERNEL_METHODS:
-        return record["accuracy"]
-    j = kare_pick(record)
-    return None if j is None else record["accuracy"][j]
-
-
-def choose(records: list[dict], method: str) -> Optional[dict]:
-    """The ``method`` record with the best validation accuracy (first in grid order on ties)."""
-    ranked = ranked_choices(records, method)
-    return ranked[0] if ranked else None
-
-
-def ranked_choices(records: list[dict], method: str) -> list[dict]:
-    """The ``method`` records with a finite validation accuracy, best first (grid order on ties)."""
-    usable = [r for r in records if r["method"] == method and _fold_usable(r)]
-    return sorted(usable, key=lambda r: -validation_accuracy(r))
-
-
-def paper_best(records: list[dict], method: str) -> float:
-    """Max over configurations and ridges of the evaluation accuracy (the paper's optimistic number)."""
-    return _best_accuracy(_paper_best_record(records, method))
-
-
-def kare_selected(records: list[dict], method: str) -> dict:
-    """Configuration and ridge with the smallest training KARE over the whole grid (biased for NTK-KARE, whose
-    kernel was trained to make exactly this small); kept for comparison. ``accuracy`` is None when no
-    configuration has a finite KARE."""
-    recs = [r for r in records if r["method"] == method]
-    k = np.array([[np.inf if v is None or not math.isfinite(v) else v for v in r["kare"]] for r in recs])
-    if not np.isfinite(k).any():
-        return {"accuracy": None, "config": None, "ridge_index": None}
-    i, j = np.unravel_index(np.argmin(k), k.shape)
-    return {"accuracy": float(recs[i]["accuracy"][j]), "config": _config(recs[i]), "ridge_index": int(j)}
-
-
-def _config(r: dict) -> dict:
-    return {"depth": r["depth"], "width": r["width"], "lr": r["lr"]}
-
-
-def _kind(method: str) -> str:
-    """The training kind that yields ``method``."""
-    return next(k for k, ms in TRIAL_METHODS.items() if method in ms)
-
-
-def ensemble_accuracy(members: list[Optional[dict]], y_ev, key: str = "_pred_pick") -> Optional[float]:
-    """Accuracy of the mean of the members' outputs (``key``: at the KARE-picked or most accurate ridge).
-
-    None when a member is missing or kept no outputs (no finite training KARE).
-
-    Example:
-        >>> a = {"_pred_pick": np.array([1.0, -0.2])}; b = {"_pred_pick": np.array([-0.5, -0.4])}
-        >>> ensemble_accuracy([a, b], np.array([1.0, -1.0]))
-        1.0
-    """
-    from keras_kare.reproduce.runner import score
-
-    if any(m is None or m.get(key) is None for m in members):
-        return None
-    return score(np.mean([m[key] for m in members], axis=0), y_ev)[1]
-
-
-def table_cost(rows: int) -> float:
-    """Rough relative cost of one table of ``rows`` rows in a UCI run, for the run's time-left estimate.
-
-    The weights of :class:`~keras_kare.reproduce.eta.WorkETA` in ``reproduce uci``:
-    a fixed part (tracing every architecture, the baselines), a part growing
-    with the rows (DNN passes, kernel regressions) and the full-batch KARE
-    steps' Gram and factorisation, growing faster; from 5 000 rows KARE trains
-    on mini-batches (:func:`~keras_kare.reproduce.runner.paper_batch`) and
-    that part stops growing. Fitted by eye to paper-grid tables of 100, 366
-    and 1 000 rows (357 s, 722 s, 1 630 s; ``benchmarks/bench_paper_grid.py``
-    has the step times behind it): a guide to the order of magnitude, not a
-    model of any one grid.
-    """
-    from keras_kare.reproduce.runner import FULL_BATCH_ROWS
-
-    return 1.0 + rows / 250.0 + (min(rows, FULL_BATCH_ROWS) / 600.0) ** 2
-
-
-def training_cost(kind: str, depth: int, width: int, rows: int) -> float:
-    """Rough relative cost of one training of a UCI grid on a table of ``rows`` rows, for the time-left estimate.
-
-    KARE kinds build and factor a Gram matrix every step and cost several times
-    a DNN training; both grow with depth and width. The factors were fitted
-    by least squares to the logged times of about 5 500 paper-grid trainings on
-    tables of 10-1 022 rows. Replayed on those logs from 5-90 % of a table done,
-    the time left is 0.67-1.31x the time taken on tables of about 1 000 rows
-    (counting trainings as equal: 0.39-0.80x) and 0.76-2.0x on tables of at
-    most 150 rows, whose fixed costs these factors overweight; on six tables of
-    748-1 022 rows not in the fit, 0.58-1.33x (equal: 0.41-0.88x). The table's
-    size enters through :func:`table_cost`.
-
-    Example:
-        >>> training_cost("kare", 5, 512, 300) > training_cost("kare", 1, 32, 300) > training_cost("dnn", 1, 32, 300)
-        True
-    """
-    if kind == "ntk_init":
-        shape = 0.1 * 1.2**depth * width**0.25  # one kernel regression, no training
-    elif kind.startswith("kare"):
-        shape = (0.8 if kind in EARLY_STOPPED else 1.0) * 1.2**depth * width**0.25
-    else:
-        shape = 0.15 * 1.4**depth * width**0.35
-    return shape * table_cost(rows)
-
-
-def dataset_cost(s: dict, kare_lrs_by_depth: dict, rows: int) -> float:
-    """Summed :func:`training_cost` of one table's trainings as counted by :func:`trainings_per_dataset`.
-
-    The validated protocol's fold trainings are not known before the grid has
-    run; each is counted at its kind's mean grid cost (:func:`fold_budget`).
-    """
-    grid = sum(training_cost(kind, d, w, rows) for kind, d, w, _ in uci_configs(s, kare_lrs_by_depth))
-    return grid + fold_budget(s, kare_lrs_by_depth, rows)[1]
-
-
-def fold_budget(s: dict, kare_lrs_by_depth: dict, rows: int) -> tuple[int, float]:
-    """The validated protocol's fold trainings as counted before the grid has run: ``(trainings, cost)``.
-
-    Four folds for every method's choice (a DNN's and its after-kernel's may
-    differ), each at its kind's mean grid cost; ``(0, 0.0)`` under the paper
-    protocol. Once the choices are known, :func:`run_dataset` tells the
-    :class:`RunClock` how many of these trainings the table really needs.
-    """
-    trainings, cost = 0, 0.0
-    for kind, count in _fold_trainings(s).items():
-        grid_kind = STEP_SELECTED.get(kind, kind)  # a step-selected recipe's folds train its grid kind's networks
-        costs = [training_cost(kind, d, w, rows) for k, d, w, _ in uci_configs(s, kare_lrs_by_depth) if k == grid_kind]
-        trainings += count
-        cost += count * sum(costs) / len(costs)
-    return trainings, cost
-
-
-def _fold_trainings(s: dict) -> dict:
-    """Fold trainings per training kind counted before the grid has run: 4 per method it yields (validated)."""
-    if s.get("protocol", "paper") != "validated":
-        return {}
-    return {kind: 4 * len(TRIAL_METHODS[kind]) for kind in fold_kinds(s)}
-
-
-class RunClock:
-    """Progress of a UCI run: a line per training with the time left, and a whole-run estimate after the first.
-
-    The time left is the wall time so far per unit of cost done, times the cost
-    not done: each training's cost is passed to :meth:`trained` (equal costs
-    when none is given), the whole run's as ``total_cost``.
-
-    Args:
-        total_trainings: number of trainings the run counts (for the ``k/N`` count).
-        log: where the lines go.
-        total_cost: summed costs of all the trainings (e.g. :func:`dataset_cost`);
-            ``total_trainings`` when omitted.
-
-    Example:
-        >>> clock = RunClock(2, print)
-        >>> clock.trained(1.5, "iris: kare depth 1 width 128 lr 10", "best accuracy 96.0%")  # doctest: +ELLIPSIS
-        first configuration (iris: kare depth 1 width 128 lr 10) took 1.5s; estimated total for 2 trainings: ...
-        iris: kare depth 1 width 128 lr 10: best accuracy 96.0% in 1.5s (1/2 trainings, about ... left)
-    """
-
-    def __init__(self, total_trainings: int, log: Callable[[str], None], total_cost: Optional[float] = None):
-        self.total, self.log, self.done, self.t0, self.first = total_trainings, log, 0, time.time(), None
-        self.total_cost = float(total_trainings if total_cost is None else total_cost)
-        self.cost_done = 0.0
-
-    def replan(self, trainings: int, cost: float) -> None:
-        """Change the counted total by ``trainings`` and ``cost`` (negative: fewer) when a table's plan is known.
-
-        E.g. the validated protocol's fold trainings, counted before the grid ran
-        (:func:`fold_budget`), once the chosen configurations are known: methods
-        that chose the same configuration share their fold trainings, and a
-        diverged fold's fallback adds one.
-        """
-        self.total += int(trainings)
-        self.total_cost += float(cost)
-
-    def trained(self, seconds: float, what: str = "", result: str = "", cost: float = 1.0):
-        """Count one training of ``seconds`` and relative ``cost``; log ``what`` (configuration) and ``result``."""
-        self.done += 1
-        self.cost_done += float(cost)
-        if self.first is None:
-            self.first = seconds
-            est = seconds * self.total_cost / float(cost)
-            self.log(
-                f"first configuration{(' (' + what + ')') if what else ''} took {seconds:.1f}s; estimated total "
-                f"for {self.total} trainings: {format_seconds(est)} (rough: relative costs by kind, depth and width)"
-            )
-        self.log(
-            f"{what or 'training'}: {(result + ' in ') if result else ''}{seconds:.1f}s "
-            f"({self.done}/{self.total} trainings, about {self.eta()} left)"
-        )
-
-    def remaining_seconds(self) -> Optional[float]:
-        """Wall seconds so far per unit of cost done, times the cost left (None before the first training)."""
-        if not self.cost_done:
-            return None
-        return max(self.total_cost - self.cost_done, 0.0) * (time.time() - self.t0) / self.cost_done
-
-    def eta(self) -> str:
-        """:meth:`remaining_seconds` formatted (trainings only, not the baselines)."""
-        left = self.remaining_seconds()
-        return "unknown" if left is None else format_seconds(left)
-
-
 def _outcome(records: list[dict]) -> str:
     """``"kare 86.7%"``-style best evaluation accuracy (over the ridge grid) of each record of one training."""
     best = [(r["method"], paper_best([r], r["method"])) for r in records]
@@ -744,11 +342,6 @@ def _diverged(records: list[dict]) -> str:
     if any(r.get("kernel_not_finite") for r in records):
         text += "; the trained NTK is not finite: no accuracy, never chosen"
     return text
-
-
-def trainings_per_dataset(s: dict, kare_lrs_by_depth: dict) -> int:
-    """Grid trainings plus (validated) at most 4 folds × each training kind's chosen configurations."""
-    return len(list(uci_configs(s, kare_lrs_by_depth))) + sum(_fold_trainings(s).values())
 
 
 def run_dataset(
@@ -792,7 +385,7 @@ def run_dataset(
     acc = {m: {"best": paper_best(records, m)} for m in names if m not in ENSEMBLES}
     for m in names:
         if m in ENSEMBLES:
-            best = [_paper_best_record(records, member) for member in ENSEMBLES[m]]
+            best = [paper_best_record(records, member) for member in ENSEMBLES[m]]
             acc[m] = {"best": ensemble_accuracy(best, y_ev, "_pred_best")}
         elif m in KERNEL_METHODS:
             sel = kare_selected(records, m)
@@ -821,25 +414,11 @@ def run_dataset(
     return out
 
 
-def _paper_best_record(records: list[dict], method: str) -> Optional[dict]:
-    """The ``method`` record with the highest evaluation accuracy over its ridges (first on ties)."""
-    recs = [r for r in records if r["method"] == method]
-    return max(recs, key=lambda r: np.nan_to_num(_best_accuracy(r), nan=-np.inf)) if recs else None
-
-
 FOLD_FALLBACKS = 2
 """Validated protocol: when the chosen configuration's training diverges on a fold (no finite training KARE at
 any ridge, or outputs that are not finite; both known without the fold's test labels), that fold is retrained
 with the next configuration by validation accuracy, at most this many times, as a user who saw the training
 fail would; the fold has no number only when all of them fail."""
-
-
-def _fold_usable(record: dict) -> bool:
-    """Whether a training gave a number: a finite training KARE at some ridge and finite outputs (no label needed)."""
-    if "passes" in record and record["passes"] is None:  # a step-selected record whose monitor found no score
-        return False
-    acc = validation_accuracy(record)
-    return acc is not None and math.isfinite(acc)
 
 
 def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[dict]:
@@ -852,7 +431,7 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[di
     names = methods(s)
     ranked = {m: ranked_choices(records, m) for m in names if m not in ENSEMBLES}
     chosen = {m: r[0] if r else None for m, r in ranked.items()}
-    planned = {(_kind(m), r["depth"], r["width"], r["lr"]) for m, r in chosen.items() if r is not None}
+    planned = {(training_kind(m), r["depth"], r["width"], r["lr"]) for m, r in chosen.items() if r is not None}
     if clock is not None:
         cost = len(ds.kfold) * sum(training_cost(*key[:3], len(ds.x)) for key in planned)
         clock.replan(len(ds.kfold) * len(planned) - budget[0], cost - budget[1])
@@ -863,8 +442,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[di
             log(f"{ds.name}: no {m} configuration has a finite training KARE at any ridge; no validated number")
             acc[m]["validated"] = None
             continue
-        acc[m]["validated_config"] = _config(rec)
-        if _kind(m) in STEP_SELECTED:
+        acc[m]["validated_config"] = config_of(rec)
+        if training_kind(m) in STEP_SELECTED:
             acc[m]["validated_passes"] = rec["passes"]
         acc[m]["validation_accuracy"] = validation_accuracy(rec)
         candidates = ranked[m][: 1 + FOLD_FALLBACKS]
@@ -872,8 +451,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[di
         for k in range(len(ds.kfold)):
             r, config = None, None
             for i, cand in enumerate(candidates):
-                passes = cand["passes"] if _kind(m) in STEP_SELECTED else None  # chosen with the configuration
-                key = (_kind(m), cand["depth"], cand["width"], cand["lr"], k, passes)
+                passes = cand["passes"] if training_kind(m) in STEP_SELECTED else None  # chosen with the configuration
+                key = (training_kind(m), cand["depth"], cand["width"], cand["lr"], k, passes)
                 if key not in cache:
                     fx_tr, fy_tr, _, fx_te, fy_te, _ = split(ds, k)
                     fold_targets[k] = fy_te
@@ -889,8 +468,8 @@ def _validated(ds, s, records, acc, trial, clock, log, y_val, budget) -> list[di
                         clock.trained(time.time() - t0, f"{what} lr {key[3]:g}", outcome, cost)
                     fold_records += [{**r, "fold": k} for r in cache[key]]
                 r = next(r for r in cache[key] if r["method"] == m)
-                if _fold_usable(r):
-                    config = _config(cand)
+                if fold_usable(r):
+                    config = config_of(cand)
                     break
                 then = "the next by validation accuracy is tried" if i + 1 < len(candidates) else "no fallback left"
                 log(

@@ -91,11 +91,14 @@ def _call(fn: Callable, item):
     return fn(item, _log_queue.put)
 
 
-def _stop_workers(before: set) -> None:
-    """Terminate this process's multiprocessing children started since ``before`` (a set of pids) was taken."""
-    for proc in multiprocessing.active_children():
-        if proc.pid not in before:
-            proc.terminate()
+def _stop_workers(before: set, timeout: float = 10.0) -> None:
+    """Terminate this process's multiprocessing children started since ``before`` (a set of pids) was taken, and
+    wait up to ``timeout`` seconds for each to end, so none is left running once the caller sees the error."""
+    procs = [proc for proc in multiprocessing.active_children() if proc.pid not in before]
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout)
 
 
 def _drain(log_queue, log: Callable[[str], None]) -> None:
@@ -158,8 +161,12 @@ def run_in_workers(
                     for future in sorted(finished, key=futures.get):
                         on_result(futures[future], future.result())
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                _stop_workers(before)  # leaving the pool waits for its running items, whose results are lost
+                for future in pending:  # the items not started; running ones end with their workers
+                    future.cancel()
+                # Stopping the workers breaks the pool, which leaving it then joins at once (its items' results are
+                # lost). Not pool.shutdown(wait=False): Python 3.11's pool thread would still replace exiting
+                # workers and fail on the pool it had already dismantled, printing a thread traceback.
+                _stop_workers(before)
                 raise
         _drain(log_queue, log)
     finally:
