@@ -218,7 +218,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
     root = Path(__file__).resolve().parents[1]
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=root)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 600  # a guard against a hang, not a timing: a loaded machine starts workers slowly
         while not pid_file.exists() or not pid_file.read_text():
             assert parent.poll() is None and time.time() < deadline, "the worker never started"
             time.sleep(0.2)
@@ -234,9 +234,9 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
             return False
         return True
 
-    deadline = time.time() + 10
+    deadline = time.time() + 120  # the worker polls its parent every second; the rest is the machine's load
     while alive(worker) and time.time() < deadline:
         time.sleep(0.2)
     if alive(worker):
         os.kill(worker, signal.SIGKILL)
-        raise AssertionError("the worker outlived its killed parent by 10 s")
+        raise AssertionError("the worker outlived its killed parent by 120 s")
