@@ -58,8 +58,9 @@ after-kernel ensemble whose stopping rule also considers the initial weights had
 accuracy (81.28 % against 78.00 % for the paper's recipe and 80.26 % for the same ensemble without
 the initial weights), Friedman rank and PMA of every method that uses the learned NTK
 (docs/results.md). The cheaper ``ensemble_vs`` (no second grid) was level with it on the reduced
-grid but 1.3 points below it on 19 tables of the paper's grid, where choosing the number of passes
-among 100 configurations overfits the smallest tables' validation halves; it stays a flag.
+grid but 1.3 points below it on 19 tables of the paper's grid (and about a point below on both of two seeds
+on its tables of 90-366 rows), where choosing the number of passes among 100 configurations overfits the
+small tables' validation halves; it stays a flag.
 ``ntk_init`` is the control every comparison of a learned kernel needs, and costs one kernel
 regression per architecture.
 """
