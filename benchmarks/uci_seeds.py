@@ -82,13 +82,10 @@ def main(argv=None) -> dict:
     if args.combine is not None:
         out["combined_with"] = str(args.combine)
     if args.reference is not None:
-        from keras_kare.reproduce.reference import load_reference, reference_table, score_against_reference
+        from keras_kare.reproduce.reference import reference_table
+        from keras_kare.reproduce.seeds import spread_against_reference
 
-        per = [
-            {"dataset": name, "accuracy": {m: {args.key: value / 100.0} for m, value in accs.items()}}
-            for name, accs in spread["per_table"].items()
-        ]
-        scores = score_against_reference(per, spread["methods"], load_reference(args.reference), key=args.key)
+        scores = spread_against_reference(spread, args.reference)
         print("\nSeed-averaged accuracies in the paper's Table 1 form:\n")
         print(reference_table(scores))
         out["reference"] = scores

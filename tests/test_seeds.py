@@ -215,3 +215,46 @@ def test_benchmark_script_combines_with_a_stored_comparison(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| NTK at initialisation (untrained) against |" in done.stdout
     assert json.loads(out.read_text())["spread"]["headline"] == "ntk_init"
+
+
+def test_stored_seeds_script_merges_per_table_summaries_and_a_seed_comparison(tmp_path):
+    """Per-table summaries of piecewise runs (some methods here, others there) give the run folders' spread."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "uci_stored_seeds.py"
+
+    def summary(seed, methods):  # a per-table summary (benchmarks/results/uci_paper_grid_*.json) of some methods
+        per = {n: {"accuracy": {m: {"validated": v / 100, "paper": 0.0} for m, v in zip(METHODS, vals) if m in methods}}
+               for n, vals in ACC[seed].items()}  # fmt: skip
+        path = tmp_path / f"summary{seed}_{'_'.join(methods)}.json"
+        path.write_text(json.dumps({"per_table": per}))
+        return path
+
+    # a uci_seeds.py JSON holding every method at both seeds, with other numbers at seed 0 (e.g. another grid)
+    changed = {"dnn_validated": 0.01, "after_kernel_validated": 0.02}
+    other = {str(s): [{**r, **changed} if s == 0 else r for r in _rows(ACC[s])] for s in ACC}
+    comparison = tmp_path / "comparison.json"
+    comparison.write_text(json.dumps({"settings": {}, "results": other}))
+    sources = [
+        f"0:{summary(0, ['ensemble_es', 'after_kernel'])}",
+        f"0:{summary(0, ['dnn'])}",
+        f"0:{comparison}@after_kernel",  # after_kernel twice at seed 0: the first source's number is kept, dnn not read
+        f"3:{comparison}@ensemble_es,after_kernel,dnn",
+    ]
+    out = tmp_path / "spread.json"
+    cmd = [sys.executable, str(script), "--methods", ",".join(METHODS), "--out", str(out)]
+    done = subprocess.run(cmd + [a for s in sources for a in ("--source", s)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "numbers given by two sources: 3, of which differ: 3" in done.stdout
+    expected = S.seed_spread(_per_seed(), METHODS)  # the spread of the run folders themselves
+    got = json.loads(out.read_text())["spread"]
+    assert got["datasets"] == ["a", "b", "c"]
+    for m in METHODS:
+        assert got["over_seeds"][m]["mean"] == pytest.approx(expected["over_seeds"][m]["mean"])
+        assert got["averaged"][m]["rank"] == pytest.approx(expected["averaged"][m]["rank"])
+    assert [p["mean_difference"] for p in got["pairs"]] == pytest.approx(
+        [p["mean_difference"] for p in expected["pairs"]]
+    )
+
+    bad = subprocess.run([sys.executable, str(script), "--methods", "dnn", "--source", f"x:{comparison}"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "expected SEED:PATH" in bad.stderr

@@ -386,3 +386,24 @@ def seed_spread_markdown(spread: dict, labels: Optional[dict] = None) -> str:
     dropped = f"; dropped (a number missing on some seed): {', '.join(spread['dropped'])}" if spread["dropped"] else ""
     lines += ["", f"{spread['key']} protocol, {len(spread['datasets'])} data sets, seeds {seeds}{dropped}."]
     return "\n".join(lines)
+
+
+def spread_against_reference(spread: dict, reference) -> dict:
+    """The seed-averaged accuracies of :func:`seed_spread` scored in the paper's Table 1 form.
+
+    Args:
+        spread: the dict :func:`seed_spread` returns.
+        reference: ``delgado_results.txt`` (Fernández-Delgado et al.'s 179 classifiers).
+
+    Returns:
+        :func:`~keras_kare.reproduce.reference.score_against_reference`'s scores of
+        the spread's methods among the reference classifiers, on the spread's data sets.
+    """
+    from keras_kare.reproduce.reference import load_reference, score_against_reference
+
+    key = spread["key"]
+    per = [
+        {"dataset": name, "accuracy": {m: {key: value / 100.0} for m, value in accs.items()}}
+        for name, accs in spread["per_table"].items()
+    ]
+    return score_against_reference(per, spread["methods"], load_reference(reference), key=key)
