@@ -81,18 +81,23 @@ def main(argv=None) -> dict:
     out = {"runs": [str(r) for r in args.runs], "settings": settings, "spread": spread, "results": per_seed}
     if args.combine is not None:
         out["combined_with"] = str(args.combine)
-    if args.reference is not None:
+    return finish(out, spread, args.reference, args.out)
+
+
+def finish(out: dict, spread: dict, reference=None, path=None) -> dict:
+    """With ``reference`` also print and keep the seed-averaged Table 1 form; write ``out`` to ``path`` if given."""
+    if reference is not None:
         from keras_kare.reproduce.reference import reference_table
         from keras_kare.reproduce.seeds import spread_against_reference
 
-        scores = spread_against_reference(spread, args.reference)
+        scores = spread_against_reference(spread, reference)
         print("\nSeed-averaged accuracies in the paper's Table 1 form:\n")
         print(reference_table(scores))
         out["reference"] = scores
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1, default=float))
-        print(f"\nwrote {args.out}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1, default=float))
+        print(f"\nwrote {path}")
     return out
 
 

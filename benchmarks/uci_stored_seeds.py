@@ -98,6 +98,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, help="JSON file to write")
     args = parser.parse_args(argv)
 
+    from uci_seeds import finish  # the sibling script (this folder is on the path when run as a script)
+
     from keras_kare.reproduce.seeds import seed_spread, seed_spread_markdown
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -115,19 +117,7 @@ def main(argv=None) -> dict:
         "spread": spread,
         "results": per_seed,
     }
-    if args.reference is not None:
-        from keras_kare.reproduce.reference import reference_table
-        from keras_kare.reproduce.seeds import spread_against_reference
-
-        scores = spread_against_reference(spread, args.reference)
-        print("\nSeed-averaged accuracies in the paper's Table 1 form:\n")
-        print(reference_table(scores))
-        out["reference"] = scores
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1, default=float))
-        print(f"\nwrote {args.out}")
-    return out
+    return finish(out, spread, args.reference, args.out)
 
 
 if __name__ == "__main__":
