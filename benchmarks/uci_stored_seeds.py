@@ -25,7 +25,8 @@ the number of such overlaps, and how many of them differ, is printed.
         --reference DATA/uci-reference/delgado_results.txt --out benchmarks/results/uci_paper_grid_two_seeds.json
 
 Only tables with a number for every method on every seed are compared (the
-others are listed as dropped). Reads stored numbers only: seconds.
+others are listed as dropped); ``--datasets`` narrows the comparison to a
+subset, e.g. the larger tables. Reads stored numbers only: seconds.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main(argv=None) -> dict:
         "--source", action="append", type=_source, required=True, help="SEED:PATH or SEED:PATH@METHODS, repeatable"
     )
     parser.add_argument("--methods", required=True, help="comma-separated methods compared (ranks are among them)")
+    parser.add_argument("--datasets", help="comma-separated tables compared (default: every table the sources share)")
     parser.add_argument("--headline", help="the method paired against every other (default: the best recipe named)")
     parser.add_argument("--key", choices=("validated", "paper"), default="validated")
     parser.add_argument("--reference", type=Path, help="delgado_results.txt: also rank the seed-averaged accuracies")
@@ -105,6 +107,12 @@ def main(argv=None) -> dict:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     loaded = [(seed, json.loads(path.read_text()), only) for seed, path, only in args.source]
     per_seed, overlap = merge_sources(loaded, args.key)
+    if args.datasets:
+        wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        missing = sorted(set(wanted) - {row["dataset"] for rows in per_seed.values() for row in rows})
+        if missing:
+            parser.error(f"--datasets names tables no source has: {', '.join(missing)}")
+        per_seed = {seed: [row for row in rows if row["dataset"] in wanted] for seed, rows in per_seed.items()}
     print(f"numbers given by two sources: {overlap['entries']}, of which differ: {overlap['differ']} (first kept)\n")
     spread = seed_spread(per_seed, methods, key=args.key, headline=args.headline)
     print(seed_spread_markdown(spread))

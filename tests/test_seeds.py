@@ -255,6 +255,20 @@ def test_stored_seeds_script_merges_per_table_summaries_and_a_seed_comparison(tm
         [p["mean_difference"] for p in expected["pairs"]]
     )
 
+    # --datasets narrows the comparison to a subset: the spread of those tables' rows alone
+    subset = subprocess.run(cmd + ["--datasets", "a,c"] + [a for s in sources for a in ("--source", s)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert subset.returncode == 0, subset.stderr
+    only = {s: [r for r in rows if r["dataset"] in ("a", "c")] for s, rows in _per_seed().items()}
+    expected = S.seed_spread(only, METHODS)
+    got = json.loads(out.read_text())["spread"]
+    assert got["datasets"] == ["a", "c"]
+    for m in METHODS:
+        assert got["over_seeds"][m]["mean"] == pytest.approx(expected["over_seeds"][m]["mean"])
+    unknown = subprocess.run(cmd + ["--datasets", "a,zz"] + [a for s in sources for a in ("--source", s)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert unknown.returncode != 0 and "no source has: zz" in unknown.stderr
+
     bad = subprocess.run([sys.executable, str(script), "--methods", "dnn", "--source", f"x:{comparison}"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "expected SEED:PATH" in bad.stderr
