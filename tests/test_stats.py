@@ -148,3 +148,54 @@ def test_summary_gains_per_seed_statistics(tmp_path):
     assert "NTK-KARE beats DNN (MSE) on 2/3 seeds; mean paired difference −0.15 [95% bootstrap CI" in table
     assert "seeds won: NTK-KARE 2/3, after-kernel 0/3, DNN (MSE) 1/3" in table
     assert R.plot(tmp_path / "p.png", summary, "t").stat().st_size > 1000
+
+
+def _pearson(a, b):
+    a, b = np.asarray(a, float) - np.mean(a), np.asarray(b, float) - np.mean(b)
+    return float(a @ b / math.sqrt((a @ a) * (b @ b)))
+
+
+def test_rank_correlation_matches_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, size=25).astype(float)  # many ties
+    y = x + rng.normal(size=25)
+    y[:5] = y[5]  # ties in y too
+    got = S.rank_correlation(x, y, n_permutations=2000)
+    assert got["rho"] == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert not got["exact"] and got["n"] == 25
+
+
+def test_rank_correlation_exact_p_is_the_share_of_pairings_and_monte_carlo_agrees():
+    x = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0]
+    y = [2.0, 7.0, 1.0, 8.0, 2.5, 8.5, 0.5]
+    got = S.rank_correlation(x, y)
+    assert got["exact"]  # 7! = 5040 pairings enumerated
+    rx, ry = np.argsort(np.argsort(x)) + 1.0, np.argsort(np.argsort(y)) + 1.0  # no ties here
+    rho = _pearson(rx, ry)
+    assert got["rho"] == pytest.approx(rho, abs=1e-12)
+    # the slow oracle: every pairing of y's ranks with x's
+    null = [_pearson(rx, ry[list(p)]) for p in itertools.permutations(range(7))]
+    exact_p = np.mean([abs(r) >= abs(rho) - 1e-12 for r in null])
+    assert got["p"] == pytest.approx(exact_p, abs=1e-12)
+    # Monte Carlo: within 5 binomial standard errors of the exact value
+    mc = S.rank_correlation(x, y, n_permutations=4000, seed=1)
+    assert not mc["exact"]
+    assert abs(mc["p"] - exact_p) < 5 * math.sqrt(exact_p * (1 - exact_p) / 4000) + 1 / 4001
+    # a perfect ordering of five pairs: only the identity and its reverse reach |rho| = 1
+    perfect = S.rank_correlation([1, 2, 3, 4, 5], [10, 20, 25, 90, 100])
+    assert perfect["rho"] == pytest.approx(1.0) and perfect["p"] == pytest.approx(2 / 120)
+    assert S.rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+
+
+def test_rank_correlation_constant_and_bad_input():
+    const = S.rank_correlation([1, 2, 3], [5.0, 5.0, 5.0])
+    assert math.isnan(const["rho"]) and const["p"] == 1.0
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        S.rank_correlation([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="paired values"):
+        S.rank_correlation([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="non-finite"):
+        S.rank_correlation([1, 2, np.nan], [1, 2, 3])
+    with pytest.raises(ValueError, match="n_permutations"):
+        S.rank_correlation([1, 2, 3], [1, 2, 3], n_permutations=0)
