@@ -140,7 +140,8 @@ def main(argv=None):
     print(f"| {head} minus | tables | Spearman ρ (rows, difference) | permutation p |")
     print("|---|---|---|---|")
     for method, r in result["methods"].items():
-        print(f"| {LABELS.get(method, method)} | {r['n']} | {r['rho']:+.3f} | {r['p']:.3g} |")
+        rho = "undefined (a constant column)" if np.isnan(r["rho"]) else f"{r['rho']:+.3f}"
+        print(f"| {LABELS.get(method, method)} | {r['n']} | {rho} | {r['p']:.3g} |")
     if args.out:
         result["command"] = "python benchmarks/uci_by_size.py " + " ".join(sys.argv[1:] if argv is None else argv)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -199,3 +199,15 @@ def test_rank_correlation_constant_and_bad_input():
         S.rank_correlation([1, 2, np.nan], [1, 2, 3])
     with pytest.raises(ValueError, match="n_permutations"):
         S.rank_correlation([1, 2, 3], [1, 2, 3], n_permutations=0)
+
+
+def test_rank_correlation_monte_carlo_in_blocks_matches_the_t_approximation():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=60)
+    y = 0.15 * x + rng.normal(size=60)
+    got = S.rank_correlation(x, y)  # 100 000 pairings drawn in two blocks at n = 60
+    expected = stats.spearmanr(x, y)
+    assert got["rho"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert 0.01 < expected.pvalue < 0.5  # a p-value the t approximation gets to about 0.005 at n = 60
+    assert got["p"] == pytest.approx(expected.pvalue, abs=0.01)

@@ -10,7 +10,10 @@ weights, so methods are compared *per seed* (paired), not by their means alone:
 - for each pair of methods: paired differences ``d_s = a_s − b_s``, their mean
   with a percentile bootstrap confidence interval (seeded, so the same numbers
   give the same interval), and the exact two-sided sign test p-value
-  (binomial with p = ½ on the non-zero differences; ties are dropped).
+  (binomial with p = ½ on the non-zero differences; ties are dropped);
+- across data sets: Spearman's rank correlation of a per-table quantity (e.g.
+  one method's lead over another) with another (the table's size), with a
+  permutation p-value (:func:`rank_correlation`).
 
 Example:
     >>> d = paired_comparison([0.1, 0.2, 0.05], [0.3, 0.25, 0.1], "NTK-KARE", "DNN")
@@ -20,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Optional
@@ -187,16 +191,21 @@ def rank_correlation(x, y, n_permutations: int = N_PERMUTATIONS, seed: int = BOO
     if norm == 0.0:
         return {"n": int(x.size), "rho": math.nan, "p": 1.0, "exact": True}
     rho = float(rx @ ry) / norm
+
+    def extreme(pairings: np.ndarray) -> int:  # pairings at least as correlated as observed, either sign
+        return int(np.sum(np.abs(ry[pairings] @ rx) / norm >= abs(rho) - 1e-12))
+
     exact = math.factorial(x.size) <= int(n_permutations)
     if exact:
-        import itertools
-
-        shuffled = ry[np.array(list(itertools.permutations(range(x.size))))]
+        p = extreme(np.array(list(itertools.permutations(range(x.size))))) / math.factorial(x.size)
     else:
-        rng = np.random.default_rng(seed)
-        shuffled = ry[rng.permuted(np.tile(np.arange(x.size), (int(n_permutations), 1)), axis=1)]
-    hits = int(np.sum(np.abs(shuffled @ rx) / norm >= abs(rho) - 1e-12))
-    p = hits / shuffled.shape[0] if exact else (1 + hits) / (1 + shuffled.shape[0])
+        rng, hits, left = np.random.default_rng(seed), 0, int(n_permutations)
+        block = max(1, min(left, 2**22 // x.size))  # at most ~32 MB of indices at a time
+        while left:
+            take = min(block, left)
+            hits += extreme(rng.permuted(np.tile(np.arange(x.size), (take, 1)), axis=1))
+            left -= take
+        p = (1 + hits) / (1 + int(n_permutations))
     return {"n": int(x.size), "rho": rho, "p": float(min(1.0, p)), "exact": exact}
 
 
