@@ -29,18 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_kare.reproduce.baselines import BASELINE_LABELS
+from keras_kare.reproduce.results import METHOD_LABELS
 from keras_kare.reproduce.stats import rank_correlation
 
-LABELS = {
-    "ensemble_es0": "default (ensemble_es0)",
-    "kare": "NTK-KARE (paper's recipe)",
-    "after_kernel": "after-kernel (paper's recipe)",
-    "dnn": "DNN (paper's recipe)",
-    "krr-rbf": "RBF kernel ridge",
-    "ntk_init": "untrained NTK",
-    "svc": "SVC (RBF)",
-    "rf": "random forest",
-}
+LABELS = {**METHOD_LABELS, **BASELINE_LABELS}
 
 
 def table_sizes(paths) -> dict:
@@ -107,12 +100,12 @@ def plot(result: dict, path: Path) -> bool:
         r = result["methods"][method]
         rows, d = np.array(r["rows"]), np.array(r["difference"])
         ax.vlines(rows, r["low"], r["high"], color="0.7", lw=1)
-        ax.scatter(rows, d, s=14, color=np.where(d >= 0, "tab:blue", "tab:red"), zorder=3)
+        ax.scatter(rows, d, s=14, color=np.where(d > -1e-9, "tab:blue", "tab:red"), zorder=3)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("rows of the table")
         ax.set_title(f"minus {LABELS.get(method, method)}\nSpearman ρ = {r['rho']:+.2f}, p = {r['p']:.2g}", fontsize=9)
-    axes[0][0].set_ylabel(f"{LABELS.get(result['headline'], result['headline'])}\nminus method (points)")
+    axes[0][0].set_ylabel(f"{result['headline']} minus method (points)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

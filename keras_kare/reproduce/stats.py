@@ -30,6 +30,8 @@ from typing import Optional
 
 import numpy as np
 
+from keras_kare.reproduce.scoring import average_ranks
+
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
 
@@ -144,17 +146,6 @@ def paired_comparison(
 N_PERMUTATIONS = 100_000
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x``, ties given the mean of the ranks they share."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.size)
-    ranks[order] = np.arange(1, x.size + 1)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def rank_correlation(x, y, n_permutations: int = N_PERMUTATIONS, seed: int = BOOTSTRAP_SEED) -> dict:
     """Spearman's rank correlation of ``x`` and ``y`` with a two-sided permutation p-value.
 
@@ -185,7 +176,7 @@ def rank_correlation(x, y, n_permutations: int = N_PERMUTATIONS, seed: int = BOO
         raise ValueError(f"rank_correlation needs at least 3 pairs, received {x.size}.")
     if int(n_permutations) < 1:
         raise ValueError(f"n_permutations must be a positive integer, received {n_permutations!r}.")
-    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = average_ranks(x), average_ranks(y)  # descending for both: the same correlation
     rx, ry = rx - rx.mean(), ry - ry.mean()
     norm = math.sqrt(float(rx @ rx) * float(ry @ ry))
     if norm == 0.0:
